@@ -1,0 +1,54 @@
+"""``e3relax info``: versions, the op library, and every backend of every op with why it is unavailable."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+
+HELP = "show versions, compiled-op status and available backends"
+_PACKAGES = ("torch", "numpy", "ase", "pymatgen", "spglib", "triton", "cupy-cuda13x", "vesin")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=("paper", "small"), help="also print this model's parameter count")
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import __version__, ops
+
+    print(f"e3relax_fast {__version__}  (python {platform.python_version()}, {platform.machine()})")
+    for package in _PACKAGES:
+        print(f"  {package:<14} {_version(package)}")
+    print(f"  torch threads  {torch.get_num_threads()}  cuda available: {torch.cuda.is_available()}")
+    lib = ops.library_status()
+    if lib.loaded:
+        print(f"op library: loaded from {lib.path}  {lib.build_info}")
+    else:
+        print(f"op library: not loaded: {lib.reason}")
+    print("backends (auto picks the first available of cpp/torch on CPU, cuda/triton/torch on CUDA):")
+    for op_name, entries in ops.backend_report().items():
+        print(f"  {op_name}")
+        for entry in entries:
+            state = "available" if entry.available else f"unavailable: {entry.reason}"
+            print(f"    {entry.backend:<7} {state}")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        print("TRITON_INTERPRET=1: Triton kernels run in the (slow) CPU interpreter")
+    if args.model:
+        from ..model import E3Relax, E3RelaxConfig
+
+        config = E3RelaxConfig.preset(args.model)
+        with torch.device("meta"):
+            model = E3Relax(config)
+        print(f"model {args.model!r}: {model.num_parameters():,} parameters  {config.to_dict()}")
+    return 0

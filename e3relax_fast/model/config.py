@@ -1,0 +1,169 @@
+"""Typed configuration: dataclasses with the paper's defaults, YAML round trip, dotted overrides.
+
+Unknown keys are errors (with their dotted path), so a typo in a YAML file or a ``--set`` never
+silently does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+LATTICE_COUPLINGS = ("invariant", "paper")
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return config_from_dict(annotation, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        (item_type, *_) = typing.get_args(annotation) or (Any,)
+        items = [v if item_type is Any else _coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    return value
+
+
+def config_from_dict(cls: type[T], data: dict, where: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, checking types and rejecting unknown keys."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ValueError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}; "
+                         f"known: {', '.join(sorted(known))}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+@dataclass(frozen=True)
+class E3RelaxConfig:
+    """Hyperparameters of E3Relax. Defaults are the paper's (and the research code's scripts).
+
+    Attributes:
+        hidden_channels: F, channels of every scalar and vector feature.
+        num_layers: layers, each predicting positions and cell (layer-wise supervision).
+        num_rbf: Gaussians of the radial basis.
+        rbf_cutoff: range of the radial basis, Å.
+        envelope_exponent: p of the polynomial envelope.
+        graph_cutoff: radius of the neighbour search on the input structure, Å.
+        max_neighbors: nearest neighbours kept per atom (0 keeps all).
+        self_images: "paper" (six fixed self-image edges) or "all" (every own image in the radius).
+        num_elements: rows of the element table (atomic numbers 1..num_elements).
+        lattice_coupling: "invariant" (lattice-node geometry from the lattice vectors alone:
+            translation- and image-choice-invariant) or "paper" (q_ik = l_k - x_i, as the research code).
+    """
+
+    hidden_channels: int = 512
+    num_layers: int = 4
+    num_rbf: int = 128
+    rbf_cutoff: float = 30.0
+    envelope_exponent: int = 5
+    graph_cutoff: float = 6.0
+    max_neighbors: int = 50
+    self_images: str = "paper"
+    num_elements: int = 118
+    lattice_coupling: str = "invariant"
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_channels", "num_layers", "num_rbf", "envelope_exponent", "num_elements"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.hidden_channels % 2:
+            raise ValueError(f"hidden_channels must be even (the message MLP uses F/2), got {self.hidden_channels}")
+        if self.num_rbf < 2:
+            raise ValueError(f"num_rbf must be >= 2, got {self.num_rbf}")
+        if self.rbf_cutoff <= 0 or self.graph_cutoff <= 0:
+            raise ValueError("rbf_cutoff and graph_cutoff must be positive")
+        if self.max_neighbors < 0:
+            raise ValueError(f"max_neighbors must be >= 0, got {self.max_neighbors}")
+        if self.self_images not in ("all", "paper"):
+            raise ValueError(f"self_images must be 'all' or 'paper', got {self.self_images!r}")
+        if self.lattice_coupling not in LATTICE_COUPLINGS:
+            raise ValueError(f"lattice_coupling must be one of {LATTICE_COUPLINGS}, got {self.lattice_coupling!r}")
+
+    @classmethod
+    def paper(cls, **changes: Any) -> "E3RelaxConfig":
+        """The paper's model: F = 512, 4 layers, 74,636,800 parameters."""
+        return dataclasses.replace(cls(), **changes)
+
+    @classmethod
+    def small(cls, **changes: Any) -> "E3RelaxConfig":
+        """F = 128, for CPU training and the shipped model; everything else as the paper."""
+        return dataclasses.replace(cls(hidden_channels=128), **changes)
+
+    @classmethod
+    def preset(cls, name: str) -> "E3RelaxConfig":
+        presets = {"paper": cls.paper, "small": cls.small}
+        if name not in presets:
+            raise ValueError(f"unknown model preset {name!r}; known: {', '.join(presets)}")
+        return presets[name]()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "E3RelaxConfig":
+        return config_from_dict(cls, data)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "E3RelaxConfig":
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the config must be a mapping of keys to values")
+        return cls.from_dict(apply_overrides(data, overrides))

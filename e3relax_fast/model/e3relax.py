@@ -1,0 +1,179 @@
+"""E3Relax: unrelaxed crystal in, relaxed positions and cell after every layer out (model.md).
+
+Atoms and the three lattice vectors of each crystal are nodes with a scalar and a vector feature.
+The graph is found once on the input structure; every layer recomputes edge geometry from the moved
+positions and cell on that fixed graph, then runs lattice -> atom, atom-atom messages, the gated
+self-update, the position update, atom -> lattice and the lattice update.
+
+Our two departures from the research code (model.md, "Our decisions"): lattice increment k is added
+to row k of the cell (rotation-equivariant), and ``lattice_coupling="invariant"`` (default) takes the
+lattice-node geometry from the lattice vectors alone. The element table is indexed by Z - 1, so all
+118 elements fit in its 118 rows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import AtomMessageBlock, AtomUpdateBlock, GaussianRBF, LatticeNodeBlock, PositionUpdateBlock, safe_norm
+from ..ops import atom_structure_index, check_batch, edge_vectors, radius_graph
+from .config import E3RelaxConfig
+
+
+def _structure_mean(values: Tensor, structure: Tensor, inv_sizes: Tensor) -> Tensor:
+    """Mean over the atoms of each structure: [N, ...] -> [B, ...]."""
+    total = torch.zeros((inv_sizes.shape[0],) + values.shape[1:], dtype=values.dtype, device=values.device)
+    total = total.index_add(0, structure, values)
+    return total * inv_sizes.view((-1,) + (1,) * (values.dim() - 1))
+
+
+class E3RelaxLayer(nn.Module):
+    """One layer: its own weights for the atom blocks and three lattice-node blocks."""
+
+    def __init__(self, config: E3RelaxConfig, backend: str = "auto"):
+        super().__init__()
+        f = config.hidden_channels
+        self.paper_coupling = config.lattice_coupling == "paper"
+        self.rbf = GaussianRBF(config.num_rbf, config.rbf_cutoff, config.envelope_exponent)  # no weights
+        self.lattice_nodes = nn.ModuleList([LatticeNodeBlock(f, config.num_rbf) for _ in range(3)])
+        self.message = AtomMessageBlock(f, config.num_rbf, backend)
+        self.update = AtomUpdateBlock(f)
+        self.position = PositionUpdateBlock(f)
+
+    def forward(
+        self,
+        pos: Tensor,
+        cell: Tensor,
+        h: Tensor,
+        vec: Tensor,
+        g: Tensor,
+        lattice_vec: Tensor,
+        edge_index: Tensor,
+        shifts: Tensor,
+        edge_structure: Tensor,
+        structure: Tensor,
+        inv_sizes: Tensor,
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        # Step 0: geometry from the current structure on the fixed graph.
+        r = edge_vectors(pos, cell, edge_index, shifts, edge_structure)  # [E, 3]
+        distance = safe_norm(r)
+        edge_unit = -r / distance.unsqueeze(1)  # from the neighbour's image towards the target
+        edge_rbf = self.rbf(distance)  # [E, R]
+        atom_cell = cell.index_select(0, structure)  # [N, 3, 3]
+        if self.paper_coupling:
+            # q_ik = l_k - x_i: lattice node k sits at the point l_k (depends on absolute positions).
+            q = atom_cell - pos.unsqueeze(1)
+            q_length = safe_norm(q)  # [N, 3]
+            lattice_dir = -q / q_length.unsqueeze(2)
+            lattice_rbf = self.rbf(q_length)  # [N, 3, R]
+        else:
+            lengths = safe_norm(cell)  # [B, 3]
+            lattice_dir = (cell / lengths.unsqueeze(2)).index_select(0, structure)
+            lattice_rbf = self.rbf(lengths).index_select(0, structure)
+
+        # Step 1: lattice -> atom, k = 1, 2, 3 in turn.
+        g_atoms = g.index_select(0, structure)  # [N, 3, F]
+        lattice_vec_atoms = lattice_vec.index_select(0, structure)  # [N, 3, 3, F]
+        for k, node in enumerate(self.lattice_nodes):
+            h, vec = node.to_atoms(h, vec, lattice_dir[:, k], lattice_rbf[:, k], g_atoms[:, k],
+                                   lattice_vec_atoms[:, k])
+
+        # Steps 2-4: atom-atom messages, gated self-update, position update.
+        h, vec = self.message(h, vec, edge_rbf, edge_unit, edge_index)
+        h, vec = self.update(h, vec)
+        pos = pos + self.position(h, vec)
+
+        # Steps 5-6: atom -> lattice and the lattice update (increment k added to row k).
+        mean_h = _structure_mean(h, structure, inv_sizes)
+        mean_vec = _structure_mean(vec, structure, inv_sizes)
+        new_g: List[Tensor] = []
+        new_lattice_vec: List[Tensor] = []
+        increments: List[Tensor] = []
+        for k, node in enumerate(self.lattice_nodes):
+            g_k, lattice_vec_k, increment = node.from_atoms(mean_h, mean_vec, g[:, k], lattice_vec[:, k])
+            new_g.append(g_k)
+            new_lattice_vec.append(lattice_vec_k)
+            increments.append(increment)
+        cell = cell + torch.stack(increments, dim=1)
+        return pos, cell, h, vec, torch.stack(new_g, dim=1), torch.stack(new_lattice_vec, dim=1)
+
+
+class E3Relax(nn.Module):
+    """The E3Relax network.
+
+    Args:
+        config: hyperparameters (default: the paper's).
+        backend: backend of the fast ops (``"auto"``, ``"torch"``, ``"cpp"``, ``"cuda"``, ``"triton"``).
+
+    ``forward(pos [N,3], z [N], cell [B,3,3], pbc [B,3], ptr [B+1], edge_index=None, shifts=None)``
+    returns ``pos_layers [L, N, 3]`` and ``cell_layers [L, B, 3, 3]`` (Å), one entry per layer; the
+    last is the prediction. Without ``edge_index``/``shifts`` the graph is built from the input.
+    """
+
+    def __init__(self, config: Optional[E3RelaxConfig] = None, backend: str = "auto"):
+        super().__init__()
+        config = config if config is not None else E3RelaxConfig()
+        self.config = config
+        self.graph_cutoff = float(config.graph_cutoff)
+        self.max_neighbors = int(config.max_neighbors)
+        self.self_images = str(config.self_images)
+        self.num_elements = int(config.num_elements)
+        self.backend = backend
+        f = config.hidden_channels
+        self.element_embedding = nn.Embedding(config.num_elements, f)
+        nn.init.uniform_(self.element_embedding.weight, -math.sqrt(3.0), math.sqrt(3.0))
+        self.lattice_embedding = nn.Parameter(torch.randn(3, f))  # g_k at the input, one per lattice node
+        self.layers = nn.ModuleList([E3RelaxLayer(config, backend) for _ in range(config.num_layers)])
+
+    def set_backend(self, backend: str) -> "E3Relax":
+        self.backend = backend
+        for layer in self.layers:
+            layer.message.backend = backend
+        return self
+
+    @torch.jit.unused
+    def _check(self, pos: Tensor, z: Tensor, cell: Tensor, pbc: Tensor, ptr: Tensor) -> None:
+        check_batch(pos, cell, pbc, ptr, z, num_elements=self.num_elements)
+
+    def forward(
+        self,
+        pos: Tensor,
+        z: Tensor,
+        cell: Tensor,
+        pbc: Tensor,
+        ptr: Tensor,
+        edge_index: Optional[Tensor] = None,
+        shifts: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tensor]:
+        if not torch.jit.is_scripting():
+            self._check(pos, z, cell, pbc, ptr)
+        if edge_index is None or shifts is None:
+            with torch.no_grad():
+                edge_index, shifts, _ = radius_graph(pos.detach(), cell.detach(), pbc, ptr, self.graph_cutoff,
+                                                     self.max_neighbors, self.self_images, self.backend)
+        num_atoms = pos.shape[0]
+        structure = atom_structure_index(ptr, num_atoms)
+        edge_structure = structure.index_select(0, edge_index[1])
+        sizes = (ptr[1:] - ptr[:-1]).clamp(min=1)
+        inv_sizes = 1.0 / sizes.to(pos.dtype)
+        num_structures = cell.shape[0]
+        h = self.element_embedding(z - 1)
+        channels = h.shape[1]
+        vec = torch.zeros((num_atoms, 3, channels), dtype=pos.dtype, device=pos.device)
+        g = self.lattice_embedding.to(pos.dtype).unsqueeze(0).expand(num_structures, 3, channels)
+        lattice_vec = torch.zeros((num_structures, 3, 3, channels), dtype=pos.dtype, device=pos.device)
+        pos_layers: List[Tensor] = []
+        cell_layers: List[Tensor] = []
+        for layer in self.layers:
+            pos, cell, h, vec, g, lattice_vec = layer(pos, cell, h, vec, g, lattice_vec, edge_index, shifts,
+                                                      edge_structure, structure, inv_sizes)
+            pos_layers.append(pos)
+            cell_layers.append(cell)
+        return torch.stack(pos_layers), torch.stack(cell_layers)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

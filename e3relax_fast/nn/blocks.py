@@ -1,0 +1,112 @@
+"""The equivariant blocks of one E3Relax layer (model.md, steps 1-6).
+
+Shapes: atoms carry ``h [N, F]`` and ``vec [N, 3, F]``; lattice nodes carry ``g [B, 3, F]`` and
+``lattice_vec [B, 3, 3, F]`` (structure, lattice node k, spatial axis, channel). A Linear acting on a
+vector feature mixes channels only and has no bias, so it commutes with rotations.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..ops import vector_message
+from .layers import MLP, channel_norm, linear
+
+
+class LatticeNodeBlock(nn.Module):
+    """All weights of lattice node k in one layer: lattice -> atom (step 1), atom -> lattice (step 5)
+    and the lattice-vector increment (step 6). 5,185,536 parameters at F = 512."""
+
+    def __init__(self, channels: int, num_rbf: int):
+        super().__init__()
+        f = channels
+        self.channels = channels
+        self.atom_filter_mlp = MLP(f, f, 3 * f)  # MLP_a
+        self.lattice_filter = linear(num_rbf, 3 * f)  # A (with bias a)
+        self.atom_scalar_mlp = MLP(2 * f, f, f, activate_output=True)  # MLP_b
+        self.atom_vector_mix = linear(f, f, bias=False)  # B
+        self.lattice_scalar_mlp = MLP(2 * f, f, f, activate_output=True)  # MLP_c
+        self.lattice_vector_mix = linear(f, f, bias=False)  # E
+        self.lattice_vector_gate_proj = linear(f, 2 * f, bias=False)  # H
+        self.lattice_gate_mlp = MLP(2 * f, f, 3 * f)  # MLP_d
+        self.lattice_increment = linear(f, 1, bias=False)  # w_l
+
+    def to_atoms(self, h: Tensor, vec: Tensor, direction: Tensor, radial: Tensor, g_atoms: Tensor,
+                 lattice_vec_atoms: Tensor) -> Tuple[Tensor, Tensor]:
+        """Step 1 for this k. direction [N, 3] unit vectors, radial [N, R], g_atoms [N, F],
+        lattice_vec_atoms [N, 3, F] (the lattice node's features seen by each atom)."""
+        alpha = self.atom_filter_mlp(h) * self.lattice_filter(radial) * (1.0 / math.sqrt(3.0))
+        gate, along, scalar = torch.split(alpha, self.channels, dim=1)
+        h = h + scalar
+        # Replaces vec (no residual), as the research code does.
+        vec = (gate.unsqueeze(1) * vec + direction.unsqueeze(2) * along.unsqueeze(1)) * (1.0 / math.sqrt(self.channels))
+        h = h + self.atom_scalar_mlp(torch.cat([h, g_atoms], dim=1))
+        vec = vec + self.atom_vector_mix(vec + lattice_vec_atoms)
+        return h, vec
+
+    def from_atoms(self, mean_h: Tensor, mean_vec: Tensor, g: Tensor,
+                   lattice_vec: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Steps 5 and 6 for this k. mean_h [B, F], mean_vec [B, 3, F], g [B, F], lattice_vec [B, 3, F].
+        Returns the new g, lattice_vec and the lattice-vector increment [B, 3] (Å)."""
+        g = g + self.lattice_scalar_mlp(torch.cat([mean_h, g], dim=1))
+        lattice_vec = lattice_vec + self.lattice_vector_mix(mean_vec + lattice_vec)
+        projected, gate_source = torch.split(self.lattice_vector_gate_proj(lattice_vec), self.channels, dim=2)
+        kappa = self.lattice_gate_mlp(torch.cat([g, channel_norm(gate_source)], dim=1))
+        vector_gate, scalar_update, scalar_gate = torch.split(kappa, self.channels, dim=1)
+        g = scalar_update + g * torch.tanh(scalar_gate)
+        lattice_vec = lattice_vec + vector_gate.unsqueeze(1) * projected
+        increment = self.lattice_increment(lattice_vec).squeeze(-1)
+        return g, lattice_vec, increment
+
+
+class AtomMessageBlock(nn.Module):
+    """Step 2: sum of scalar and vector messages over incoming edges, through ``ops.vector_message``."""
+
+    def __init__(self, channels: int, num_rbf: int, backend: str = "auto"):
+        super().__init__()
+        self.channels = channels
+        self.backend = backend
+        self.node_mlp = MLP(channels, channels // 2, 3 * channels)  # MLP_m
+        self.edge_filter = linear(num_rbf, 3 * channels)  # C (with bias c)
+
+    def forward(self, h: Tensor, vec: Tensor, edge_rbf: Tensor, edge_unit: Tensor,
+                edge_index: Tensor) -> Tuple[Tensor, Tensor]:
+        dh, dvec = vector_message(self.node_mlp(h), self.edge_filter(edge_rbf), vec, edge_unit, edge_index,
+                                  backend=self.backend)
+        return (h + dh) * (1.0 / math.sqrt(2.0)), vec + dvec
+
+
+class AtomUpdateBlock(nn.Module):
+    """Step 3: gated self-update of each atom from its own scalar and vector features."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.vector_proj = linear(channels, 2 * channels, bias=False)  # D
+        self.gate_mlp = MLP(2 * channels, channels, 3 * channels)  # MLP_s
+
+    def forward(self, h: Tensor, vec: Tensor) -> Tuple[Tensor, Tensor]:
+        projected, gate_source = torch.split(self.vector_proj(vec), self.channels, dim=2)
+        gamma = self.gate_mlp(torch.cat([h, channel_norm(gate_source)], dim=1))
+        vector_gate, scalar_update, scalar_gate = torch.split(gamma, self.channels, dim=1)
+        h = (h + scalar_update * (1.0 / math.sqrt(2.0)) + h * torch.tanh(scalar_gate)) * (1.0 / math.sqrt(2.0))
+        return h, vec + vector_gate.unsqueeze(1) * projected
+
+
+class PositionUpdateBlock(nn.Module):
+    """Step 4: displacement [N, 3] (Å) as the mean of a learned and a softmax-weighted channel sum."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight_mlp = MLP(channels, channels, channels)  # MLP_p
+        self.channel_weight = linear(channels, 1, bias=False)  # w_p
+
+    def forward(self, h: Tensor, vec: Tensor) -> Tensor:
+        attention = torch.softmax(self.weight_mlp(h), dim=1)
+        learned = self.channel_weight(vec).squeeze(-1)
+        attended = (vec * attention.unsqueeze(1)).sum(dim=-1)
+        return 0.5 * (learned + attended)

@@ -1,0 +1,28 @@
+"""Registered ops, backend dispatch and their pure-PyTorch references.
+
+Public: :func:`radius_graph`, :func:`vector_message`, :func:`edge_vectors`, :func:`check_batch`,
+each with ``backend="auto" | "torch" | "cpp" | "cuda" | "triton"`` where a fast kernel exists.
+"""
+
+from . import _backend, _library
+from .checks import check_batch
+from .geometry import atom_structure_index, edge_vectors
+from .message_passing import vector_message, vector_message_reference
+from .radius_graph import radius_graph, radius_graph_reference
+
+BACKENDS = _backend.BACKENDS
+backend_report = _backend.report
+library_status = _library.status
+
+__all__ = [
+    "BACKENDS",
+    "atom_structure_index",
+    "backend_report",
+    "check_batch",
+    "edge_vectors",
+    "library_status",
+    "radius_graph",
+    "radius_graph_reference",
+    "vector_message",
+    "vector_message_reference",
+]

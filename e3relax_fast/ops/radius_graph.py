@@ -1,0 +1,213 @@
+"""Periodic radius graph of a flat batch of crystals: the topology every E3Relax layer reuses.
+
+Conventions (stated once, used everywhere):
+- ``edge_index[0]`` is the source (neighbour) j, ``edge_index[1]`` the target (centre) i.
+- ``shifts`` are integer cell offsets: ``r_ij = pos[j] + shifts @ cell - pos[i]`` (Å).
+- A pair is an edge iff ``|r_ij|^2 < cutoff^2`` in the dtype of ``pos`` (a pair at exactly the cutoff is
+  excluded, as in ASE and vesin). An atom's own images (j == i, shift != 0) are edges too.
+- A non-periodic axis gets no shifts along it.
+- Edges are sorted by target, then distance, then source, then shift (lexicographic), so the output
+  is identical run to run and on every backend. ``max_neighbors > 0`` keeps the first
+  ``max_neighbors`` edges of each target in that order.
+- ``self_images="paper"`` is the research code's graph: after the cap, every self-image edge is
+  dropped and six fixed ones are added to every atom, with shifts (0,0,1), (0,1,0), (1,0,0),
+  (0,1,1), (1,0,1), (1,1,0), whatever their length. On a partly periodic structure only those that
+  move along periodic axes are added.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Tuple
+
+import torch
+from torch import Tensor
+
+from . import _backend
+from .checks import check_batch
+
+SELF_IMAGE_MODES = ("all", "paper")
+
+
+def _paper_self_shifts(device: torch.device) -> Tensor:
+    return torch.tensor([[0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 1, 1], [1, 0, 1], [1, 1, 0]],
+                        dtype=torch.long, device=device)
+
+
+def _lexsort(keys: List[Tensor]) -> Tensor:
+    """Permutation that sorts by ``keys[0]``, then ``keys[1]``, ... (stable sorts from the last key)."""
+    order = torch.arange(keys[0].numel(), device=keys[0].device)
+    for k in range(len(keys) - 1, -1, -1):
+        order = order[torch.sort(keys[k][order], stable=True)[1]]
+    return order
+
+
+def _image_range(frac: Tensor, inv_cell: Tensor, periodic: Tensor, cutoff: float) -> List[int]:
+    """Largest |shift| per axis that can bring any atom within ``cutoff`` of any other.
+
+    With fractional coordinates f and reciprocal rows b_k (columns of inv(cell)):
+    (f_j - f_i + n)_k = r . b_k, so |n_k| <= cutoff |b_k| + (spread of f_k).
+    """
+    spread = frac.max(dim=0)[0] - frac.min(dim=0)[0]
+    reach = cutoff * torch.linalg.vector_norm(inv_cell, dim=0) + spread
+    out: List[int] = []
+    for k in range(3):
+        out.append(int(math.ceil(float(reach[k]))) if bool(periodic[k]) else 0)
+    return out
+
+
+def _structure_pairs(pos: Tensor, cell: Tensor, periodic: Tensor, cutoff: float, index: int,
+                     max_images: int = 200000, chunk_triples: int = 4194304
+                     ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """All (target i, source j, shift, |r|^2) within the cutoff for one structure, local indices.
+
+    A cell that needs more than ``max_images`` periodic images is refused: it has a lattice vector so
+    short against the cutoff that the graph would be absurdly dense. Distances are evaluated in
+    chunks of at most ``chunk_triples`` (image, target, source) triples to bound memory.
+    """
+    n = pos.shape[0]
+    inv_cell = torch.linalg.inv(cell.double())
+    frac = pos.double() @ inv_cell
+    reach = _image_range(frac, inv_cell, periodic, cutoff)
+    num_images = (2 * reach[0] + 1) * (2 * reach[1] + 1) * (2 * reach[2] + 1)
+    if num_images > max_images:
+        raise ValueError("structure " + str(index) + ": field 'cell' is too small for cutoff "
+                         + str(cutoff) + " Å: the radius graph would need " + str(num_images)
+                         + " periodic images (a lattice vector is far shorter than the cutoff)")
+    axes = [torch.arange(-r, r + 1, device=pos.device) for r in reach]
+    shifts = torch.cartesian_prod(axes[0], axes[1], axes[2]).reshape(-1, 3)  # lexicographic order
+    offsets = shifts.to(pos.dtype) @ cell  # [S, 3]
+    cutoff_sq = cutoff * cutoff
+    local = torch.arange(n, device=pos.device)
+    chunk = max(1, chunk_triples // max(1, n * n))
+    targets: List[Tensor] = []
+    sources: List[Tensor] = []
+    shift_ids: List[Tensor] = []
+    dist_sq: List[Tensor] = []
+    for start in range(0, shifts.shape[0], chunk):
+        block = offsets[start:start + chunk]
+        # r[s, i, j] = pos[j] + offset[s] - pos[i]
+        r = pos[None, None, :, :] + block[:, None, None, :] - pos[None, :, None, :]
+        d2 = (r * r).sum(dim=-1)
+        keep = d2 < cutoff_sq
+        is_origin = (shifts[start:start + chunk] == 0).all(dim=1)
+        keep = keep & ~(is_origin[:, None, None] & (local[:, None] == local[None, :])[None, :, :])
+        found = torch.nonzero(keep)
+        s, i, j = found[:, 0], found[:, 1], found[:, 2]
+        targets.append(i)
+        sources.append(j)
+        shift_ids.append(s + start)
+        dist_sq.append(d2[s, i, j])
+    shift_id = torch.cat(shift_ids)
+    return torch.cat(targets), torch.cat(sources), shifts[shift_id], torch.cat(dist_sq)
+
+
+def radius_graph_reference(
+    pos: Tensor,
+    cell: Tensor,
+    pbc: Tensor,
+    ptr: Tensor,
+    cutoff: float,
+    max_neighbors: int = 0,
+    self_images: str = "all",
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Brute force over periodic images; the oracle for the compiled kernels. TorchScript-compatible.
+
+    Args:
+        pos: [N, 3] Cartesian positions (Å) of a flat batch.
+        cell: [B, 3, 3] lattice vectors as rows (Å).
+        pbc: [B, 3] bool, periodicity per axis.
+        ptr: [B + 1] long, atoms of structure b are ``ptr[b]:ptr[b + 1]``.
+        cutoff: radius (Å); pairs with distance < cutoff are edges.
+        max_neighbors: keep the nearest this many per target atom (0 keeps all).
+        self_images: ``"all"`` or ``"paper"`` (see the module docstring).
+
+    Returns:
+        edge_index [2, E] long (source j, target i; global atom indices), shifts [E, 3] long,
+        counts [B] long (edges per structure).
+    """
+    if cutoff <= 0.0:
+        raise ValueError("cutoff must be positive, got " + str(cutoff))
+    if max_neighbors < 0:
+        raise ValueError("max_neighbors must be >= 0, got " + str(max_neighbors))
+    if self_images != "all" and self_images != "paper":
+        raise ValueError("self_images must be 'all' or 'paper', got '" + self_images + "'")
+    device = pos.device
+    num_structures = ptr.numel() - 1
+    all_targets: List[Tensor] = []
+    all_sources: List[Tensor] = []
+    all_shifts: List[Tensor] = []
+    counts = torch.zeros(num_structures, dtype=torch.long, device=device)
+    for b in range(num_structures):
+        start = int(ptr[b])
+        n = int(ptr[b + 1]) - start
+        if n == 0:
+            continue
+        x = pos[start:start + n]
+        lattice = cell[b]
+        target, source, shift, d2 = _structure_pairs(x, lattice, pbc[b], cutoff, b)
+        order = _lexsort([target, d2, source, shift[:, 0], shift[:, 1], shift[:, 2]])
+        target, source, shift, d2 = target[order], source[order], shift[order], d2[order]
+        if max_neighbors > 0:
+            first = torch.searchsorted(target, target)  # first edge of each target (sorted)
+            rank = torch.arange(target.numel(), device=device) - first
+            keep = rank < max_neighbors
+            target, source, shift, d2 = target[keep], source[keep], shift[keep], d2[keep]
+        if self_images == "paper":
+            keep = source != target
+            target, source, shift, d2 = target[keep], source[keep], shift[keep], d2[keep]
+            fixed = _paper_self_shifts(device)
+            fixed = fixed[((fixed != 0) & ~pbc[b][None, :]).sum(dim=1) == 0]
+            atoms = torch.arange(n, device=device)
+            fixed_target = atoms.repeat_interleave(fixed.shape[0])
+            fixed_shift = fixed.repeat(n, 1)
+            fixed_vec = fixed_shift.to(pos.dtype) @ lattice
+            target = torch.cat([target, fixed_target])
+            source = torch.cat([source, fixed_target])
+            shift = torch.cat([shift, fixed_shift])
+            d2 = torch.cat([d2, (fixed_vec * fixed_vec).sum(dim=1)])
+            order = _lexsort([target, d2, source, shift[:, 0], shift[:, 1], shift[:, 2]])
+            target, source, shift = target[order], source[order], shift[order]
+        all_targets.append(target + start)
+        all_sources.append(source + start)
+        all_shifts.append(shift)
+        counts[b] = target.numel()
+    if len(all_targets) == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return torch.stack([empty, empty]), torch.zeros((0, 3), dtype=torch.long, device=device), counts
+    edge_index = torch.stack([torch.cat(all_sources), torch.cat(all_targets)])
+    return edge_index, torch.cat(all_shifts), counts
+
+
+_backend.register(_backend.OpBackends("radius_graph", radius_graph_reference, "radius_graph_pbc"))
+
+
+@torch.jit.unused
+def _dispatch_radius_graph(pos: Tensor, cell: Tensor, pbc: Tensor, ptr: Tensor, cutoff: float,
+                           max_neighbors: int, self_images: str, backend: str) -> Tuple[Tensor, Tensor, Tensor]:
+    check_batch(pos, cell, pbc, ptr, allow_empty=True)
+    name, impl = _backend.select("radius_graph", pos.device, backend)
+    if name == "torch":
+        return impl(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images)
+    return impl(pos, cell, pbc, ptr, cutoff, max_neighbors, SELF_IMAGE_MODES.index(self_images))
+
+
+def radius_graph(
+    pos: Tensor,
+    cell: Tensor,
+    pbc: Tensor,
+    ptr: Tensor,
+    cutoff: float,
+    max_neighbors: int = 0,
+    self_images: str = "all",
+    backend: str = "auto",
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Periodic radius graph of a flat batch; see :func:`radius_graph_reference` for shapes.
+
+    ``backend`` is ``"auto"`` (fastest available), ``"torch"``, ``"cpp"``, ``"cuda"`` or ``"triton"``.
+    Inputs are validated first (``ValueError`` naming the structure and field). Under TorchScript
+    the reference runs.
+    """
+    if torch.jit.is_scripting():
+        return radius_graph_reference(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images)
+    return _dispatch_radius_graph(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images, backend)
