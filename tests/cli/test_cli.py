@@ -1,0 +1,70 @@
+"""The console script, called in-process as ``main([...])`` and once through the installed entry point."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from ase.io import read
+
+from e3relax_fast.cli import main
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
+
+
+def test_info_lists_every_backend_with_reasons(capsys):
+    assert main(["info", "--model", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert "74,636,800 parameters" in out
+    for op in ("radius_graph", "vector_message"):
+        assert op in out
+    for backend in ("torch   available", "cpp", "cuda", "triton"):
+        assert backend in out
+    assert "unavailable:" in out  # no CUDA here, so at least that one says why
+
+
+def test_info_runs_as_a_console_script():
+    exe = shutil.which("e3relax") or os.path.join(os.path.dirname(sys.executable), "e3relax")
+    result = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "op library:" in result.stdout
+
+
+def test_predict_needs_an_explicit_untrained_flag(tmp_path, capsys):
+    assert main(["predict", "-i", EXAMPLES, "-o", str(tmp_path / "out.extxyz")]) == 2
+    assert "--untrained" in capsys.readouterr().err
+
+
+def test_predict_keeps_every_good_structure_and_reports_the_bad_ones(tmp_path, capsys):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    good = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".cif"))[:3]
+    for name in good:
+        shutil.copy(os.path.join(EXAMPLES, name), folder / name)
+    (folder / "broken.cif").write_text("data_broken\n_cell_length_a 3.0\nthis is not a cif\n")
+    (folder / "empty.cif").write_text("")
+    (folder / "unknown.extxyz").write_text(
+        '2\nLattice="4 0 0 0 4 0 0 0 4" Properties=species:S:1:pos:R:3 pbc="T T T"\nCu 0 0 0\nX 1 1 1\n')
+    output = tmp_path / "relaxed.extxyz"
+    report = tmp_path / "report.csv"
+    code = main(["predict", "-i", str(folder), "-o", str(output), "--untrained", "--preset", "small",
+                 "--report", str(report), "--no-progress", "--batch-size", "2"])
+    assert code == 0
+    assert "UNTRAINED MODEL" in capsys.readouterr().err
+    relaxed = read(output, ":")
+    assert [a.info["id"] for a in relaxed] == [os.path.splitext(n)[0] for n in good]
+    rows = {row["id"]: row for row in csv.DictReader(open(report))}
+    assert len(rows) == 6
+    assert all(rows[os.path.splitext(n)[0]]["status"] == "ok" for n in good)
+    for bad in ("broken", "empty", "unknown"):
+        assert rows[bad]["status"] == "error" and rows[bad]["error"], rows[bad]
+    assert "empty" in rows["empty"]["error"]
+    assert "not a known element" in rows["unknown"]["error"]
+
+
+@pytest.mark.parametrize("inputs", [["no/such/file.cif"], ["no_such_*.cif"]])
+def test_predict_missing_input_is_a_clear_error(tmp_path, capsys, inputs):
+    assert main(["predict", "-i", *inputs, "-o", str(tmp_path / "o.extxyz"), "--untrained"]) == 2
+    assert "error:" in capsys.readouterr().err

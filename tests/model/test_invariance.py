@@ -1,0 +1,157 @@
+"""E3Relax is a structure-to-structure map: the physics it must respect, in float64 to 1e-9."""
+
+import numpy as np
+import pytest
+import torch
+
+from e3relax_fast.ops import radius_graph
+from e3relax_fast.testing import flat_batch, random_crystal, random_rotation
+
+TOL = 1e-9
+
+
+def crystals(rng, sizes=(5, 3, 8)):
+    return [random_crystal(rng, n, volume_per_atom=12.0) for n in sizes]
+
+
+def run(model, pos, z, cell, pbc, ptr):
+    with torch.no_grad():
+        return model(pos, z, cell, pbc, ptr)
+
+
+def assert_close(a, b, tol=TOL):
+    err = float((a - b).abs().max())
+    assert err < tol, f"max error {err:.3e} > {tol:.0e}"
+
+
+def test_model_moves_atoms_and_cell(make_model, rng):
+    pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
+    model = make_model()
+    pos_layers, cell_layers = run(model, pos, z, cell, pbc, ptr)
+    assert pos_layers.shape == (3, len(z), 3) and cell_layers.shape == (3, 3, 3, 3)
+    # Not the identity, and every layer changes the structure again (layer-wise outputs).
+    assert float((pos_layers[-1] - pos).norm(dim=1).max()) > 1e-3
+    assert float((cell_layers[-1] - cell).abs().max()) > 1e-3
+    assert float((pos_layers[1] - pos_layers[0]).abs().max()) > 1e-4
+
+
+@pytest.mark.parametrize("coupling", ["invariant", "paper"])
+def test_rotating_the_input_rotates_every_layer(make_model, rng, coupling):
+    pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
+    rotation = torch.from_numpy(random_rotation(rng))
+    model = make_model(coupling)
+    pos_layers, cell_layers = run(model, pos, z, cell, pbc, ptr)
+    pos_rot, cell_rot = run(model, pos @ rotation.T, z, cell @ rotation.T, pbc, ptr)
+    assert_close(pos_rot, pos_layers @ rotation.T)
+    assert_close(cell_rot, cell_layers @ rotation.T)
+
+
+def test_translating_the_input_translates_positions_and_keeps_the_cell(make_model, rng):
+    pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
+    shift = torch.tensor([0.7, -1.3, 2.1], dtype=torch.float64)
+    model = make_model("invariant")
+    pos_layers, cell_layers = run(model, pos, z, cell, pbc, ptr)
+    pos_moved, cell_moved = run(model, pos + shift, z, cell, pbc, ptr)
+    assert_close(pos_moved, pos_layers + shift)
+    assert_close(cell_moved, cell_layers)
+
+
+def test_paper_coupling_is_not_translation_invariant(make_model, rng):
+    """The research code's q_ik = l_k - x_i depends on absolute positions (model.md, D2)."""
+    pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
+    shift = torch.tensor([0.7, -1.3, 2.1], dtype=torch.float64)
+    model = make_model("paper")
+    pos_layers, _ = run(model, pos, z, cell, pbc, ptr)
+    pos_moved, _ = run(model, pos + shift, z, cell, pbc, ptr)
+    assert float((pos_moved - shift - pos_layers).abs().max()) > 1e-6
+
+
+def test_permuting_atoms_permutes_outputs(make_model, rng):
+    (p, zz, c), = crystals(rng, sizes=(7,))
+    perm = rng.permutation(7)
+    model = make_model()
+    pos_layers, cell_layers = run(model, *flat_batch([(p, zz, c)]))
+    pos_perm, cell_perm = run(model, *flat_batch([(p[perm], zz[perm], c)]))
+    assert_close(pos_perm, pos_layers[:, torch.from_numpy(perm)])
+    assert_close(cell_perm, cell_layers)
+
+
+def test_moving_one_atom_by_a_lattice_vector_moves_only_it_in_the_first_layer(make_model, rng):
+    (p, zz, c), = crystals(rng, sizes=(6,))
+    moved = p.copy()
+    moved[2] += c[1] - 2 * c[0]
+    model = make_model("invariant")
+    pos_layers, cell_layers = run(model, *flat_batch([(p, zz, c)]))
+    pos_moved, cell_moved = run(model, *flat_batch([(moved, zz, c)]))
+    expected = pos_layers[0].clone()
+    expected[2] += torch.from_numpy(c[1] - 2 * c[0])
+    assert_close(pos_moved[0], expected)
+    assert_close(cell_moved[0], cell_layers[0])
+
+
+def test_batch_gives_each_crystal_its_result_alone(make_model, rng):
+    parts = crystals(rng)
+    pbc_rows = [[True, True, True], [True, False, True], [True, True, True]]
+    model = make_model()
+    pos_layers, cell_layers = run(model, *flat_batch(parts, pbc=pbc_rows))
+    start = 0
+    for k, part in enumerate(parts):
+        alone_pos, alone_cell = run(model, *flat_batch([part], pbc=[pbc_rows[k]]))
+        n = len(part[1])
+        assert_close(pos_layers[:, start:start + n], alone_pos, 1e-10)
+        assert_close(cell_layers[:, k:k + 1], alone_cell, 1e-10)
+        start += n
+
+
+def test_one_atom_cell_and_isolated_atoms_run(make_model):
+    one_atom = (np.zeros((1, 3)), np.array([29]), np.eye(3) * 2.5)
+    isolated = (np.array([[0.0, 0.0, 0.0], [10.0, 10.0, 10.0]]), np.array([8, 26]), np.eye(3) * 20.0)
+    pos, z, cell, pbc, ptr = flat_batch([one_atom, isolated])
+    edge_index, _, counts = radius_graph(pos, cell, pbc, ptr, 6.0, 50, "all")
+    assert counts.tolist()[1] == 0  # no neighbours within the radius at all
+    pos_layers, cell_layers = run(make_model(), pos, z, cell, pbc, ptr)
+    assert torch.isfinite(pos_layers).all() and torch.isfinite(cell_layers).all()
+
+
+def test_precomputed_graph_gives_the_same_result(make_model, rng):
+    pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
+    model = make_model()
+    edge_index, shifts, _ = radius_graph(pos, cell, pbc, ptr, model.graph_cutoff, model.max_neighbors,
+                                         model.self_images)
+    inside = run(model, pos, z, cell, pbc, ptr)
+    with torch.no_grad():
+        given = model(pos, z, cell, pbc, ptr, edge_index=edge_index, shifts=shifts)
+    for a, b in zip(inside, given):
+        assert torch.equal(a, b)
+
+
+def test_gradients_reach_every_parameter(make_model, rng):
+    pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
+    model = make_model()
+    pos_layers, cell_layers = model(pos, z, cell, pbc, ptr)
+    (pos_layers.square().sum() + cell_layers.square().sum()).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert missing == []
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_scripted_model_matches_eager(make_model, rng):
+    pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
+    model = make_model("paper")
+    scripted = torch.jit.script(model)
+    for a, b in zip(run(scripted, pos, z, cell, pbc, ptr), run(model, pos, z, cell, pbc, ptr)):
+        assert_close(a, b, 1e-12)
+
+
+class TestBadInput:
+    def test_atomic_number_outside_the_table(self, make_model, rng):
+        pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
+        z[6] = 119
+        with pytest.raises(ValueError, match=r"structure 1: field 'z' holds atomic number 119 at atom 1"):
+            run(make_model(), pos, z, cell, pbc, ptr)
+
+    def test_empty_structure(self, make_model, rng):
+        pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
+        ptr = torch.tensor([0, 5, 5, 16])
+        with pytest.raises(ValueError, match=r"structure 1: field 'pos' is empty"):
+            run(make_model(), pos, z, cell, pbc, ptr)
