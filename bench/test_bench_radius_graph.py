@@ -1,0 +1,18 @@
+"""pytest-benchmark view of the radius-graph workloads (run explicitly: python -m pytest bench)."""
+
+import pytest
+
+from bench_radius_graph import competitors, our_backends
+from problems import small_crystals
+
+PROBLEM = small_crystals(200)
+
+
+@pytest.mark.parametrize("label", ["e3relax:torch", "vesin", "pymatgen", "matscipy"])
+def test_radius_graph_small_crystals(benchmark, label):
+    runners = {**our_backends(PROBLEM), **{k: (lambda f=f: f(PROBLEM)) for k, f in competitors().items()}}
+    if label not in runners:
+        pytest.skip(f"{label} is not installed")
+    benchmark.group = PROBLEM.name
+    pairs = benchmark(runners[label])
+    assert pairs > 0
