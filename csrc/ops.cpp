@@ -2,10 +2,14 @@
 // Kernels register per device in csrc/cpu/<op>_cpu.cpp and csrc/cuda/<op>_cuda.cu with
 // TORCH_LIBRARY_IMPL, so the dispatcher (not #ifdefs) picks the implementation.
 //
-// Ops defined so far:
+// Ops:
 //   build_info() -> str   JSON: the torch version the library was compiled against, OpenMP and CUDA
 //                         support. The Python loader refuses a library built for another torch.
-// The kernel ops (radius_graph_pbc, vector_message) join here with their CPU/CUDA kernels.
+//   radius_graph_pbc      periodic radius graph of a flat batch (conventions: ops/radius_graph.py):
+//                         pos [N,3], cell [B,3,3], pbc [B,3] bool, ptr [B+1] long, cutoff (Å),
+//                         max_neighbors (0 = all), self_images (0 = all, 1 = the paper's six) ->
+//                         edge_index [2,E] (source, target), shifts [E,3] long, counts [B] long.
+//                         E is data-dependent: the fake kernel is registered from Python.
 
 #include <torch/library.h>
 
@@ -36,4 +40,7 @@ std::string build_info() {
 
 TORCH_LIBRARY(e3relax, m) {
   m.def("build_info() -> str", &e3relax::build_info);
+  m.def(
+      "radius_graph_pbc(Tensor pos, Tensor cell, Tensor pbc, Tensor ptr, float cutoff, int max_neighbors, "
+      "int self_images) -> (Tensor edge_index, Tensor shifts, Tensor counts)");
 }

@@ -42,6 +42,19 @@ def _lexsort(keys: List[Tensor]) -> Tensor:
     return order
 
 
+def _shift_offsets(shifts: Tensor, cell: Tensor) -> Tensor:
+    """``shifts @ cell`` as ``s0 * l0 + s1 * l1 + s2 * l2``, in that order: the compiled kernels use the
+    same arithmetic, so every backend finds the same squared distances to the last bit."""
+    s = shifts.to(cell.dtype)
+    return s[:, 0:1] * cell[0] + s[:, 1:2] * cell[1] + s[:, 2:3] * cell[2]
+
+
+def _distance_sq(pos_source: Tensor, offset: Tensor, pos_target: Tensor) -> Tensor:
+    """``|(pos_j + offset) - pos_i|^2`` summed x, y, z in order (broadcasting over leading axes)."""
+    r = pos_source + offset - pos_target
+    return r[..., 0] * r[..., 0] + r[..., 1] * r[..., 1] + r[..., 2] * r[..., 2]
+
+
 def _image_range(frac: Tensor, inv_cell: Tensor, periodic: Tensor, cutoff: float) -> List[int]:
     """Largest |shift| per axis that can bring any atom within ``cutoff`` of any other.
 
@@ -76,7 +89,7 @@ def _structure_pairs(pos: Tensor, cell: Tensor, periodic: Tensor, cutoff: float,
                          + " periodic images (a lattice vector is far shorter than the cutoff)")
     axes = [torch.arange(-r, r + 1, device=pos.device) for r in reach]
     shifts = torch.cartesian_prod(axes[0], axes[1], axes[2]).reshape(-1, 3)  # lexicographic order
-    offsets = shifts.to(pos.dtype) @ cell  # [S, 3]
+    offsets = _shift_offsets(shifts, cell)  # [S, 3]
     cutoff_sq = cutoff * cutoff
     local = torch.arange(n, device=pos.device)
     chunk = max(1, chunk_triples // max(1, n * n))
@@ -87,8 +100,7 @@ def _structure_pairs(pos: Tensor, cell: Tensor, periodic: Tensor, cutoff: float,
     for start in range(0, shifts.shape[0], chunk):
         block = offsets[start:start + chunk]
         # r[s, i, j] = pos[j] + offset[s] - pos[i]
-        r = pos[None, None, :, :] + block[:, None, None, :] - pos[None, :, None, :]
-        d2 = (r * r).sum(dim=-1)
+        d2 = _distance_sq(pos[None, None, :, :], block[:, None, None, :], pos[None, :, None, :])
         keep = d2 < cutoff_sq
         is_origin = (shifts[start:start + chunk] == 0).all(dim=1)
         keep = keep & ~(is_origin[:, None, None] & (local[:, None] == local[None, :])[None, :, :])
@@ -161,11 +173,12 @@ def radius_graph_reference(
             atoms = torch.arange(n, device=device)
             fixed_target = atoms.repeat_interleave(fixed.shape[0])
             fixed_shift = fixed.repeat(n, 1)
-            fixed_vec = fixed_shift.to(pos.dtype) @ lattice
+            fixed_offset = _shift_offsets(fixed_shift, lattice)
             target = torch.cat([target, fixed_target])
             source = torch.cat([source, fixed_target])
             shift = torch.cat([shift, fixed_shift])
-            d2 = torch.cat([d2, (fixed_vec * fixed_vec).sum(dim=1)])
+            fixed_pos = x.index_select(0, fixed_target)
+            d2 = torch.cat([d2, _distance_sq(fixed_pos, fixed_offset, fixed_pos)])
             order = _lexsort([target, d2, source, shift[:, 0], shift[:, 1], shift[:, 2]])
             target, source, shift = target[order], source[order], shift[order]
         all_targets.append(target + start)
@@ -211,3 +224,19 @@ def radius_graph(
     if torch.jit.is_scripting():
         return radius_graph_reference(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images)
     return _dispatch_radius_graph(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images, backend)
+
+
+def register_fake_kernel() -> None:
+    """Shapes of ``torch.ops.e3relax.radius_graph_pbc`` for FakeTensor tracing (torch.compile, export):
+    the edge count is data-dependent, so it is a fresh dynamic size."""
+    if getattr(register_fake_kernel, "done", False) or not hasattr(torch.ops.e3relax, "radius_graph_pbc"):
+        return
+
+    @torch.library.register_fake("e3relax::radius_graph_pbc")
+    def _(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images):
+        num_edges = torch.library.get_ctx().new_dynamic_size()
+        return (pos.new_empty((2, num_edges), dtype=torch.long),
+                pos.new_empty((num_edges, 3), dtype=torch.long),
+                ptr.new_empty((ptr.shape[0] - 1,), dtype=torch.long))
+
+    register_fake_kernel.done = True  # type: ignore[attr-defined]

@@ -1,0 +1,66 @@
+// Per-pair logic of the periodic radius graph, shared by the CPU and CUDA kernels so that the CPU tests
+// exercise the arithmetic the GPU runs. Torch-free on purpose: nvcc compiles it without torch headers.
+//
+// Every backend must find the same squared distance to the last bit (ordering and the cutoff test depend
+// on it), so the arithmetic is fixed here and mirrored by the PyTorch reference:
+//   offset = s0 * l0 + s1 * l1 + s2 * l2          (rows of the cell, summed in this order)
+//   r      = (pos_j + offset) - pos_i
+//   d2     = r.x * r.x + r.y * r.y + r.z * r.z     (summed in this order)
+// A pair is an edge iff d2 < cutoff^2, in the dtype of the positions.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define E3R_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define E3R_HOST_DEVICE inline
+#endif
+
+namespace e3relax {
+
+// self_images argument of the op.
+enum SelfImages : int64_t { kSelfImagesAll = 0, kSelfImagesPaper = 1 };
+
+// The six fixed self-image shifts of the research code's graph.
+constexpr int kPaperSelfShifts[6][3] = {{0, 0, 1}, {0, 1, 0}, {1, 0, 0}, {0, 1, 1}, {1, 0, 1}, {1, 1, 0}};
+
+template <typename scalar_t>
+E3R_HOST_DEVICE scalar_t pair_distance_sq(const scalar_t* pos_j, const scalar_t* pos_i, const scalar_t* cell,
+                                          int s0, int s1, int s2) {
+  // NOLINTBEGIN: written out so that no compiler reassociates the sums.
+  const scalar_t a = static_cast<scalar_t>(s0), b = static_cast<scalar_t>(s1), c = static_cast<scalar_t>(s2);
+  const scalar_t ox = a * cell[0] + b * cell[3] + c * cell[6];
+  const scalar_t oy = a * cell[1] + b * cell[4] + c * cell[7];
+  const scalar_t oz = a * cell[2] + b * cell[5] + c * cell[8];
+  const scalar_t rx = (pos_j[0] + ox) - pos_i[0];
+  const scalar_t ry = (pos_j[1] + oy) - pos_i[1];
+  const scalar_t rz = (pos_j[2] + oz) - pos_i[2];
+  return rx * rx + ry * ry + rz * rz;
+  // NOLINTEND
+}
+
+// Floor division for possibly negative bin coordinates.
+E3R_HOST_DEVICE int floor_div(int a, int b) {
+  const int q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+// Candidate edge of one target: ordered by distance, then source, then shift (lexicographic).
+template <typename scalar_t>
+struct Candidate {
+  scalar_t d2;
+  int64_t source;
+  int shift[3];
+};
+
+template <typename scalar_t>
+E3R_HOST_DEVICE bool candidate_less(const Candidate<scalar_t>& x, const Candidate<scalar_t>& y) {
+  if (x.d2 != y.d2) return x.d2 < y.d2;
+  if (x.source != y.source) return x.source < y.source;
+  if (x.shift[0] != y.shift[0]) return x.shift[0] < y.shift[0];
+  if (x.shift[1] != y.shift[1]) return x.shift[1] < y.shift[1];
+  return x.shift[2] < y.shift[2];
+}
+
+}  // namespace e3relax
