@@ -82,7 +82,7 @@ def our_backends(problem: Problem) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny problems, one repeat: seconds, for CI")
-    parser.add_argument("--problem", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+    parser.add_argument("--problem", nargs="+", default=["small", "fcc"], choices=list(PROBLEMS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip", nargs="*", default=["ase"], help="libraries not to time (ASE is ~100x slower)")
     parser.add_argument("--json", help="append JSON lines here")

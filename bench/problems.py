@@ -39,4 +39,6 @@ def fcc_supercell(repeats: int, cutoff: float = 6.0, a: float = 3.6) -> Problem:
 PROBLEMS = {
     "small": lambda smoke: small_crystals(20 if smoke else 1000),
     "fcc": lambda smoke: fcc_supercell(3 if smoke else 8),
+    "fcc20k": lambda smoke: fcc_supercell(3 if smoke else 17),   # 19,652 atoms
+    "fcc100k": lambda smoke: fcc_supercell(3 if smoke else 29),  # 97,556 atoms
 }

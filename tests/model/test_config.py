@@ -42,3 +42,11 @@ def test_unknown_keys_and_wrong_types_are_errors(tmp_path):
         E3RelaxConfig.from_dict({"num_layers": "four"})
     with pytest.raises(ValueError, match="lattice_coupling must be one of"):
         E3RelaxConfig(lattice_coupling="columns")
+
+
+def test_shipped_config_files_are_the_presets():
+    import os
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+    for name in ("paper", "small"):
+        assert E3RelaxConfig.from_yaml(os.path.join(root, f"{name}.yaml")) == E3RelaxConfig.preset(name)
