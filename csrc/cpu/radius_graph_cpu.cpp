@@ -236,7 +236,7 @@ void target_edges(const Grid& grid, int64_t local_target, const scalar_t* pos, c
 template <typename scalar_t>
 std::vector<std::vector<Edge>> find_edges(const at::Tensor& pos, const at::Tensor& cell, const at::Tensor& pbc,
                                           const std::vector<int64_t>& ptr, double cutoff, int64_t max_neighbors,
-                                          int64_t self_images, std::vector<int64_t>& structure_of_task_start) {
+                                          int64_t self_images) {
   const int64_t num_structures = static_cast<int64_t>(ptr.size()) - 1;
   const int64_t num_atoms = ptr.back();
   const scalar_t* pos_data = pos.data_ptr<scalar_t>();
@@ -251,14 +251,12 @@ std::vector<std::vector<Edge>> find_edges(const at::Tensor& pos, const at::Tenso
   });
   const int64_t num_tasks = (num_atoms + kTargetsPerTask - 1) / kTargetsPerTask;
   std::vector<std::vector<Edge>> buffers(num_tasks);
-  structure_of_task_start.assign(num_tasks, 0);
   const scalar_t cutoff_sq = static_cast<scalar_t>(cutoff * cutoff);
   at::parallel_for(0, num_tasks, 1, [&](int64_t begin, int64_t end) {
     std::vector<Candidate<scalar_t>> candidates;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t first = task * kTargetsPerTask, last = std::min(num_atoms, first + kTargetsPerTask);
       int64_t b = std::upper_bound(ptr.begin(), ptr.end(), first) - ptr.begin() - 1;
-      structure_of_task_start[task] = b;
       for (int64_t target = first; target < last; ++target) {
         while (target >= ptr[b + 1]) ++b;
         target_edges<scalar_t>(grids[b], target - ptr[b], pos_data, cell_data + 9 * b, cutoff_sq, max_neighbors,
@@ -312,9 +310,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> radius_graph_pbc_cpu(const at::Te
   TORCH_CHECK_VALUE(at::isfinite(cell).all().item<bool>(), "field 'cell' is not finite (check the structures)");
 
   std::vector<std::vector<Edge>> buffers;
-  std::vector<int64_t> unused;
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "radius_graph_pbc_cpu", [&] {
-    buffers = find_edges<scalar_t>(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images, unused);
+    buffers = find_edges<scalar_t>(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images);
   });
   std::vector<int64_t> offsets(buffers.size() + 1, 0);
   for (size_t t = 0; t < buffers.size(); ++t) offsets[t + 1] = offsets[t] + static_cast<int64_t>(buffers[t].size());
