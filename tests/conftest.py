@@ -1,3 +1,6 @@
+import itertools
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -28,3 +31,31 @@ def tiny_model(coupling: str = "invariant", channels: int = 16, layers: int = 3,
 @pytest.fixture
 def make_model():
     return tiny_model
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def fixture_pair_records():
+    """The 22 real pairs kept in tests/data: 14 CHGNet-labelled (4 prototypes) then 8 Perov-5."""
+    from e3relax_fast.data.pairs import read_pairs
+
+    return itertools.chain(read_pairs(DATA / "pairs_unrelaxed.extxyz", DATA / "pairs_relaxed.extxyz"),
+                           read_pairs(DATA / "perov5_sample.csv"))
+
+
+@pytest.fixture(scope="session")
+def pair_store(tmp_path_factory):
+    """A store of the fixture pairs (paper graph settings, 25 % of groups in 'val', seed 3)."""
+    from e3relax_fast.data.store import write_store
+
+    path = tmp_path_factory.mktemp("store") / "pairs"
+    write_store(fixture_pair_records(), path, split_fractions={"val": 0.25}, seed=3, progress=False,
+                sources=["fixture"])
+    return path
+
+
+@pytest.fixture
+def pair_records():
+    """A callable giving a fresh stream of the fixture pairs."""
+    return fixture_pair_records

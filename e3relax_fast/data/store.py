@@ -1,0 +1,328 @@
+"""The training store: pairs as plain, memory-mappable arrays (no pickle anywhere).
+
+A store is a folder:
+
+- ``store.json``: format, version, graph settings the edges were built with (cutoff Å,
+  max_neighbors, self_images), counts, the dtype and shape of every array, the pair sources, the
+  split seed and fractions, package versions;
+- one raw little-endian file per array (``<name>.bin``), read with ``numpy.memmap``:
+  ``atom_ptr [B+1]``, ``edge_ptr [B+1]`` (int64), ``z [N]`` (int16), ``pos_unrelaxed``,
+  ``pos_relaxed [N,3]`` (float64, Å; relaxed unwrapped to the image nearest the unrelaxed atom),
+  ``cell_unrelaxed``, ``cell_relaxed [B,3,3]`` (float64, Å, rows), ``pbc [B,3]`` (bool),
+  ``edges [E,2]`` (int32, (source j, target i) local to the structure, sorted by target then distance),
+  ``shifts [E,3]`` (int32), ``split [B]`` (int8 index into ``store.json["split_names"]``);
+- ``pairs.csv``: one row per stored pair (index, id, group, split, atoms, edges, source);
+- ``failures.csv``: one row per pair that was skipped, with the reason.
+
+Writing streams: pairs are converted (validated, unwrapped, graph built with our radius-graph op) in
+worker processes and appended in input order, so memory stays flat however many pairs there are.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..ops import check_batch, radius_graph
+from .convert import unwrap_positions
+from .pairs import PairRecord
+
+STORE_FORMAT = "e3relax-pair-store"
+STORE_VERSION = 1
+
+_ARRAYS: dict[str, tuple[str, tuple[int, ...], str]] = {
+    # name: (dtype, trailing shape, what indexes the first axis)
+    "z": ("int16", (), "atom"),
+    "pos_unrelaxed": ("float64", (3,), "atom"),
+    "pos_relaxed": ("float64", (3,), "atom"),
+    "cell_unrelaxed": ("float64", (3, 3), "pair"),
+    "cell_relaxed": ("float64", (3, 3), "pair"),
+    "pbc": ("bool", (3,), "pair"),
+    "edges": ("int32", (2,), "edge"),
+    "shifts": ("int32", (3,), "edge"),
+}
+
+
+@dataclass(frozen=True)
+class GraphSettings:
+    """How the stored graphs were built; a model trained on the store must use the same."""
+
+    cutoff: float = 6.0
+    max_neighbors: int = 50
+    self_images: str = "paper"
+
+    def to_dict(self) -> dict:
+        return {"cutoff": self.cutoff, "max_neighbors": self.max_neighbors, "self_images": self.self_images}
+
+
+def prepare_pair(record: PairRecord, graph: GraphSettings) -> dict[str, np.ndarray]:
+    """Validate one pair, unwrap its relaxed positions, build its graph on the unrelaxed side.
+
+    Returns the per-pair arrays of the store; raises ``ValueError`` naming the pair and the field.
+    """
+    if not record.ok:
+        raise ValueError(record.error)
+    names = [record.id]
+    sides = {}
+    for side, (pos, z, cell, pbc) in (("unrelaxed", record.unrelaxed), ("relaxed", record.relaxed)):
+        # copies: the readers may hand over read-only views
+        pos_t, cell_t = torch.tensor(pos, dtype=torch.float64), torch.tensor(cell, dtype=torch.float64)
+        z_t, pbc_t = torch.tensor(z, dtype=torch.long), torch.tensor(pbc, dtype=torch.bool)
+        ptr = torch.tensor([0, len(z)])
+        try:
+            check_batch(pos_t, cell_t.unsqueeze(0), pbc_t.unsqueeze(0), ptr, z_t, names=names)
+        except ValueError as err:
+            raise ValueError(f"{side} side: {err}") from None
+        sides[side] = (pos_t, z_t, cell_t, pbc_t, ptr)
+    pos_u, z, cell_u, pbc, ptr = sides["unrelaxed"]
+    pos_r, _, cell_r, _, _ = sides["relaxed"]
+    edge_index, shifts, _ = radius_graph(pos_u, cell_u.unsqueeze(0), pbc.unsqueeze(0), ptr, graph.cutoff,
+                                         max_neighbors=graph.max_neighbors, self_images=graph.self_images)
+    return {
+        "z": z.numpy().astype(np.int16),
+        "pos_unrelaxed": pos_u.numpy(),
+        "pos_relaxed": unwrap_positions(pos_r, cell_r, pos_u).numpy(),
+        "cell_unrelaxed": cell_u.numpy()[None],
+        "cell_relaxed": cell_r.numpy()[None],
+        "pbc": pbc.numpy()[None],
+        "edges": edge_index.t().numpy().astype(np.int32),
+        "shifts": shifts.numpy().astype(np.int32),
+    }
+
+
+def _prepare_chunk(args: tuple[list[PairRecord], GraphSettings]) -> list[tuple[PairRecord, dict | str]]:
+    records, graph = args
+    out: list[tuple[PairRecord, dict | str]] = []
+    for record in records:
+        try:
+            out.append((record, prepare_pair(record, graph)))
+        except (ValueError, TypeError, RuntimeError) as err:
+            out.append((record, str(err)))
+    return out
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # the workers are the parallelism; one OpenMP team each
+
+
+def _chunks(records: Iterable[PairRecord], size: int, graph: GraphSettings):
+    iterator = iter(records)
+    while chunk := list(islice(iterator, size)):
+        yield chunk, graph
+
+
+def assign_splits(groups: Sequence[str], given: Sequence[str], fractions: dict[str, float], seed: int
+                  ) -> list[str]:
+    """Split names per pair. Pairs whose source names a split keep it; the others are split by group
+    (all pairs of one group land in one split): groups shuffled with ``seed``, then dealt to the
+    non-train splits until each holds its fraction of these pairs, the rest to ``train``."""
+    result = list(given)
+    free = [i for i, s in enumerate(given) if not s]
+    by_group: dict[str, list[int]] = {}
+    for i in free:
+        by_group.setdefault(groups[i], []).append(i)
+    names = sorted(by_group)
+    order = np.random.default_rng(seed).permutation(len(names))
+    quotas = {name: fraction * len(free) for name, fraction in fractions.items() if name != "train"}
+    filled = {name: 0 for name in quotas}
+    for k in order:
+        members = by_group[names[k]]
+        target = next((s for s in quotas if filled[s] + len(members) / 2 <= quotas[s]), "train")
+        if target != "train":
+            filled[target] += len(members)
+        for i in members:
+            result[i] = target
+    return result
+
+
+def write_store(
+    records: Iterable[PairRecord],
+    out_dir: str | Path,
+    graph: GraphSettings = GraphSettings(),
+    *,
+    split_fractions: dict[str, float] | None = None,
+    seed: int = 0,
+    workers: int = 0,
+    chunk_size: int = 64,
+    sources: Sequence[str] = (),
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict:
+    """Stream ``records`` into a store at ``out_dir``; returns the store's metadata.
+
+    ``split_fractions`` (default ``{"val": 0.1}``, the rest train) applies to pairs whose source
+    names no split. Bad pairs go to ``failures.csv`` and are skipped. ``workers`` > 0 converts in that
+    many processes.
+    """
+    from tqdm import tqdm
+
+    from .._version import __version__
+
+    out = Path(out_dir)
+    if out.exists():
+        if not overwrite and any(out.iterdir()):
+            raise ValueError(f"store folder {str(out)!r} exists and is not empty (pass overwrite=True / --overwrite)")
+        if overwrite:
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    split_fractions = dict(split_fractions if split_fractions is not None else {"val": 0.1})
+    handles = {name: open(out / f"{name}.bin", "wb") for name in _ARRAYS}
+    atom_ptr, edge_ptr = [0], [0]
+    rows: list[tuple[str, str, str, int, int, str]] = []
+    failures: list[tuple[str, str]] = []
+    bar = tqdm(unit="pair", desc="preprocess", disable=not progress, file=sys.stderr)
+    pool = (multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init)
+            if workers > 0 else None)
+    try:
+        chunks = _chunks(records, chunk_size, graph)
+        results: Iterator = pool.imap(_prepare_chunk, chunks) if pool else map(_prepare_chunk, chunks)
+        for chunk in results:
+            for record, arrays in chunk:
+                bar.update(1)
+                if isinstance(arrays, str):
+                    failures.append((record.id, arrays))
+                    continue
+                for name, handle in handles.items():
+                    handle.write(np.ascontiguousarray(arrays[name], dtype=_ARRAYS[name][0]).tobytes())
+                atom_ptr.append(atom_ptr[-1] + len(arrays["z"]))
+                edge_ptr.append(edge_ptr[-1] + len(arrays["edges"]))
+                rows.append((record.id, record.group, record.split, len(arrays["z"]), len(arrays["edges"]),
+                             record.source))
+    finally:
+        bar.close()
+        for handle in handles.values():
+            handle.close()
+        if pool:
+            pool.terminate()
+    if not rows:
+        raise ValueError(f"no usable pair in the sources ({len(failures)} failed; first: "
+                         f"{failures[0][1] if failures else 'none given'})")
+
+    splits = assign_splits([r[1] for r in rows], [r[2] for r in rows], split_fractions, seed)
+    split_names = sorted(set(splits) | {"train"}, key=lambda s: (s != "train", s))
+    np.asarray([split_names.index(s) for s in splits], dtype=np.int8).tofile(out / "split.bin")
+    np.asarray(atom_ptr, dtype=np.int64).tofile(out / "atom_ptr.bin")
+    np.asarray(edge_ptr, dtype=np.int64).tofile(out / "edge_ptr.bin")
+    with open(out / "pairs.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "id", "group", "split", "atoms", "edges", "source"])
+        for index, ((pair_id, group, _, atoms, edges, source), split) in enumerate(zip(rows, splits)):
+            writer.writerow([index, pair_id, group, split, atoms, edges, source])
+    with open(out / "failures.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "error"])
+        writer.writerows(failures)
+
+    counts = {"pair": len(rows), "atom": atom_ptr[-1], "edge": edge_ptr[-1]}
+    meta = {
+        "format": STORE_FORMAT,
+        "version": STORE_VERSION,
+        "graph": graph.to_dict(),
+        "num_pairs": counts["pair"],
+        "num_atoms": counts["atom"],
+        "num_edges": counts["edge"],
+        "num_failures": len(failures),
+        "split_names": split_names,
+        "split_counts": {s: splits.count(s) for s in split_names},
+        "split_fractions": split_fractions,
+        "split_seed": seed,
+        "sources": list(sources),
+        "arrays": {name: {"dtype": dtype, "shape": [counts[axis], *shape]}
+                   for name, (dtype, shape, axis) in _ARRAYS.items()},
+        "versions": {"e3relax_fast": __version__, "torch": torch.__version__, "numpy": np.__version__},
+    }
+    (out / "store.json").write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+class PairStore:
+    """Read access to a store folder; arrays are memory-mapped, nothing is loaded up front."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        meta_path = self.path / "store.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{str(self.path)!r} is not a pair store (no store.json); "
+                                    "make one with `e3relax preprocess`")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format") != STORE_FORMAT or self.meta.get("version") != STORE_VERSION:
+            raise ValueError(f"{meta_path}: format {self.meta.get('format')!r} version {self.meta.get('version')!r}, "
+                             f"expected {STORE_FORMAT!r} version {STORE_VERSION}")
+        self.graph = GraphSettings(**self.meta["graph"])
+        b = self.meta["num_pairs"]
+        self.arrays = {name: self._map(name, spec["dtype"], tuple(spec["shape"]))
+                       for name, spec in self.meta["arrays"].items()}
+        self.atom_ptr = self._map("atom_ptr", "int64", (b + 1,))
+        self.edge_ptr = self._map("edge_ptr", "int64", (b + 1,))
+        self.split = self._map("split", "int8", (b,))
+        with open(self.path / "pairs.csv", newline="") as handle:
+            table = list(csv.DictReader(handle))
+        self.ids = [row["id"] for row in table]
+        self.groups = [row["group"] for row in table]
+        self.sources = [row.get("source", "") for row in table]
+
+    def _map(self, name: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+        path = self.path / f"{name}.bin"
+        if int(np.prod(shape)) == 0:
+            return np.zeros(shape, dtype=dtype)
+        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if os.path.getsize(path) != expected:
+            raise ValueError(f"{path}: {os.path.getsize(path)} bytes, store.json says {expected}")
+        return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+
+    def __len__(self) -> int:
+        return int(self.meta["num_pairs"])
+
+    @property
+    def num_atoms(self) -> np.ndarray:
+        """Atoms per pair [B]."""
+        return np.diff(self.atom_ptr)
+
+    @property
+    def num_edges(self) -> np.ndarray:
+        return np.diff(self.edge_ptr)
+
+    def indices(self, split: str) -> np.ndarray:
+        """Pair indices of one split (``"all"``: every pair)."""
+        if split == "all":
+            return np.arange(len(self))
+        names = self.meta["split_names"]
+        if split not in names:
+            raise ValueError(f"store {str(self.path)!r} has no split {split!r}; it has {', '.join(names)}")
+        return np.nonzero(np.asarray(self.split) == names.index(split))[0]
+
+    def elements(self, indices: Sequence[int] | None = None) -> list[int]:
+        """Atomic numbers present in the given pairs (all pairs by default), sorted."""
+        z = np.asarray(self.arrays["z"])
+        if indices is not None:
+            z = np.concatenate([z[self.atom_ptr[i]:self.atom_ptr[i + 1]] for i in indices]) if len(indices) else z[:0]
+        return sorted(int(v) for v in np.unique(z))
+
+    def pair(self, index: int) -> dict[str, np.ndarray]:
+        """Arrays of pair ``index`` (copies): atoms ``z, pos_unrelaxed, pos_relaxed``, cells ``[3,3]``,
+        ``pbc [3]``, ``edges [E,2]``, ``shifts [E,3]``."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"pair index {index} out of range for a store of {len(self)}")
+        a0, a1 = int(self.atom_ptr[index]), int(self.atom_ptr[index + 1])
+        e0, e1 = int(self.edge_ptr[index]), int(self.edge_ptr[index + 1])
+        out = {}
+        for name, (_, _, axis) in _ARRAYS.items():
+            source = self.arrays[name]
+            if axis == "atom":
+                out[name] = np.array(source[a0:a1])
+            elif axis == "edge":
+                out[name] = np.array(source[e0:e1])
+            else:
+                out[name] = np.array(source[index])
+        return out
