@@ -1,5 +1,5 @@
-"""The ``e3relax`` command: ``info`` and ``predict`` (``train``, ``evaluate``, ``export`` come with their
-modules). ``main(argv)`` runs in-process, which is how the tests call it."""
+"""The ``e3relax`` command: ``info``, ``predict``, ``preprocess``, ``train``, ``evaluate`` (``export`` comes
+with its module). ``main(argv)`` runs in-process, which is how the tests call it."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import info, predict
+from . import evaluate, info, predict, preprocess, train
 
-_COMMANDS = {"info": info, "predict": predict}
+_COMMANDS = {"info": info, "predict": predict, "preprocess": preprocess, "train": train,
+             "evaluate": evaluate}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,67 @@
+"""Checkpoints: tensors plus JSON metadata, loaded with ``torch.load(weights_only=True)`` only.
+
+A checkpoint file is a dict ``{"format", "metadata" (a JSON string), "model" (the weights to predict
+with: the EMA weights when saved by the trainer)}``; a training checkpoint adds ``"training"`` (the raw
+weights, optimizer and scheduler state, counters). Nothing in it needs unpickling of Python objects,
+so a checkpoint handed to us by anyone is loaded safely.
+
+Metadata keys written by the trainer: ``format_version``, ``model_config``, ``graph``,
+``elements`` (atomic numbers seen in training), ``data`` (provenance), ``train_config``, ``step``,
+``epoch``, ``metrics``, ``versions``, ``created``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import E3RelaxConfig
+from .e3relax import E3Relax
+
+CHECKPOINT_FORMAT = "e3relax-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, model_state: dict, metadata: dict, training: dict | None = None) -> None:
+    """Write a checkpoint atomically (a crash mid-write leaves the previous file intact)."""
+    path = Path(path)
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "metadata": json.dumps({"format_version": CHECKPOINT_VERSION, **metadata}, sort_keys=True),
+        "model": {k: v.detach().cpu() for k, v in model_state.items()},
+    }
+    if training is not None:
+        payload["training"] = training
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """``(payload, metadata)`` of a checkpoint file, loaded with ``weights_only=True``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - say what the file is not, whatever the unpickler says
+        raise ValueError(f"{path}: not a loadable e3relax checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an e3relax checkpoint (no format {CHECKPOINT_FORMAT!r})")
+    metadata = json.loads(payload["metadata"])
+    if metadata.get("format_version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: checkpoint format version {metadata.get('format_version')}, "
+                         f"this package reads {CHECKPOINT_VERSION}")
+    return payload, metadata
+
+
+def load_model(path: str | Path, backend: str = "auto") -> tuple[E3Relax, dict]:
+    """The model of a checkpoint (its prediction weights) in eval mode, and its metadata."""
+    payload, metadata = read_checkpoint(path)
+    model = E3Relax(E3RelaxConfig.from_dict(metadata["model_config"]), backend=backend)
+    model.load_state_dict(payload["model"])
+    return model.eval(), metadata

@@ -1,0 +1,132 @@
+"""Batches of stored pairs: a deterministic atom-budget batch order, and the collate into tensors.
+
+The order of a run is a pure function of ``(seed, pass)``: pass ``p`` over the training pairs shuffles
+them with ``numpy.random.default_rng([seed, p])`` and packs them greedily into batches that close at
+``max_structures`` or before ``max_atoms`` would be exceeded. A resumed run recomputes the same order
+and skips the batches already done; with ``world_size`` ranks, every rank computes the same global
+batches and takes structures ``rank::world_size`` of each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..data.store import PairStore
+
+
+@dataclass
+class PairBatch:
+    """A flat batch of pairs: model inputs, the fixed graph and the targets.
+
+    ``pos [N,3]``, ``z [N]``, ``cell [B,3,3]``, ``pbc [B,3]``, ``ptr [B+1]``, ``edge_index [2,E]``
+    (source, target; sorted by target), ``shifts [E,3]``, ``target_pos [N,3]``, ``target_cell [B,3,3]``.
+    """
+
+    pos: Tensor
+    z: Tensor
+    cell: Tensor
+    pbc: Tensor
+    ptr: Tensor
+    edge_index: Tensor
+    shifts: Tensor
+    target_pos: Tensor
+    target_cell: Tensor
+    indices: Tensor
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> "PairBatch":
+        def floating(t: Tensor) -> Tensor:
+            return t.to(device=device, dtype=dtype)
+        return PairBatch(floating(self.pos), self.z.to(device), floating(self.cell), self.pbc.to(device),
+                         self.ptr.to(device), self.edge_index.to(device), self.shifts.to(device),
+                         floating(self.target_pos), floating(self.target_cell), self.indices)
+
+    @property
+    def num_structures(self) -> int:
+        return self.ptr.numel() - 1
+
+
+def pack_batches(order: np.ndarray, num_atoms: np.ndarray, max_structures: int, max_atoms: int) -> list[np.ndarray]:
+    """Greedy packing of pair indices (in ``order``) into batches; a pair larger than the atom budget
+    goes alone in its batch."""
+    batches: list[np.ndarray] = []
+    current: list[int] = []
+    atoms = 0
+    for index in order.tolist():
+        n = int(num_atoms[index])
+        if current and (len(current) >= max_structures or (max_atoms and atoms + n > max_atoms)):
+            batches.append(np.asarray(current))
+            current, atoms = [], 0
+        current.append(index)
+        atoms += n
+    if current:
+        batches.append(np.asarray(current))
+    return batches
+
+
+class BatchOrder:
+    """The global batch list of each pass over ``indices``, deterministic in ``seed``."""
+
+    def __init__(self, indices: np.ndarray, num_atoms: np.ndarray, max_structures: int, max_atoms: int,
+                 seed: int, world_size: int = 1):
+        if len(indices) == 0:
+            raise ValueError("the training split is empty")
+        self.indices = np.asarray(indices)
+        self.num_atoms = num_atoms
+        self.max_structures = max_structures
+        self.max_atoms = max_atoms
+        self.seed = seed
+        self.world_size = world_size
+        self._cache: tuple[int, list[np.ndarray]] | None = None
+
+    def batches(self, pass_index: int) -> list[np.ndarray]:
+        if self._cache is None or self._cache[0] != pass_index:
+            rng = np.random.default_rng([self.seed, pass_index])
+            order = self.indices[rng.permutation(len(self.indices))]
+            packed = pack_batches(order, self.num_atoms, self.max_structures, self.max_atoms)
+            # every rank needs at least one structure of every batch
+            packed = [b for b in packed if len(b) >= self.world_size]
+            if not packed:
+                raise ValueError(f"no batch holds {self.world_size} structures: raise max_structures_per_batch")
+            self._cache = (pass_index, packed)
+        return self._cache[1]
+
+
+def collate(store: PairStore, indices: np.ndarray) -> PairBatch:
+    """Stack stored pairs into a :class:`PairBatch` (float64; edges offset to the flat atom index)."""
+    pairs = [store.pair(int(i)) for i in indices]
+    sizes = [len(p["z"]) for p in pairs]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    edges = np.concatenate([p["edges"] + offsets[k] for k, p in enumerate(pairs)]).astype(np.int64)
+    return PairBatch(
+        pos=torch.from_numpy(np.concatenate([p["pos_unrelaxed"] for p in pairs])),
+        z=torch.from_numpy(np.concatenate([p["z"] for p in pairs]).astype(np.int64)),
+        cell=torch.from_numpy(np.stack([p["cell_unrelaxed"] for p in pairs])),
+        pbc=torch.from_numpy(np.stack([p["pbc"] for p in pairs])),
+        ptr=torch.from_numpy(offsets.astype(np.int64)),
+        edge_index=torch.from_numpy(np.ascontiguousarray(edges.T)),
+        shifts=torch.from_numpy(np.concatenate([p["shifts"] for p in pairs]).astype(np.int64)),
+        target_pos=torch.from_numpy(np.concatenate([p["pos_relaxed"] for p in pairs])),
+        target_cell=torch.from_numpy(np.stack([p["cell_relaxed"] for p in pairs])),
+        indices=torch.from_numpy(np.asarray(indices, dtype=np.int64)),
+    )
+
+
+class StoreBatches(torch.utils.data.Dataset):
+    """Dataset over a fixed list of index batches, so a DataLoader's workers can collate them."""
+
+    def __init__(self, store_path: str, batches: list[np.ndarray]):
+        self.store_path = store_path
+        self.batches = batches
+        self._store: PairStore | None = None
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, k: int) -> PairBatch:
+        if self._store is None:  # opened lazily: each worker maps the files itself
+            self._store = PairStore(self.store_path)
+        return collate(self._store, self.batches[k])

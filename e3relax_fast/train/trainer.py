@@ -1,0 +1,367 @@
+"""Layer-wise supervised training of E3Relax: resumable, single-process or DDP (``torchrun``).
+
+The recipe is the paper's (model.md, section 2): the loss sums, over every layer, the mean per-atom
+Euclidean position error and the mean absolute cell-entry error; AdamW with amsgrad, global-norm
+clipping, an EMA of the weights that is validated and saved, ReduceLROnPlateau and early stopping on
+the EMA model's validation coordinate MAE, once per pseudo-epoch of ``steps_per_epoch`` steps.
+
+Run folder: ``config.yaml`` (resolved), ``versions.json``, ``metrics.jsonl`` (one JSON object per log
+line or validation), ``last.ckpt`` (resumable: weights, EMA, optimiser, scheduler, counters, data
+position), ``best.ckpt`` (EMA weights + metadata, what ``predict`` loads).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..data.store import PairStore
+from ..model import E3Relax
+from ..model.checkpoint import read_checkpoint, save_checkpoint
+from .batching import BatchOrder, PairBatch, StoreBatches, collate, pack_batches
+from .config import TrainConfig
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: Config fields that may change between a run and its resumption (they do not change the numbers).
+_RESUMABLE_CHANGES = {("run", "max_steps"), ("run", "max_epochs"), ("run", "progress"), ("run", "checkpoint_every"),
+                      ("run", "log_every"), ("run", "dir"), ("data", "num_workers"), ("run", "device"),
+                      ("run", "backend"), ("run", "early_stopping_patience")}
+
+
+def layerwise_loss(pos_layers: Tensor, cell_layers: Tensor, target_pos: Tensor, target_cell: Tensor,
+                   atom_norm: float, cell_norm: float) -> tuple[Tensor, Tensor]:
+    """Sum over layers of position and cell losses.
+
+    Args:
+        pos_layers [L,N,3], cell_layers [L,B,3,3]: predictions per layer (Å).
+        target_pos [N,3] (unwrapped), target_cell [B,3,3]: relaxed structure (Å).
+        atom_norm, cell_norm: the divisors of the sums (atoms and 9 x structures of the *global* batch,
+            divided by the number of ranks, so that DDP's gradient average gives the global mean).
+
+    Returns:
+        ``(loss, parts)``: the scalar loss and ``parts [L, 2]`` = (position, cell) term per layer.
+    """
+    position = torch.linalg.vector_norm(pos_layers - target_pos, dim=-1).sum(dim=1) / atom_norm
+    cell = (cell_layers - target_cell).abs().sum(dim=(1, 2, 3)) / cell_norm
+    parts = torch.stack([position, cell], dim=1)
+    return parts.sum(), parts
+
+
+class ExponentialMovingAverage:
+    """EMA of a module's parameters, updated after every optimiser step.
+
+    The decay is ``min(decay, (1 + n) / (10 + n))`` after n updates (the usual warm-up, as in
+    ``torch_ema``), so the average does not cling to the random initial weights for thousands of steps.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.module = copy.deepcopy(model).eval()
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        decay = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        for average, current in zip(self.module.parameters(), model.parameters()):
+            average.lerp_(current.detach(), 1.0 - decay)
+        for average, current in zip(self.module.buffers(), model.buffers()):
+            average.copy_(current)
+        self.updates += 1
+
+
+def _versions() -> dict:
+    from .._version import __version__
+
+    versions = {"e3relax_fast": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                "python": platform.python_version()}
+    for name in ("pymatgen", "ase"):
+        try:
+            versions[name] = __import__(name).__version__
+        except (ImportError, AttributeError):
+            pass
+    return versions
+
+
+def _config_differences(old: dict, new: dict) -> list[str]:
+    out = []
+    for section in sorted(set(old) | set(new)):
+        for key in sorted(set(old.get(section, {})) | set(new.get(section, {}))):
+            if (section, key) in _RESUMABLE_CHANGES:
+                continue
+            if old.get(section, {}).get(key) != new.get(section, {}).get(key):
+                out.append(f"{section}.{key}: {old.get(section, {}).get(key)!r} -> {new.get(section, {}).get(key)!r}")
+    return out
+
+
+class Trainer:
+    """Train E3Relax as ``config`` says; ``resume=True`` continues from ``<run.dir>/last.ckpt``."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False):
+        self.config = config
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.distributed = self.world_size > 1
+        self.device = torch.device(config.run.device)
+        self.dtype = _DTYPES[config.run.dtype]
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            if self.device.type == "cpu":  # share the cores instead of oversubscribing them
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        self.is_main = self.rank == 0
+        self.run_dir = Path(config.run.dir)
+
+        if not config.data.store:
+            raise ValueError("data.store is not set: make a store with `e3relax preprocess` and point to it")
+        self.store = PairStore(config.data.store)
+        graph = self.store.graph
+        model_graph = (config.model.graph_cutoff, config.model.max_neighbors, config.model.self_images)
+        if (graph.cutoff, graph.max_neighbors, graph.self_images) != model_graph:
+            raise ValueError(f"store {config.data.store!r} was built with graph {graph.to_dict()}, but the model "
+                             f"config asks for cutoff={model_graph[0]}, max_neighbors={model_graph[1]}, "
+                             f"self_images={model_graph[2]!r}: preprocess again or change model.*")
+        self.train_indices = self.store.indices(config.data.train_split)
+        self.val_indices = self.store.indices(config.data.val_split)
+        if len(self.val_indices) == 0:
+            raise ValueError(f"split {config.data.val_split!r} of the store is empty; validation needs pairs")
+        num_atoms = self.store.num_atoms
+        self.order = BatchOrder(self.train_indices, num_atoms, config.data.max_structures_per_batch,
+                                config.data.max_atoms_per_batch, config.run.seed, self.world_size)
+        self.val_batches = pack_batches(np.sort(self.val_indices), num_atoms, config.data.max_structures_per_batch,
+                                        config.data.max_atoms_per_batch)
+
+        torch.manual_seed(config.run.seed)
+        model = E3Relax(config.model, backend=config.run.backend).to(device=self.device, dtype=self.dtype)
+        self.init_metadata: dict = {}
+        if config.run.init_from:
+            payload, self.init_metadata = read_checkpoint(config.run.init_from)
+            if self.init_metadata.get("model_config") != config.model.to_dict():
+                raise ValueError(f"run.init_from {config.run.init_from!r} holds a model with config "
+                                 f"{self.init_metadata.get('model_config')}, not the configured {config.model.to_dict()}")
+            model.load_state_dict(payload["model"])
+        self.model = model
+        self.ema = ExponentialMovingAverage(model, config.optim.ema_decay)
+        self.ddp_model: nn.Module = (nn.parallel.DistributedDataParallel(model) if self.distributed else model)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr,
+                                           weight_decay=config.optim.weight_decay, amsgrad=config.optim.amsgrad)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=config.optim.plateau_factor,
+            patience=config.optim.plateau_patience, min_lr=config.optim.min_lr)
+        self.state: dict[str, Any] = {"step": 0, "epoch": 0, "pass": 0, "batch_in_pass": 0,
+                                      "best_val": math.inf, "epochs_since_best": 0, "stopped": ""}
+        self.elements = self.store.elements(self.train_indices)
+        if resume:
+            self._resume()
+        elif self.is_main and (self.run_dir / "last.ckpt").exists():
+            raise ValueError(f"run folder {str(self.run_dir)!r} holds a run already: pass --resume to continue it "
+                             "or choose another run.dir")
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config.to_yaml(self.run_dir / "config.yaml")
+            (self.run_dir / "versions.json").write_text(json.dumps(_versions(), indent=1))
+
+    # ----------------------------------------------------------------------------------------------
+    def metadata(self, metrics: dict | None = None) -> dict:
+        store_meta = self.store.meta
+        return {
+            "model_config": self.config.model.to_dict(),
+            "graph": self.store.graph.to_dict(),
+            "elements": self.elements,
+            "data": {"store": str(self.config.data.store), "sources": store_meta.get("sources", []),
+                     "split_counts": store_meta.get("split_counts", {}), "split_seed": store_meta.get("split_seed"),
+                     "train_split": self.config.data.train_split, "val_split": self.config.data.val_split,
+                     "init_from": self.config.run.init_from},
+            "train_config": self.config.to_dict(),
+            "step": self.state["step"],
+            "epoch": self.state["epoch"],
+            "metrics": metrics or {},
+            "versions": _versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def _save_last(self) -> None:
+        if not self.is_main:
+            return
+        training = {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "state": dict(self.state),
+            "ema_updates": self.ema.updates,
+        }
+        save_checkpoint(self.run_dir / "last.ckpt", self.ema.module.state_dict(), self.metadata(), training)
+
+    def _resume(self) -> None:
+        path = self.run_dir / "last.ckpt"
+        payload, metadata = read_checkpoint(path)
+        if "training" not in payload:
+            raise ValueError(f"{path} holds no training state (an inference checkpoint cannot be resumed)")
+        differences = _config_differences(metadata["train_config"], self.config.to_dict())
+        if differences:
+            raise ValueError(f"cannot resume {path} with a different config: {'; '.join(differences)}")
+        training = payload["training"]
+        self.model.load_state_dict(training["model"])
+        self.ema.module.load_state_dict(payload["model"])
+        self.ema.updates = int(training["ema_updates"])
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+        self.state.update(training["state"])
+        self.state["stopped"] = ""
+        if self.is_main:  # lines logged after the checkpoint will be written again
+            log = self.run_dir / "metrics.jsonl"
+            if log.exists():
+                kept = [line for line in log.read_text().splitlines()
+                        if line and json.loads(line).get("step", 0) <= self.state["step"]]
+                log.write_text("".join(line + "\n" for line in kept))
+
+    def _log(self, record: dict) -> None:
+        if self.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def _all_reduce(self, tensor: Tensor) -> Tensor:
+        if self.distributed:
+            dist.all_reduce(tensor)
+        return tensor
+
+    # ----------------------------------------------------------------------------------------------
+    def train_step(self, batch: PairBatch, global_atoms: int, global_structures: int) -> Tensor:
+        """One optimiser step on this rank's share of a global batch; returns the loss parts [L, 2]."""
+        self.ddp_model.train()
+        b = batch.to(self.device, self.dtype)
+        pos_layers, cell_layers = self.ddp_model(b.pos, b.z, b.cell, b.pbc, b.ptr, b.edge_index, b.shifts)
+        loss, parts = layerwise_loss(pos_layers, cell_layers, b.target_pos, b.target_cell,
+                                     global_atoms / self.world_size, 9.0 * global_structures / self.world_size)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.clip_grad_norm)
+        self.optimizer.step()
+        self.ema.update(self.model)
+        return parts.detach() / self.world_size
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module | None = None) -> dict:
+        """Coordinate MAE (pooled over validation atoms x 3, last layer) and cell MAE of ``model``
+        (default: the EMA model) on the validation split, in Å."""
+        model = model if model is not None else self.ema.module
+        model.eval()
+        sums = torch.zeros(4, dtype=torch.float64)  # |dx| sum, 3N, |dL| sum, 9B
+        for global_batch in self.val_batches:
+            share = global_batch[self.rank::self.world_size]
+            if len(share) == 0:
+                continue
+            b = collate(self.store, share).to(self.device, self.dtype)
+            pos_layers, cell_layers = model(b.pos, b.z, b.cell, b.pbc, b.ptr, b.edge_index, b.shifts)
+            sums += torch.tensor([float((pos_layers[-1] - b.target_pos).abs().sum()), 3.0 * b.pos.shape[0],
+                                  float((cell_layers[-1] - b.target_cell).abs().sum()), 9.0 * b.num_structures],
+                                 dtype=torch.float64)
+        self._all_reduce(sums)
+        return {"val_coord_mae": float(sums[0] / sums[1]), "val_cell_mae": float(sums[2] / sums[3])}
+
+    def _end_epoch(self) -> None:
+        metrics = self.validate()
+        self.state["epoch"] += 1
+        value = metrics["val_coord_mae"]
+        self.scheduler.step(value)
+        improved = value < self.state["best_val"]
+        if improved:
+            self.state["best_val"] = value
+            self.state["epochs_since_best"] = 0
+            if self.is_main:
+                save_checkpoint(self.run_dir / "best.ckpt", self.ema.module.state_dict(), self.metadata(metrics))
+        else:
+            self.state["epochs_since_best"] += 1
+        self._log({"step": self.state["step"], "epoch": self.state["epoch"], **metrics,
+                   "best_val_coord_mae": self.state["best_val"], "lr": self.optimizer.param_groups[0]["lr"]})
+        if self.state["epochs_since_best"] > self.config.run.early_stopping_patience:
+            self.state["stopped"] = f"early stopping: {self.state['epochs_since_best']} pseudo-epochs without improvement"
+        elif self.state["epoch"] >= self.config.run.max_epochs:
+            self.state["stopped"] = f"max_epochs ({self.config.run.max_epochs}) reached"
+
+    def train(self) -> dict:
+        """Run until max_steps, max_epochs or early stopping; returns the final counters."""
+        from tqdm import tqdm
+
+        cfg = self.config
+        num_atoms = self.store.num_atoms
+        bar = tqdm(total=cfg.run.steps_per_epoch, initial=self.state["step"] % cfg.run.steps_per_epoch,
+                   desc=f"epoch {self.state['epoch'] + 1}", unit="step", file=sys.stderr,
+                   disable=not (cfg.run.progress and self.is_main))
+        window_start, window_structures = time.perf_counter(), 0
+        try:
+            while not self.state["stopped"]:
+                if cfg.run.max_steps and self.state["step"] >= cfg.run.max_steps:
+                    self.state["stopped"] = f"max_steps ({cfg.run.max_steps}) reached"
+                    break
+                batches = self.order.batches(self.state["pass"])[self.state["batch_in_pass"]:]
+                shares = [b[self.rank::self.world_size] for b in batches]
+                loader = torch.utils.data.DataLoader(StoreBatches(cfg.data.store, shares), batch_size=None,
+                                                     shuffle=False, num_workers=cfg.data.num_workers)
+                for global_batch, batch in zip(batches, loader):
+                    parts = self.train_step(batch, int(num_atoms[global_batch].sum()), len(global_batch))
+                    self.state["step"] += 1
+                    self.state["batch_in_pass"] += 1
+                    window_structures += len(global_batch)
+                    step = self.state["step"]
+                    bar.update(1)
+                    if step % cfg.run.log_every == 0:
+                        parts = self._all_reduce(parts)
+                        elapsed = time.perf_counter() - window_start
+                        record = {"step": step, "epoch": self.state["epoch"], "loss": float(parts.sum()),
+                                  "loss_pos_last": float(parts[-1, 0]), "loss_cell_last": float(parts[-1, 1]),
+                                  "lr": self.optimizer.param_groups[0]["lr"],
+                                  "structures_per_s": window_structures / elapsed if elapsed > 0 else 0.0}
+                        self._log(record)
+                        bar.set_postfix(loss=f"{record['loss']:.4f}")
+                        window_start, window_structures = time.perf_counter(), 0
+                    if step % cfg.run.steps_per_epoch == 0:
+                        self._end_epoch()
+                        self._save_last()
+                        bar.reset()
+                        bar.set_description(f"epoch {self.state['epoch'] + 1}")
+                    elif step % cfg.run.checkpoint_every == 0:
+                        self._save_last()
+                    if self.state["stopped"] or (cfg.run.max_steps and step >= cfg.run.max_steps):
+                        break
+                else:
+                    self.state["pass"] += 1
+                    self.state["batch_in_pass"] = 0
+        except KeyboardInterrupt:
+            self._save_last()  # nothing done is lost; --resume continues from here
+            raise
+        finally:
+            bar.close()
+        self._save_last()
+        if self.is_main and not (self.run_dir / "best.ckpt").exists():
+            # no pseudo-epoch finished yet: still leave a usable model behind
+            save_checkpoint(self.run_dir / "best.ckpt", self.ema.module.state_dict(), self.metadata())
+        return {"step": self.state["step"], "epoch": self.state["epoch"], "best_val_coord_mae": self.state["best_val"],
+                "stopped": self.state["stopped"], "run_dir": str(self.run_dir)}
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train(config: TrainConfig, resume: bool = False) -> dict:
+    """Train as ``config`` says (``resume``: continue ``run.dir``); returns the final counters."""
+    trainer = Trainer(config, resume=resume)
+    try:
+        return trainer.train()
+    finally:
+        trainer.close()
