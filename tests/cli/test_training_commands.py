@@ -1,0 +1,66 @@
+"""``e3relax preprocess`` -> ``train`` (and ``--resume``) -> ``evaluate``, as a user runs them."""
+
+import csv
+import json
+from pathlib import Path
+
+import yaml
+from ase.io import read, write
+
+from e3relax_fast.cli import main
+from e3relax_fast.train import TrainConfig
+
+DATA = Path(__file__).parent.parent / "data"
+
+
+def test_preprocess_train_resume_evaluate(tmp_path, capsys):
+    store = tmp_path / "store"
+    assert main(["preprocess", "--pairs", str(DATA / "pairs_unrelaxed.extxyz"), str(DATA / "pairs_relaxed.extxyz"),
+                 "--pairs", str(DATA / "perov5_sample.csv"), "-o", str(store), "--val-fraction", "0.3",
+                 "--no-progress"]) == 0
+    assert "wrote 22 pairs" in capsys.readouterr().out
+    assert json.loads((store / "store.json").read_text())["split_counts"]["val"] > 0
+
+    config = TrainConfig().replace(model={"hidden_channels": 16, "num_layers": 2, "num_rbf": 16},
+                                   data={"store": str(store)},
+                                   run={"dir": str(tmp_path / "run"), "steps_per_epoch": 2, "progress": False})
+    config.to_yaml(tmp_path / "train.yaml")
+    assert main(["train", "--config", str(tmp_path / "train.yaml"), "--set", "run.max_steps=2",
+                 "--set", "optim.lr=2e-3"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 2
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["optim"]["lr"] == 2e-3
+    # the same run again without --resume is refused; with it, it continues
+    assert main(["train", "--config", str(tmp_path / "train.yaml"), "--set", "optim.lr=2e-3"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path / "train.yaml"), "--set", "run.max_steps=4",
+                 "--set", "optim.lr=2e-3", "--resume"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 4
+
+    out_csv = tmp_path / "eval.csv"
+    assert main(["evaluate", "-m", str(tmp_path / "run" / "best.ckpt"), "--store", str(store), "--split", "val",
+                 "-o", str(out_csv), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "StructureMatcher" in printed and "symprec" in printed
+    rows = list(csv.DictReader(open(out_csv)))
+    assert {r["method"] for r in rows} == {"model", "dummy"}
+    assert len(rows) == 2 * json.loads((store / "store.json").read_text())["split_counts"]["val"]
+    summary = json.loads((tmp_path / "eval_summary.json").read_text())
+    assert any(s["group"] == "all" and s["method"] == "dummy" for s in summary)
+
+
+def test_evaluate_files_by_id(tmp_path, capsys):
+    relaxed = read(DATA / "pairs_relaxed.extxyz", ":4")
+    unrelaxed = read(DATA / "pairs_unrelaxed.extxyz", ":4")
+    write(tmp_path / "ref.extxyz", relaxed)
+    write(tmp_path / "in.extxyz", unrelaxed)
+    write(tmp_path / "pred.extxyz", list(reversed(relaxed)))  # order differs; ids align them
+    assert main(["evaluate", "--pred", str(tmp_path / "pred.extxyz"), "--ref", str(tmp_path / "ref.extxyz"),
+                 "--input", str(tmp_path / "in.extxyz"), "-o", str(tmp_path / "m.csv")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "m.csv")))
+    model_rows = [r for r in rows if r["method"] == "model"]
+    assert len(model_rows) == 4 and all(float(r["coord_mae"]) < 1e-9 for r in model_rows)
+    assert all(float(r["coord_mae"]) > 0 for r in rows if r["method"] == "dummy")
+    write(tmp_path / "short.extxyz", relaxed[:2])
+    assert main(["evaluate", "--pred", str(tmp_path / "pred.extxyz"), "--ref", str(tmp_path / "short.extxyz"),
+                 "-o", str(tmp_path / "m2.csv")]) == 2
+    assert "no structure with id" in capsys.readouterr().err
