@@ -12,7 +12,8 @@ HELP = "convert (unrelaxed, relaxed) pairs to a training store, graphs built wit
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", nargs="+", action="append", required=True, metavar="SOURCE",
                         help="a pair source: UNRELAXED.extxyz RELAXED.extxyz, a folder of <id>_unrelaxed.cif/"
-                             "<id>_relaxed.cif (+ split CSVs), an ASE .db, or a Perov-5 .csv (repeatable)")
+                             "<id>_relaxed.cif (+ split CSVs), an ASE .db, a Perov-5 .csv or a make_pairs .jsonl "
+                             "(repeatable)")
     parser.add_argument("-o", "--output", required=True, help="store folder to create")
     parser.add_argument("--preset", default="paper", choices=("paper", "small"),
                         help="model preset whose graph settings to use (both share 6 Å, 50 neighbours)")
@@ -20,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-neighbors", type=int, help="nearest neighbours kept (default: the preset's)")
     parser.add_argument("--self-images", choices=("paper", "all"), help="self-image edges (default: the preset's)")
     parser.add_argument("--val-fraction", type=float, default=0.1,
-                        help="fraction of pairs (by group: prototype, else composition) for validation")
-    parser.add_argument("--test-fraction", type=float, default=0.0, help="fraction of pairs for a test split")
+                        help="fraction of groups (prototype, else composition) for validation")
+    parser.add_argument("--test-fraction", type=float, default=0.0, help="fraction of groups for a test split")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (0: in this process)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store folder")

@@ -12,7 +12,8 @@ Supported sources (:func:`read_pairs` picks one from the path):
   with optional split CSVs (``train.csv``, ``val.csv``, ``test.csv``) whose ``id`` column (or first
   column) lists ids: the split of each pair is taken from them;
 - an ASE database whose rows carry the keys ``pair_id`` and ``state`` (``"unrelaxed"``/``"relaxed"``);
-- the Perov-5 CSV (``perov5``): see :func:`perov5_pairs`.
+- the Perov-5 CSV (``perov5``): see :func:`perov5_pairs`;
+- JSON lines of pymatgen structure dicts (``.jsonl``, the output of ``shared/tools/make_pairs.py``).
 """
 
 from __future__ import annotations
@@ -201,6 +202,29 @@ def ase_db_pairs(path: str | Path) -> Iterator[PairRecord]:
         yield _make_record(pair_id, found["unrelaxed"], found["relaxed"], groups[pair_id])
 
 
+def jsonl_pairs(path: str | Path, group_key: str = "prototype") -> Iterator[PairRecord]:
+    """Pairs from JSON lines with ``id``, ``unrelaxed`` and ``relaxed`` (pymatgen ``Structure.as_dict()``),
+    as written by ``shared/tools/make_pairs.py``; ``group_key`` names the group (plain JSON, no pickle)."""
+    import json
+
+    from pymatgen.core import Structure
+
+    with open(path) as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            pair_id = f"{Path(path).stem}:{number}"
+            try:
+                row = json.loads(line)
+                pair_id = str(row.get("id", pair_id))
+                unrelaxed, relaxed = Structure.from_dict(row["unrelaxed"]), Structure.from_dict(row["relaxed"])
+            except Exception as err:  # noqa: BLE001 - one bad line is recorded, not fatal
+                yield PairRecord(pair_id, error=f"pair {pair_id!r} (line {number} of {path}): "
+                                                f"{type(err).__name__}: {err}")
+                continue
+            yield _make_record(pair_id, unrelaxed, relaxed, str(row.get(group_key, "")))
+
+
 def perov5_ideal(relaxed: Arrays, lattice_constant: float = PEROV5_IDEAL_LATTICE_CONSTANT) -> Arrays:
     """The Perov-5 unrelaxed side of a relaxed perovskite: the same species in the same order, each
     fractional coordinate rounded to the nearest of 0 and 1/2 (modulo 1), in a cubic cell of edge
@@ -246,7 +270,7 @@ def _labelled(records: Iterator[PairRecord], label: str) -> Iterator[PairRecord]
 
 def read_pairs(source: str | Path, relaxed: str | Path | None = None) -> Iterator[PairRecord]:
     """Pairs from any supported source: ``read_pairs(unrelaxed.extxyz, relaxed.extxyz)``, a CIF folder,
-    an ASE ``.db``, or a Perov-5 CSV (``.csv``)."""
+    an ASE ``.db``, a Perov-5 CSV (``.csv``) or JSON lines (``.jsonl``)."""
     label = f"{source} {relaxed}" if relaxed is not None else str(source)
     source = Path(source)
     for path in (source, relaxed):
@@ -260,5 +284,7 @@ def read_pairs(source: str | Path, relaxed: str | Path | None = None) -> Iterato
         return _labelled(ase_db_pairs(source), label)
     if source.suffix == ".csv":
         return _labelled(perov5_pairs(source), label)
+    if source.suffix == ".jsonl":
+        return _labelled(jsonl_pairs(source), label)
     raise ValueError(f"pair source {str(source)!r}: give two extxyz files (unrelaxed, relaxed), a folder of "
-                     "<id>_unrelaxed.cif/<id>_relaxed.cif, an ASE .db or a Perov-5 .csv")
+                     "<id>_unrelaxed.cif/<id>_relaxed.cif, an ASE .db, a Perov-5 .csv or a .jsonl")

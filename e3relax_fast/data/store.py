@@ -21,6 +21,7 @@ worker processes and appended in input order, so memory stays flat however many 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import multiprocessing
 import os
@@ -122,27 +123,30 @@ def _chunks(records: Iterable[PairRecord], size: int, graph: GraphSettings):
         yield chunk, graph
 
 
+def group_draw(group: str, seed: int) -> float:
+    """A number in [0, 1) fixed by ``(seed, group)`` alone (SHA-256), so a group's split never depends
+    on which other pairs are in the store: adding data later moves no pair between splits."""
+    digest = hashlib.sha256(f"{seed}:{group}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+
+
 def assign_splits(groups: Sequence[str], given: Sequence[str], fractions: dict[str, float], seed: int
                   ) -> list[str]:
-    """Split names per pair. Pairs whose source names a split keep it; the others are split by group
-    (all pairs of one group land in one split): groups shuffled with ``seed``, then dealt to the
-    non-train splits until each holds its fraction of these pairs, the rest to ``train``."""
+    """Split names per pair. Pairs whose source names a split keep it; the others go by group (all
+    pairs of one group land in one split): the group's :func:`group_draw` falls into the interval of
+    one split, each non-train split taking its fraction of [0, 1) in name order, ``train`` the rest.
+    The fractions are thus of groups, in expectation."""
+    bounds, start = [], 0.0
+    for name in sorted(n for n in fractions if n != "train"):
+        bounds.append((start, start + fractions[name], name))
+        start += fractions[name]
+    if start >= 1.0:
+        raise ValueError(f"split fractions {fractions} leave nothing for train")
     result = list(given)
-    free = [i for i, s in enumerate(given) if not s]
-    by_group: dict[str, list[int]] = {}
-    for i in free:
-        by_group.setdefault(groups[i], []).append(i)
-    names = sorted(by_group)
-    order = np.random.default_rng(seed).permutation(len(names))
-    quotas = {name: fraction * len(free) for name, fraction in fractions.items() if name != "train"}
-    filled = {name: 0 for name in quotas}
-    for k in order:
-        members = by_group[names[k]]
-        target = next((s for s in quotas if filled[s] + len(members) / 2 <= quotas[s]), "train")
-        if target != "train":
-            filled[target] += len(members)
-        for i in members:
-            result[i] = target
+    for i, split in enumerate(given):
+        if not split:
+            u = group_draw(groups[i], seed)
+            result[i] = next((name for lo, hi, name in bounds if lo <= u < hi), "train")
     return result
 
 
@@ -161,8 +165,8 @@ def write_store(
 ) -> dict:
     """Stream ``records`` into a store at ``out_dir``; returns the store's metadata.
 
-    ``split_fractions`` (default ``{"val": 0.1}``, the rest train) applies to pairs whose source
-    names no split. Bad pairs go to ``failures.csv`` and are skipped. ``workers`` > 0 converts in that
+    ``split_fractions`` (default ``{"val": 0.1}``, the rest train; fractions of groups) applies to pairs
+    whose source names no split. Bad pairs go to ``failures.csv`` and are skipped. ``workers`` > 0 converts in that
     many processes.
     """
     from tqdm import tqdm

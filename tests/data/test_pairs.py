@@ -118,3 +118,21 @@ def test_perov5_csv_pairs():
     # deterministic: the same pairs twice
     again = list(perov5_pairs(DATA / "perov5_sample.csv"))
     np.testing.assert_array_equal(again[3].unrelaxed[0], records[3].unrelaxed[0])
+
+
+def test_jsonl_pairs_of_pymatgen_dicts(tmp_path):
+    import json
+
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    unrelaxed, relaxed = read(UNRELAXED, ":2"), read(RELAXED, ":2")
+    lines = [json.dumps({"id": u.info["id"], "prototype": u.info["prototype"],
+                         "unrelaxed": AseAtomsAdaptor.get_structure(u).as_dict(),
+                         "relaxed": AseAtomsAdaptor.get_structure(r).as_dict()}, default=float)
+             for u, r in zip(unrelaxed, relaxed)]
+    (tmp_path / "pairs.jsonl").write_text("\n".join([lines[0], "{not json", lines[1]]) + "\n")
+    records = list(read_pairs(tmp_path / "pairs.jsonl"))
+    assert [r.ok for r in records] == [True, False, True]
+    assert records[0].id == unrelaxed[0].info["id"] and records[0].group == unrelaxed[0].info["prototype"]
+    assert "line 2" in records[1].error
+    np.testing.assert_allclose(records[2].relaxed[0], relaxed[1].positions, atol=1e-9)

@@ -68,7 +68,12 @@ def test_splits_keep_groups_together_and_are_seeded(store_path):
     first = assign_splits(groups, [""] * 70, {"val": 0.3}, seed=5)
     assert first == assign_splits(groups, [""] * 70, {"val": 0.3}, seed=5)
     assert first != assign_splits(groups, [""] * 70, {"val": 0.3}, seed=6)
-    assert first.count("val") == 20  # two groups of 10 out of 70 pairs: closest to 30 % by whole groups
+    assert set(first) == {"train", "val"}
+    # a group's split does not depend on the other pairs: adding data moves nothing
+    grown = assign_splits(groups + [f"new{i}" for i in range(50)], [""] * 120, {"val": 0.3}, seed=5)
+    assert grown[:70] == first
+    many = assign_splits([f"g{i}" for i in range(4000)], [""] * 4000, {"val": 0.1, "test": 0.05}, seed=0)
+    assert abs(many.count("val") / 4000 - 0.1) < 0.02 and abs(many.count("test") / 4000 - 0.05) < 0.015
     given = ["test"] + [""] * 69
     assert assign_splits(groups, given, {"val": 0.3}, seed=5)[0] == "test"
 
@@ -94,7 +99,7 @@ def test_existing_store_is_not_overwritten_silently(store_path, pair_records):
 
 
 def test_worker_processes_write_the_same_store(tmp_path, store_path, pair_records):
-    write_store(pair_records(), tmp_path / "w", split_fractions={"val": 0.25}, seed=3, progress=False,
+    write_store(pair_records(), tmp_path / "w", split_fractions={"val": 0.25}, seed=10, progress=False,
                 workers=2, chunk_size=5, sources=["fixture"])
     for name in ("edges", "shifts", "pos_relaxed", "split"):
         assert (tmp_path / "w" / f"{name}.bin").read_bytes() == (store_path / f"{name}.bin").read_bytes()
