@@ -1,0 +1,101 @@
+"""Training throughput (forward + backward + AdamW step, layer-wise loss) of E3Relax on the CPU.
+
+    python bench/bench_train.py [--smoke] [--preset small paper] [--backend torch cpp] [--steps 5] [--json FILE]
+
+Real pairs (tests/data: CHGNet-labelled prototypes and Perov-5, 2-24 atoms) in a temporary store,
+batches of 32 structures as the paper trains, through the same ``Trainer.train_step`` that
+``e3relax train`` runs. Reports structures/s and peak RSS growth per preset and backend, with the
+ratio against the reference (``torch``) backend measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import resource
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from common import environment, write_json_lines  # noqa: E402
+
+from e3relax_fast.data.pairs import read_pairs  # noqa: E402
+from e3relax_fast.data.store import write_store  # noqa: E402
+from e3relax_fast.ops import _backend  # noqa: E402
+from e3relax_fast.train import TrainConfig, Trainer, collate  # noqa: E402
+
+DATA = os.path.join(HERE, "..", "tests", "data")
+
+
+def make_store(path: str) -> None:
+    records = itertools.chain(read_pairs(os.path.join(DATA, "pairs_unrelaxed.extxyz"),
+                                         os.path.join(DATA, "pairs_relaxed.extxyz")),
+                              read_pairs(os.path.join(DATA, "perov5_sample.csv")))
+    records = list(records)
+    for record in records:
+        record.split = "train"
+    records[-1].split = "val"
+    write_store(records, path, progress=False)
+
+
+def steps_per_second(trainer: Trainer, batches: list, steps: int) -> float:
+    trainer.train_step(batches[0], int(batches[0].ptr[-1]), batches[0].num_structures)  # warm-up
+    start = time.perf_counter()
+    for k in range(steps):
+        batch = batches[k % len(batches)]
+        trainer.train_step(batch, int(batch.ptr[-1]), batch.num_structures)
+    return steps / (time.perf_counter() - start)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--preset", nargs="+", default=["small", "paper"], choices=["small", "paper"])
+    parser.add_argument("--backend", nargs="+", default=["torch", "cpp"])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    presets, steps = (["small"], 1) if args.smoke else (args.preset, args.steps)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = os.path.join(tmp, "store")
+        make_store(store)
+        for preset in presets:
+            reference_rate = None
+            for backend in args.backend:
+                availability = next(a for a in _backend.report()["vector_message"] if a.backend == backend)
+                if not availability.available:
+                    print(f"{preset}/{backend}: skipped (vector_message: {availability.reason})")
+                    continue
+                config = TrainConfig().replace(
+                    model={"hidden_channels": 128 if preset == "small" else 512},
+                    data={"store": store, "max_structures_per_batch": args.batch_size},
+                    run={"dir": os.path.join(tmp, f"run-{preset}-{backend}"), "backend": backend, "progress": False})
+                trainer = Trainer(config)
+                rng = np.random.default_rng(0)
+                indices = trainer.train_indices
+                batches = [collate(trainer.store, rng.choice(indices, args.batch_size)) for _ in range(4)]
+                rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                rate = steps_per_second(trainer, batches, steps) * args.batch_size
+                rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+                reference_rate = reference_rate or (rate if backend == "torch" else None)
+                ratio = rate / reference_rate if reference_rate else float("nan")
+                print(f"{preset}/{backend}: {rate:.1f} structures/s ({ratio:.2f}x the torch reference), "
+                      f"peak RSS +{rss_growth_mb:.0f} MB")
+                rows.append({"bench": "train", "preset": preset, "backend": backend, "structures_per_s": rate,
+                             "ratio_vs_torch": ratio, "batch_size": args.batch_size, "steps": steps,
+                             "peak_rss_growth_mb": rss_growth_mb, "smoke": args.smoke, **environment()})
+                del trainer
+    write_json_lines(args.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
