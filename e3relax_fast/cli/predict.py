@@ -18,6 +18,7 @@ UNTRAINED_BANNER = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", nargs="+", required=True, help="files, globs or folders")
     parser.add_argument("-o", "--output", required=True, help=".extxyz file, or a folder for CIFs")
+    parser.add_argument("-m", "--model", help="checkpoint to predict with (e.g. runs/x/best.ckpt from e3relax train)")
     parser.add_argument("--untrained", action="store_true",
                         help="use a randomly initialised model (no trained model ships yet)")
     parser.add_argument("--preset", default="paper", choices=("paper", "small"),
@@ -36,13 +37,20 @@ def run(args: argparse.Namespace) -> int:
     from ..io import read_structures, write_structures
     from ..relax import predict_structures, untrained_model
 
-    if not args.untrained:
-        raise ValueError("no trained model ships with this version yet; pass --untrained to run the "
-                         "pipeline with random weights")
+    from ..model.checkpoint import load_model
+
+    if args.model and args.untrained:
+        raise ValueError("give -m/--model or --untrained, not both")
+    if not (args.model or args.untrained):
+        raise ValueError("no trained model ships with this version yet; pass -m CHECKPOINT (from e3relax "
+                         "train) or --untrained to run the pipeline with random weights")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    print(UNTRAINED_BANNER.format(preset=args.preset, seed=args.seed), file=sys.stderr)
-    model = untrained_model(args.preset, args.seed).set_backend(args.backend)
+    if args.model:
+        model, _ = load_model(args.model, backend=args.backend)
+    else:
+        print(UNTRAINED_BANNER.format(preset=args.preset, seed=args.seed), file=sys.stderr)
+        model = untrained_model(args.preset, args.seed).set_backend(args.backend)
 
     records = list(read_structures(args.input))
     readable = [(r.id, r.structure) for r in records if r.structure is not None]
@@ -75,5 +83,6 @@ def run(args: argparse.Namespace) -> int:
     rate = written / elapsed if elapsed > 0 else float("inf")
     print(f"wrote {written} structures to {args.output} ({rate:.1f} structures/s); "
           f"{failures} failed; report: {report}")
-    print("(UNTRAINED model: displacements are random, not physical)")
+    if args.untrained:
+        print("(UNTRAINED model: displacements are random, not physical)")
     return 0

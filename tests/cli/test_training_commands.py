@@ -47,6 +47,17 @@ def test_preprocess_train_resume_evaluate(tmp_path, capsys):
     summary = json.loads((tmp_path / "eval_summary.json").read_text())
     assert any(s["group"] == "all" and s["method"] == "dummy" for s in summary)
 
+    # the trained checkpoint predicts through e3relax predict, without the untrained banner
+    inputs = tmp_path / "inputs.extxyz"
+    write(inputs, read(DATA / "pairs_unrelaxed.extxyz", ":3"))
+    assert main(["predict", "-i", str(inputs), "-o", str(tmp_path / "pred.extxyz"), "-m",
+                 str(tmp_path / "run" / "best.ckpt"), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "UNTRAINED" not in captured.out + captured.err
+    assert len(read(tmp_path / "pred.extxyz", ":")) == 3
+    assert main(["predict", "-i", str(inputs), "-o", str(tmp_path / "p2.extxyz"), "-m",
+                 str(tmp_path / "run" / "best.ckpt"), "--untrained"]) == 2
+
 
 def test_evaluate_files_by_id(tmp_path, capsys):
     relaxed = read(DATA / "pairs_relaxed.extxyz", ":4")
