@@ -4,16 +4,18 @@
 
 Real pairs (tests/data: CHGNet-labelled prototypes and Perov-5, 2-24 atoms) in a temporary store,
 batches of 32 structures as the paper trains, through the same ``Trainer.train_step`` that
-``e3relax train`` runs. Reports structures/s and peak RSS growth per preset and backend, with the
-ratio against the reference (``torch``) backend measured in the same run.
+``e3relax train`` runs, each configuration in its own process. Reports structures/s and peak RSS growth
+per preset and backend, with the ratio against the reference (``torch``) backend measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +55,21 @@ def steps_per_second(trainer: Trainer, batches: list, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def measure(store: str, preset: str, backend: str, batch_size: int, steps: int, run_dir: str) -> dict:
+    """Runs in a fresh subprocess, so that the peak RSS growth is this configuration's own."""
+    config = TrainConfig().replace(
+        model={"hidden_channels": 128 if preset == "small" else 512},
+        data={"store": store, "max_structures_per_batch": batch_size},
+        run={"dir": run_dir, "backend": backend, "progress": False})
+    trainer = Trainer(config)
+    rng = np.random.default_rng(0)
+    batches = [collate(trainer.store, rng.choice(trainer.train_indices, batch_size)) for _ in range(4)]
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rate = steps_per_second(trainer, batches, steps) * batch_size
+    return {"structures_per_s": rate,
+            "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true")
@@ -61,7 +78,11 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(**json.loads(args.child))))
+        return 0
     presets, steps = (["small"], 1) if args.smoke else (args.preset, args.steps)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,25 +95,22 @@ def main(argv=None) -> int:
                 if not availability.available:
                     print(f"{preset}/{backend}: skipped (vector_message: {availability.reason})")
                     continue
-                config = TrainConfig().replace(
-                    model={"hidden_channels": 128 if preset == "small" else 512},
-                    data={"store": store, "max_structures_per_batch": args.batch_size},
-                    run={"dir": os.path.join(tmp, f"run-{preset}-{backend}"), "backend": backend, "progress": False})
-                trainer = Trainer(config)
-                rng = np.random.default_rng(0)
-                indices = trainer.train_indices
-                batches = [collate(trainer.store, rng.choice(indices, args.batch_size)) for _ in range(4)]
-                rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                rate = steps_per_second(trainer, batches, steps) * args.batch_size
-                rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+                spec = json.dumps({"store": store, "preset": preset, "backend": backend, "batch_size": args.batch_size,
+                                   "steps": steps, "run_dir": os.path.join(tmp, f"run-{preset}-{backend}")})
+                proc = subprocess.run([sys.executable, __file__, "--child", spec], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    print(f"{preset}/{backend}: failed\n{proc.stderr[-2000:]}")
+                    continue
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                rate = result["structures_per_s"]
                 reference_rate = reference_rate or (rate if backend == "torch" else None)
                 ratio = rate / reference_rate if reference_rate else float("nan")
                 print(f"{preset}/{backend}: {rate:.1f} structures/s ({ratio:.2f}x the torch reference), "
-                      f"peak RSS +{rss_growth_mb:.0f} MB")
+                      f"peak RSS +{result['peak_rss_growth_mb']:.0f} MB")
                 rows.append({"bench": "train", "preset": preset, "backend": backend, "structures_per_s": rate,
                              "ratio_vs_torch": ratio, "batch_size": args.batch_size, "steps": steps,
-                             "peak_rss_growth_mb": rss_growth_mb, "smoke": args.smoke, **environment()})
-                del trainer
+                             "peak_rss_growth_mb": result["peak_rss_growth_mb"], "smoke": args.smoke,
+                             **environment()})
     write_json_lines(args.json, rows)
     return 0
 

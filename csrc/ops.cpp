@@ -10,6 +10,13 @@
 //                         max_neighbors (0 = all), self_images (0 = all, 1 = the paper's six) ->
 //                         edge_index [2,E] (source, target), shifts [E,3] long, counts [B] long.
 //                         E is data-dependent: the fake kernel is registered from Python.
+//   vector_message        fused scalar-vector message aggregation (ops/message_passing.py):
+//                         phi [N,3F], w [E,3F], vec [N,3,F], unit [E,3] and the graph in CSR form:
+//                         rowptr [N+1] (edges sorted by target), source [E], target [E], perm [E] (edge
+//                         ids sorted by source), source_ptr [N+1] -> dh [N,F], dvec [N,3,F].
+//                         Autograd in csrc/vector_message_autograd.cpp; the device kernels are
+//   vector_message_forward / vector_message_backward (grad_dh, grad_dvec, then the inputs above ->
+//                         grad_phi, grad_w, grad_vec, grad_unit).
 
 #include <torch/library.h>
 
@@ -43,4 +50,14 @@ TORCH_LIBRARY(e3relax, m) {
   m.def(
       "radius_graph_pbc(Tensor pos, Tensor cell, Tensor pbc, Tensor ptr, float cutoff, int max_neighbors, "
       "int self_images) -> (Tensor edge_index, Tensor shifts, Tensor counts)");
+  m.def(
+      "vector_message(Tensor phi, Tensor w, Tensor vec, Tensor unit, Tensor rowptr, Tensor source, Tensor target, "
+      "Tensor perm, Tensor source_ptr) -> (Tensor dh, Tensor dvec)");
+  m.def(
+      "vector_message_forward(Tensor phi, Tensor w, Tensor vec, Tensor unit, Tensor rowptr, Tensor source, "
+      "Tensor target, Tensor perm, Tensor source_ptr) -> (Tensor dh, Tensor dvec)");
+  m.def(
+      "vector_message_backward(Tensor grad_dh, Tensor grad_dvec, Tensor phi, Tensor w, Tensor vec, Tensor unit, "
+      "Tensor rowptr, Tensor source, Tensor target, Tensor perm, Tensor source_ptr) -> (Tensor grad_phi, "
+      "Tensor grad_w, Tensor grad_vec, Tensor grad_unit)");
 }

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import AtomMessageBlock, AtomUpdateBlock, GaussianRBF, LatticeNodeBlock, PositionUpdateBlock, safe_norm
-from ..ops import atom_structure_index, check_batch, edge_vectors, radius_graph
+from ..ops import MessageGraph, atom_structure_index, check_batch, edge_vectors, message_graph, radius_graph
 from .config import E3RelaxConfig
 
 
@@ -57,6 +57,7 @@ class E3RelaxLayer(nn.Module):
         edge_structure: Tensor,
         structure: Tensor,
         inv_sizes: Tensor,
+        csr: Optional[MessageGraph] = None,
     ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         # Step 0: geometry from the current structure on the fixed graph.
         r = edge_vectors(pos, cell, edge_index, shifts, edge_structure)  # [E, 3]
@@ -83,7 +84,7 @@ class E3RelaxLayer(nn.Module):
                                    lattice_vec_atoms[:, k])
 
         # Steps 2-4: atom-atom messages, gated self-update, position update.
-        h, vec = self.message(h, vec, edge_rbf, edge_unit, edge_index)
+        h, vec = self.message(h, vec, edge_rbf, edge_unit, edge_index, csr)
         h, vec = self.update(h, vec)
         pos = pos + self.position(h, vec)
 
@@ -166,11 +167,14 @@ class E3Relax(nn.Module):
         vec = torch.zeros((num_atoms, 3, channels), dtype=pos.dtype, device=pos.device)
         g = self.lattice_embedding.to(pos.dtype).unsqueeze(0).expand(num_structures, 3, channels)
         lattice_vec = torch.zeros((num_structures, 3, 3, channels), dtype=pos.dtype, device=pos.device)
+        csr: Optional[MessageGraph] = None
+        if not torch.jit.is_scripting() and self.backend != "torch":
+            csr = message_graph(edge_index, num_atoms)  # once per batch, for every layer's fused kernel
         pos_layers: List[Tensor] = []
         cell_layers: List[Tensor] = []
         for layer in self.layers:
             pos, cell, h, vec, g, lattice_vec = layer(pos, cell, h, vec, g, lattice_vec, edge_index, shifts,
-                                                      edge_structure, structure, inv_sizes)
+                                                      edge_structure, structure, inv_sizes, csr)
             pos_layers.append(pos)
             cell_layers.append(cell)
         return torch.stack(pos_layers), torch.stack(cell_layers)

@@ -8,12 +8,12 @@ vector feature mixes channels only and has no bias, so it commutes with rotation
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from ..ops import vector_message
+from ..ops import MessageGraph, vector_message
 from .layers import MLP, channel_norm, linear
 
 
@@ -74,9 +74,9 @@ class AtomMessageBlock(nn.Module):
         self.edge_filter = linear(num_rbf, 3 * channels)  # C (with bias c)
 
     def forward(self, h: Tensor, vec: Tensor, edge_rbf: Tensor, edge_unit: Tensor,
-                edge_index: Tensor) -> Tuple[Tensor, Tensor]:
+                edge_index: Tensor, csr: Optional[MessageGraph] = None) -> Tuple[Tensor, Tensor]:
         dh, dvec = vector_message(self.node_mlp(h), self.edge_filter(edge_rbf), vec, edge_unit, edge_index,
-                                  backend=self.backend)
+                                  backend=self.backend, csr=csr)
         return (h + dh) * (1.0 / math.sqrt(2.0)), vec + dvec
 
 

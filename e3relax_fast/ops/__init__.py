@@ -7,13 +7,14 @@ each with ``backend="auto" | "torch" | "cpp" | "cuda" | "triton"`` where a fast 
 from . import _backend, _library
 from .checks import check_batch
 from .geometry import atom_structure_index, edge_vectors
-from .message_passing import vector_message, vector_message_reference
+from .message_passing import MessageGraph, message_graph, register_fake_kernels, vector_message, vector_message_reference
 from .radius_graph import radius_graph, radius_graph_reference, register_fake_kernel
 
 # Load the op library now (a dlopen; nothing is compiled) so that torch.ops.e3relax.* exist after
 # `import e3relax_fast`; a missing library is reported on first use, never raised.
 if _library.status().loaded:
     register_fake_kernel()
+    register_fake_kernels()
 
 BACKENDS = _backend.BACKENDS
 backend_report = _backend.report
@@ -26,6 +27,8 @@ __all__ = [
     "check_batch",
     "edge_vectors",
     "library_status",
+    "MessageGraph",
+    "message_graph",
     "radius_graph",
     "radius_graph_reference",
     "vector_message",

@@ -40,7 +40,7 @@ def _triton_reason(op: str) -> str:
     return ""
 
 
-def _compiled_reason(op: str, compiled_name: str, dispatch_key: str) -> str:
+def _compiled_reason(op: str, compiled_name: str, dispatch_key: str, device_kernel: str = "") -> str:
     lib = _library.status()
     if not lib.loaded:
         return lib.reason
@@ -51,8 +51,9 @@ def _compiled_reason(op: str, compiled_name: str, dispatch_key: str) -> str:
             return "op library built without CUDA (CPU torch or no nvcc at build time)"
         if not torch.cuda.is_available():
             return "no CUDA device"
-    if not _library.has_kernel(compiled_name, dispatch_key):
-        return f"op library has no {dispatch_key} kernel for {compiled_name}"
+    kernel = device_kernel or compiled_name
+    if not _library.has_kernel(kernel, dispatch_key):
+        return f"op library has no {dispatch_key} kernel for {kernel}"
     return ""
 
 
@@ -64,14 +65,15 @@ class OpBackends:
     reference: Callable
     compiled_name: str
     triton_impl: Callable[[], Callable] | None = None
+    device_kernel: str = ""  # the op whose per-device kernel decides availability, if not compiled_name
 
     def availability(self, backend: str) -> Availability:
         if backend == "torch":
             reason = ""
         elif backend == "cpp":
-            reason = _compiled_reason(self.name, self.compiled_name, "CPU")
+            reason = _compiled_reason(self.name, self.compiled_name, "CPU", self.device_kernel)
         elif backend == "cuda":
-            reason = _compiled_reason(self.name, self.compiled_name, "CUDA")
+            reason = _compiled_reason(self.name, self.compiled_name, "CUDA", self.device_kernel)
         elif backend == "triton":
             reason = _triton_reason(self.name)
         else:

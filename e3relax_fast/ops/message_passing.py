@@ -45,16 +45,56 @@ def vector_message_reference(phi: Tensor, w: Tensor, vec: Tensor, unit: Tensor,
     return dh, dvec
 
 
-_backend.register(_backend.OpBackends("vector_message", vector_message_reference, "vector_message"))
+# vector_message itself carries the autograd kernel; its device kernels are vector_message_forward.
+_backend.register(_backend.OpBackends("vector_message", vector_message_reference, "vector_message",
+                                      device_kernel="vector_message_forward"))
+
+#: ``(rowptr [N+1], source [E], target [E], perm [E], source_ptr [N+1])``: the target-sorted edge list in
+#: CSR form plus its transpose (``perm`` lists edge ids by source, stably; ``source_ptr`` its row pointer).
+MessageGraph = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+def message_graph(edge_index: Tensor, num_nodes: int) -> MessageGraph:
+    """The CSR form of a target-sorted edge list that the fused kernels walk, found once per batch and
+    shared by all layers. Raises ``ValueError`` if ``edge_index`` is not sorted by target."""
+    source, target = edge_index[0], edge_index[1]
+    if target.numel() > 1 and bool((target[1:] < target[:-1]).any()):
+        raise ValueError("vector_message: edge_index must be sorted by target (as radius_graph returns it)")
+    rowptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=edge_index.device)
+    rowptr[1:] = torch.cumsum(torch.bincount(target, minlength=num_nodes), 0)
+    source_ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=edge_index.device)
+    source_ptr[1:] = torch.cumsum(torch.bincount(source, minlength=num_nodes), 0)
+    perm = torch.argsort(source, stable=True)
+    return rowptr, source.contiguous(), target.contiguous(), perm, source_ptr
+
+
+def register_fake_kernels() -> None:
+    """Output shapes of the vector_message kernels for FakeTensor tracing (torch.compile, export)."""
+    if getattr(register_fake_kernels, "done", False) or not hasattr(torch.ops.e3relax, "vector_message_forward"):
+        return
+
+    @torch.library.register_fake("e3relax::vector_message_forward")
+    def _(phi, w, vec, unit, rowptr, source, target, perm, source_ptr):
+        return vec.new_empty((vec.shape[0], vec.shape[2])), torch.empty_like(vec)
+
+    @torch.library.register_fake("e3relax::vector_message_backward")
+    def _(grad_dh, grad_dvec, phi, w, vec, unit, rowptr, source, target, perm, source_ptr):
+        return torch.empty_like(phi), torch.empty_like(w), torch.empty_like(vec), torch.empty_like(unit)
+
+    register_fake_kernels.done = True  # type: ignore[attr-defined]
 
 
 @torch.jit.unused
 def _dispatch_vector_message(phi: Tensor, w: Tensor, vec: Tensor, unit: Tensor, edge_index: Tensor,
-                             backend: str, csr: Optional[Tuple[Tensor, Tensor, Tensor]]) -> Tuple[Tensor, Tensor]:
+                             backend: str, csr: Optional[MessageGraph]) -> Tuple[Tensor, Tensor]:
     name, impl = _backend.select("vector_message", phi.device, backend)
     if name == "torch":
         return impl(phi, w, vec, unit, edge_index)
-    raise NotImplementedError(f"vector_message backend {name}")  # compiled kernels arrive with issue 4
+    if csr is None:
+        csr = message_graph(edge_index, vec.shape[0])
+    if name == "triton":
+        raise NotImplementedError("the Triton vector_message kernel is not written yet")
+    return impl(phi, w, vec, unit, *csr)
 
 
 def vector_message(
@@ -64,13 +104,14 @@ def vector_message(
     unit: Tensor,
     edge_index: Tensor,
     backend: str = "auto",
-    csr: Optional[Tuple[Tensor, Tensor, Tensor]] = None,
+    csr: Optional[MessageGraph] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Message aggregation; shapes as :func:`vector_message_reference`.
 
-    ``edge_index`` must be sorted by target (as :func:`radius_graph` returns it). ``csr`` may carry a
-    precomputed ``(rowptr, source, transpose_perm)`` for the fused kernels to reuse across layers;
-    the reference ignores it. Under TorchScript the reference runs.
+    ``edge_index`` must be sorted by target (as :func:`radius_graph` returns it). ``csr`` may carry
+    :func:`message_graph` of it, found once and reused by every layer; the reference ignores it. The
+    fused backends (``cpp``; ``cuda`` where built) differentiate through C++ autograd. Under TorchScript
+    the reference runs.
     """
     if torch.jit.is_scripting():
         return vector_message_reference(phi, w, vec, unit, edge_index)
