@@ -4,8 +4,8 @@ Only kernel bodies live here; ``e3relax_fast.ops`` wraps them as registered ops 
 dispatch. Triton is imported lazily by the modules of this package, never at package import, so a
 CPU-only install never touches it. On a CPU the kernels run only under ``TRITON_INTERPRET=1``.
 
-Kernels provided so far: none (the fused message-passing kernel comes with its op).
+Kernels: ``vector_message`` (forward and backward of the fused scalar-vector message aggregation).
 """
 
 #: Names of the ops for which this package provides a Triton kernel.
-PROVIDED_OPS: tuple[str, ...] = ()
+PROVIDED_OPS: tuple[str, ...] = ("vector_message",)

@@ -153,9 +153,11 @@ class E3Relax(nn.Module):
         if not torch.jit.is_scripting():
             self._check(pos, z, cell, pbc, ptr)
         if edge_index is None or shifts is None:
+            # Triton serves message passing only; the graph then comes from the fastest compiled op
+            graph_backend = "auto" if self.backend == "triton" else self.backend
             with torch.no_grad():
                 edge_index, shifts, _ = radius_graph(pos.detach(), cell.detach(), pbc, ptr, self.graph_cutoff,
-                                                     self.max_neighbors, self.self_images, self.backend)
+                                                     self.max_neighbors, self.self_images, graph_backend)
         num_atoms = pos.shape[0]
         structure = atom_structure_index(ptr, num_atoms)
         edge_structure = structure.index_select(0, edge_index[1])

@@ -46,8 +46,14 @@ def vector_message_reference(phi: Tensor, w: Tensor, vec: Tensor, unit: Tensor,
 
 
 # vector_message itself carries the autograd kernel; its device kernels are vector_message_forward.
+def _triton_implementation():
+    from .vector_message_triton import vector_message_triton  # needs triton: imported on first use
+
+    return vector_message_triton
+
+
 _backend.register(_backend.OpBackends("vector_message", vector_message_reference, "vector_message",
-                                      device_kernel="vector_message_forward"))
+                                      triton_impl=_triton_implementation, device_kernel="vector_message_forward"))
 
 #: ``(rowptr [N+1], source [E], target [E], perm [E], source_ptr [N+1])``: the target-sorted edge list in
 #: CSR form plus its transpose (``perm`` lists edge ids by source, stably; ``source_ptr`` its row pointer).
@@ -92,8 +98,6 @@ def _dispatch_vector_message(phi: Tensor, w: Tensor, vec: Tensor, unit: Tensor, 
         return impl(phi, w, vec, unit, edge_index)
     if csr is None:
         csr = message_graph(edge_index, vec.shape[0])
-    if name == "triton":
-        raise NotImplementedError("the Triton vector_message kernel is not written yet")
     return impl(phi, w, vec, unit, *csr)
 
 
@@ -110,7 +114,8 @@ def vector_message(
 
     ``edge_index`` must be sorted by target (as :func:`radius_graph` returns it). ``csr`` may carry
     :func:`message_graph` of it, found once and reused by every layer; the reference ignores it. The
-    fused backends (``cpp``; ``cuda`` where built) differentiate through C++ autograd. Under TorchScript
+    fused backends differentiate: ``cpp``/``cuda`` through C++ autograd, ``triton`` through
+    ``torch.library`` autograd. Under TorchScript
     the reference runs.
     """
     if torch.jit.is_scripting():
