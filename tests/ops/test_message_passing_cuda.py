@@ -7,7 +7,7 @@ from e3relax_fast.ops import backend_report, vector_message, vector_message_refe
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(
     not dict((e.backend, e.available) for e in backend_report()["vector_message"])["cuda"],
-    reason="needs a CUDA device and a CUDA build of the op library")
+    reason="needs a CUDA device and a CUDA build of the op library")]
 
 
 def inputs(dtype, num_nodes=64, num_edges=3000, channels=96, seed=0):
