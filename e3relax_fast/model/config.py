@@ -90,8 +90,35 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     return data
 
 
+class YamlConfig:
+    """Dict and YAML round trip for a config dataclass (unknown keys are errors, overrides dotted)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict) -> T:
+        return config_from_dict(cls, data)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> T:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"config {str(path)!r} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the config must be a mapping of keys to values")
+        return cls.from_dict(apply_overrides(data, overrides))  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
-class E3RelaxConfig:
+class E3RelaxConfig(YamlConfig):
     """Hyperparameters of E3Relax. Defaults are the paper's (and the research code's scripts).
 
     Attributes:
@@ -153,22 +180,3 @@ class E3RelaxConfig:
             raise ValueError(f"unknown model preset {name!r}; known: {', '.join(presets)}")
         return presets[name]()
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "E3RelaxConfig":
-        return config_from_dict(cls, data)
-
-    def to_yaml(self, path: str | Path | None = None) -> str:
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "E3RelaxConfig":
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: the config must be a mapping of keys to values")
-        return cls.from_dict(apply_overrides(data, overrides))

@@ -8,13 +8,10 @@ every run.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Sequence
+from dataclasses import dataclass, field
 
-import yaml
-
-from ..model import E3RelaxConfig, apply_overrides, config_from_dict
+from ..model import E3RelaxConfig
+from ..model.config import YamlConfig
 
 
 @dataclass(frozen=True)
@@ -87,7 +84,7 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(YamlConfig):
     model: E3RelaxConfig = field(default_factory=E3RelaxConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -106,29 +103,6 @@ class TrainConfig:
             raise ValueError(f"optim.ema_decay must be in [0, 1), got {self.optim.ema_decay}")
         if self.run.checkpoint_every < 1 or self.run.log_every < 1:
             raise ValueError("run.checkpoint_every and run.log_every must be >= 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        return config_from_dict(cls, data)
-
-    def to_yaml(self, path: str | Path | None = None) -> str:
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "TrainConfig":
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"config {str(path)!r} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: the config must be a mapping of sections")
-        return cls.from_dict(apply_overrides(data, overrides))
 
     def replace(self, **sections: dict) -> "TrainConfig":
         """A copy with fields of sections changed: ``cfg.replace(run={"max_steps": 10})``."""

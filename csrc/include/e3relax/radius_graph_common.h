@@ -11,11 +11,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define E3R_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define E3R_HOST_DEVICE inline
-#endif
+#include "e3relax/host_device.h"
 
 namespace e3relax {
 

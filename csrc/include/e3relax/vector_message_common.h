@@ -14,11 +14,7 @@
 // Accumulators are of type acc_t (float for half/bfloat16 inputs, else the input type).
 #pragma once
 
-#if defined(__CUDACC__)
-#define E3R_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define E3R_HOST_DEVICE inline
-#endif
+#include "e3relax/host_device.h"
 
 namespace e3relax {
 
