@@ -8,5 +8,6 @@
 from . import ops
 from ._version import __version__
 from .model import E3Relax, E3RelaxConfig
+from .relax import E3Relaxer, RelaxResult
 
-__all__ = ["E3Relax", "E3RelaxConfig", "__version__", "ops"]
+__all__ = ["E3Relax", "E3RelaxConfig", "E3Relaxer", "RelaxResult", "__version__", "ops"]

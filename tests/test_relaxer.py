@@ -1,0 +1,77 @@
+"""E3Relaxer: the type in is the type out, inputs untouched, batches equal singles, order kept, bad
+inputs and unseen elements reported per structure."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk
+from pymatgen.core import Lattice, Structure
+
+from e3relax_fast import E3Relaxer, RelaxResult
+from e3relax_fast.model.checkpoint import save_checkpoint
+
+
+@pytest.fixture
+def relaxer(make_model, tmp_path):
+    model = make_model(layers=2)
+    path = tmp_path / "model.ckpt"
+    save_checkpoint(path, model.state_dict(), {"model_config": model.config.to_dict(),
+                                               "elements": [11, 13, 14, 17, 29]})
+    return E3Relaxer.from_pretrained(path, device="cpu", dtype=torch.float64)
+
+
+def structures():
+    cu = bulk("Cu", "fcc", a=3.6) * (2, 1, 1)
+    cu.rattle(0.05, seed=1)
+    nacl = Structure(Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.52, 0.5, 0.5]])
+    si = bulk("Si", "diamond", a=5.43)
+    return [cu, nacl, si]
+
+
+def test_the_type_in_is_the_type_out_and_inputs_are_not_mutated(relaxer):
+    cu, nacl, _ = structures()
+    cu_before, nacl_before = cu.positions.copy(), nacl.cart_coords.copy()
+    out_cu, out_nacl = relaxer.relax(cu), relaxer.relax(nacl)
+    assert isinstance(out_cu.final_structure, Atoms) and isinstance(out_nacl["final_structure"], Structure)
+    assert np.array_equal(cu.positions, cu_before) and np.array_equal(nacl.cart_coords, nacl_before)
+    assert len(out_cu.trajectory) == 2 and out_cu.trajectory[-1] is out_cu.final_structure
+    assert not np.allclose(out_cu.final_structure.positions, cu_before)  # the model did move atoms
+    assert out_cu.confidence["last_layer_max_move"] > 0 and "last_layer_cell_change" in out_cu.confidence
+    assert out_cu.final_structure.get_chemical_symbols() == cu.get_chemical_symbols()
+
+
+def test_batches_equal_singles_and_results_keep_input_order(relaxer):
+    items = structures() * 3
+    singles = [relaxer.relax(s) for s in items]
+    many = list(relaxer.relax_many(items, max_atoms_per_batch=5, window=4))
+    assert [r.id for r in many] == [str(i) for i in range(len(items))]
+    for single, batched in zip(singles, many):
+        assert batched.ok
+        np.testing.assert_allclose(_positions(batched.final_structure), _positions(single.final_structure),
+                                   rtol=0, atol=1e-10)
+
+
+def _positions(structure):
+    return structure.positions if isinstance(structure, Atoms) else structure.cart_coords
+
+
+def test_bad_inputs_and_unseen_elements_are_reported_per_structure(relaxer):
+    cu, nacl, _ = structures()
+    broken = cu.copy()
+    broken.positions[0, 0] = np.nan
+    gold = bulk("Au", "fcc", a=4.08)
+    results = list(relaxer.relax_many([("a", cu), ("b", broken), ("c", gold), ("d", nacl), ("e", Atoms())]))
+    assert [r.id for r in results] == ["a", "b", "c", "d", "e"]
+    assert [r.ok for r in results] == [True, False, False, True, False]
+    assert "'b'" in results[1].error and "pos" in results[1].error
+    assert "Au" in results[2].error and "not seen in training" in results[2].error
+    warn = E3Relaxer(relaxer.model, relaxer.metadata, device="cpu", dtype=torch.float64, on_unknown_element="warn")
+    with pytest.warns(UserWarning, match="Au"):
+        assert warn.relax(gold).ok
+
+
+def test_from_pretrained_without_a_shipped_model_says_what_to_do():
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        E3Relaxer.from_pretrained()
+    assert RelaxResult("x", None, error="e")["error"] == "e"
