@@ -80,6 +80,11 @@ def _extensions(mode: str):
         )
     else:
         ext = CppExtension("e3relax_fast._C", cpp_sources, extra_compile_args={"cxx": cxx_flags}, **kwargs)
+    # The numpy-facing radius graph: pybind11 needs the full Python API, so it is its own module.
+    neighbors_ext = CppExtension(
+        "e3relax_fast._neighbors", _sources("csrc/python/*.cpp"), extra_compile_args={"cxx": cxx_flags},
+        include_dirs=kwargs["include_dirs"],
+    )
 
     class OptionalBuildExtension(BuildExtension):
         """In auto mode a compiler failure leaves a working pure-PyTorch package instead of no package."""
@@ -94,12 +99,9 @@ def _extensions(mode: str):
                       file=sys.stderr)
 
     build_ext = OptionalBuildExtension.with_options(no_python_abi_suffix=False)
-    return [ext], {"build_ext": build_ext}
+    return [ext, neighbors_ext], {"build_ext": build_ext}
 
 
 ext_modules, cmdclass = _extensions(_mode())
-setup(
-    ext_modules=ext_modules,
-    cmdclass=cmdclass,
-    options={"bdist_wheel": {"py_limited_api": "cp39"}} if ext_modules else {},
-)
+# No abi3 wheel tag: the op library uses the limited API, but the pybind11 module cannot.
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

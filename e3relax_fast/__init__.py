@@ -8,6 +8,7 @@
 from . import ops
 from ._version import __version__
 from .model import E3Relax, E3RelaxConfig
+from .ops import neighbors
 from .relax import E3Relaxer, RelaxResult
 
-__all__ = ["E3Relax", "E3RelaxConfig", "E3Relaxer", "RelaxResult", "__version__", "ops"]
+__all__ = ["E3Relax", "E3RelaxConfig", "E3Relaxer", "RelaxResult", "__version__", "neighbors", "ops"]

@@ -8,6 +8,7 @@ from . import _backend, _library
 from .checks import check_batch
 from .geometry import atom_structure_index, edge_vectors
 from .message_passing import MessageGraph, message_graph, register_fake_kernels, vector_message, vector_message_reference
+from .neighbors import neighbors
 from .radius_graph import radius_graph, radius_graph_reference, register_fake_kernel
 
 # Load the op library now (a dlopen; nothing is compiled) so that torch.ops.e3relax.* exist after
@@ -27,6 +28,7 @@ __all__ = [
     "check_batch",
     "edge_vectors",
     "library_status",
+    "neighbors",
     "MessageGraph",
     "message_graph",
     "radius_graph",
