@@ -74,7 +74,7 @@ def _extensions(mode: str):
             cpp_sources + cuda_sources,
             extra_compile_args={
                 "cxx": cxx_flags + ["-DE3RELAX_WITH_CUDA"],
-                "nvcc": ["-O3", "-std=c++17", "-DE3RELAX_WITH_CUDA"],  # no fast math: same numbers as the CPU
+                "nvcc": ["-O3", "-std=c++17", "-fmad=false", "-DE3RELAX_WITH_CUDA"],  # no FMA contraction or fast math: the CPU's numbers
             },
             **kwargs,
         )

@@ -25,7 +25,7 @@ def cuda_include() -> str | None:
 @pytest.mark.skipif(NVCC is None, reason="no nvcc on this machine")
 @pytest.mark.parametrize("source", sorted(glob.glob(os.path.join(CUDA_DIR, "*.cu"))), ids=os.path.basename)
 def test_kernels_compile_with_nvcc(source, tmp_path):
-    result = subprocess.run([NVCC, "-c", "-std=c++17", "-I", os.path.join(ROOT, "csrc", "include"), source,
+    result = subprocess.run([NVCC, "-c", "-std=c++17", "-fmad=false", "-I", os.path.join(ROOT, "csrc", "include"), source,
                              "-o", str(tmp_path / "kernel.o")], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
 

@@ -1,0 +1,70 @@
+"""The per-target radius-graph code that the CUDA kernel runs, exercised on the CPU through its harness
+op _radius_graph_targets: identical to the reference (edges, order, shifts, counts) on the cases that
+matter, in float32 and float64."""
+
+import numpy as np
+import pytest
+import torch
+
+from e3relax_fast.ops import library_status, radius_graph
+from e3relax_fast.testing import flat_batch, random_crystal
+
+pytestmark = pytest.mark.skipif(
+    not (library_status().loaded and hasattr(torch.ops.e3relax, "_radius_graph_targets")),
+    reason="op library not built (E3RELAX_BUILD=none); tests/ops/test_library.py fails unless asked for")
+
+
+def targets(pos, cell, pbc, ptr, cutoff, max_neighbors=0, self_images="all"):
+    mode = {"all": 0, "paper": 1}[self_images]
+    return torch.ops.e3relax._radius_graph_targets(pos, cell, pbc, ptr, cutoff, max_neighbors, mode)
+
+
+def assert_same(args, **kwargs):
+    ref = radius_graph(*args, backend="torch", **kwargs)
+    ours = targets(*args, **kwargs)
+    for name, a, b in zip(("edge_index", "shifts", "counts"), ref, ours):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("seed", range(4))
+def test_batches_of_random_crystals(seed, dtype):
+    rng = np.random.default_rng(seed)
+    crystals = [random_crystal(rng, int(n)) for n in rng.integers(1, 12, 5)]
+    pos, z, cell, pbc, ptr = flat_batch(crystals, dtype=dtype)
+    assert_same((pos, cell, pbc, ptr), cutoff=5.0)
+    assert_same((pos, cell, pbc, ptr), cutoff=6.0, max_neighbors=12, self_images="paper")
+
+
+def test_short_lattice_vector_partial_pbc_and_atoms_outside_the_cell():
+    rng = np.random.default_rng(9)
+    pos, z, cell = random_crystal(rng, 3)
+    cell = cell.copy()
+    cell[2] *= 0.35  # far shorter than the cutoff: several image layers
+    pos = pos + cell[0] * 1.7  # unwrapped positions
+    batch = flat_batch([(pos, z, cell), (pos, z, cell)], pbc=[[True, True, True], [True, False, True]])
+    assert_same((batch[0], batch[2], batch[3], batch[4]), cutoff=4.0)
+    assert_same((batch[0], batch[2], batch[3], batch[4]), cutoff=4.0, max_neighbors=5, self_images="paper")
+
+
+def test_single_atoms_and_empty_structures():
+    cell = np.eye(3) * 2.5
+    batch = flat_batch([(np.zeros((1, 3)), np.array([1]), cell), (np.zeros((0, 3)), np.zeros(0, int), cell),
+                        (np.array([[0.1, 0.2, 0.3]]), np.array([8]), cell * 1.3)])
+    assert_same((batch[0], batch[2], batch[3], batch[4]), cutoff=3.0)
+    assert_same((batch[0], batch[2], batch[3], batch[4]), cutoff=3.0, max_neighbors=3, self_images="paper")
+
+
+def test_equal_to_the_cell_list_kernel_on_a_larger_batch():
+    rng = np.random.default_rng(21)
+    pos, z, cell, pbc, ptr = flat_batch([random_crystal(rng, int(n)) for n in rng.integers(4, 40, 20)])
+    cpp = radius_graph(pos, cell, pbc, ptr, 6.0, 50, "paper", backend="cpp")
+    ours = targets(pos, cell, pbc, ptr, 6.0, 50, "paper")
+    assert all(torch.equal(a, b) for a, b in zip(cpp, ours))
+
+
+def test_too_small_cell_is_refused_naming_the_structure():
+    batch = flat_batch([(np.zeros((1, 3)), np.array([1]), np.eye(3) * 3.0),
+                        (np.zeros((1, 3)), np.array([1]), np.diag([3.0, 3.0, 0.001]))])
+    with pytest.raises(ValueError, match="structure 1: field 'cell' is too small"):
+        targets(batch[0], batch[2], batch[3], batch[4], 6.0)
