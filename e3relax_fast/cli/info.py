@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"op library: loaded from {lib.path}  {lib.build_info}")
     else:
         print(f"op library: not loaded: {lib.reason}")
+    from ..ops.neighbors import _binding
+
+    print("numpy binding (e3relax_fast.neighbors): " + ("compiled, GIL released" if _binding() is not None
+                                                        else "not built: the PyTorch reference answers"))
     print("backends (auto picks the first available of cpp/torch on CPU, cuda/triton/torch on CUDA):")
     for op_name, entries in ops.backend_report().items():
         print(f"  {op_name}")
