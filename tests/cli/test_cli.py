@@ -50,7 +50,7 @@ def test_predict_keeps_every_good_structure_and_reports_the_bad_ones(tmp_path, c
     output = tmp_path / "relaxed.extxyz"
     report = tmp_path / "report.csv"
     code = main(["predict", "-i", str(folder), "-o", str(output), "--untrained", "--preset", "small",
-                 "--report", str(report), "--no-progress", "--batch-size", "2"])
+                 "--report", str(report), "--no-progress", "--batch-size", "2", "--max-atoms-per-batch", "20"])
     assert code == 0
     assert "UNTRAINED MODEL" in capsys.readouterr().err
     relaxed = read(output, ":")
@@ -68,3 +68,16 @@ def test_predict_keeps_every_good_structure_and_reports_the_bad_ones(tmp_path, c
 def test_predict_missing_input_is_a_clear_error(tmp_path, capsys, inputs):
     assert main(["predict", "-i", *inputs, "-o", str(tmp_path / "o.extxyz"), "--untrained"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_shards_cover_the_input_exactly_once(tmp_path, capsys):
+    ids = []
+    for shard in ("0/2", "1/2"):
+        output = tmp_path / f"shard{shard[0]}.extxyz"
+        assert main(["predict", "-i", EXAMPLES, "-o", str(output), "--untrained", "--preset", "small",
+                     "--shard", shard, "--no-progress"]) == 0
+        ids.append([a.info["id"] for a in read(output, ":")])
+    expected = sorted(os.path.splitext(f)[0] for f in os.listdir(EXAMPLES) if f.endswith(".cif"))
+    assert sorted(ids[0] + ids[1]) == expected and not set(ids[0]) & set(ids[1])
+    assert main(["predict", "-i", EXAMPLES, "-o", str(tmp_path / "x.extxyz"), "--untrained", "--shard", "2/2"]) == 2
+    assert "--shard" in capsys.readouterr().err
