@@ -63,7 +63,6 @@ def _items_from_files(args: argparse.Namespace):
 
 
 def _items_from_store(args: argparse.Namespace):
-    import numpy as np
     import torch
     from tqdm import tqdm
 
@@ -73,10 +72,7 @@ def _items_from_store(args: argparse.Namespace):
 
     model, _ = load_model(args.model)
     store = PairStore(args.store)
-    graph = store.graph
-    if (graph.cutoff, graph.max_neighbors, graph.self_images) != (model.graph_cutoff, model.max_neighbors,
-                                                                    model.self_images):
-        raise ValueError(f"store {args.store!r} graph {graph.to_dict()} differs from the model's")
+    store.graph.require_model(model.config, args.store)
     indices = store.indices(args.split)
     if args.limit:
         indices = indices[: args.limit]
@@ -87,13 +83,15 @@ def _items_from_store(args: argparse.Namespace):
             pos_layers, cell_layers = model(batch.pos.float(), batch.z, batch.cell.float(), batch.pbc, batch.ptr,
                                             batch.edge_index, batch.shifts)
         pos, cell = pos_layers[-1].double().numpy(), cell_layers[-1].double().numpy()
+        # references and inputs come from the collated batch: the store is read once per pair
+        z_all, pbc_all = batch.z.numpy(), batch.pbc.numpy()
+        target_pos, target_cell = batch.target_pos.numpy(), batch.target_cell.numpy()
+        input_pos, input_cell = batch.pos.numpy(), batch.cell.numpy()
         for k, index in enumerate(batch_indices):
-            pair = store.pair(int(index))
             a0, a1 = int(batch.ptr[k]), int(batch.ptr[k + 1])
-            z, pbc = pair["z"].astype(np.int64), pair["pbc"]
+            z, pbc = z_all[a0:a1], pbc_all[k]
             yield (store.ids[index], _source_label(store.sources[index]), (pos[a0:a1], z, cell[k], pbc),
-                   (pair["pos_relaxed"], z, pair["cell_relaxed"], pbc),
-                   (pair["pos_unrelaxed"], z, pair["cell_unrelaxed"], pbc))
+                   (target_pos[a0:a1], z, target_cell[k], pbc), (input_pos[a0:a1], z, input_cell[k], pbc))
         bar.update(len(batch_indices))
     bar.close()
 

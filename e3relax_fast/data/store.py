@@ -66,6 +66,14 @@ class GraphSettings:
     def to_dict(self) -> dict:
         return {"cutoff": self.cutoff, "max_neighbors": self.max_neighbors, "self_images": self.self_images}
 
+    def require_model(self, model_config, store: str) -> None:
+        """Raise ``ValueError`` unless ``model_config`` (an :class:`E3RelaxConfig`) builds the same graph."""
+        wanted = (model_config.graph_cutoff, model_config.max_neighbors, model_config.self_images)
+        if (self.cutoff, self.max_neighbors, self.self_images) != wanted:
+            raise ValueError(f"store {store!r} was built with graph {self.to_dict()}, but the model asks for "
+                             f"cutoff={wanted[0]}, max_neighbors={wanted[1]}, self_images={wanted[2]!r}: "
+                             "preprocess again or change model.*")
+
 
 def prepare_pair(record: PairRecord, graph: GraphSettings) -> dict[str, np.ndarray]:
     """Validate one pair, unwrap its relaxed positions, build its graph on the unrelaxed side.

@@ -19,7 +19,6 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -129,12 +128,7 @@ class Trainer:
         if not config.data.store:
             raise ValueError("data.store is not set: make a store with `e3relax preprocess` and point to it")
         self.store = PairStore(config.data.store)
-        graph = self.store.graph
-        model_graph = (config.model.graph_cutoff, config.model.max_neighbors, config.model.self_images)
-        if (graph.cutoff, graph.max_neighbors, graph.self_images) != model_graph:
-            raise ValueError(f"store {config.data.store!r} was built with graph {graph.to_dict()}, but the model "
-                             f"config asks for cutoff={model_graph[0]}, max_neighbors={model_graph[1]}, "
-                             f"self_images={model_graph[2]!r}: preprocess again or change model.*")
+        self.store.graph.require_model(config.model, config.data.store)
         self.train_indices = self.store.indices(config.data.train_split)
         self.val_indices = self.store.indices(config.data.val_split)
         if len(self.val_indices) == 0:
