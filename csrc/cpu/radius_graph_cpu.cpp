@@ -22,6 +22,7 @@
 #include <limits>
 #include <vector>
 
+#include "e3relax/radius_graph_checks.h"
 #include "e3relax/radius_graph_common.h"
 
 namespace e3relax {
@@ -267,34 +268,13 @@ std::vector<std::vector<Edge>> find_edges(const at::Tensor& pos, const at::Tenso
   return buffers;
 }
 
-void check_inputs(const at::Tensor& pos, const at::Tensor& cell, const at::Tensor& pbc, const at::Tensor& ptr,
-                  double cutoff, int64_t max_neighbors, int64_t self_images) {
-  TORCH_CHECK_VALUE(pos.dim() == 2 && pos.size(1) == 3, "field 'pos' must be [N, 3], got ", pos.sizes());
-  TORCH_CHECK_VALUE(pos.scalar_type() == at::kFloat || pos.scalar_type() == at::kDouble,
-                    "field 'pos' must be float32 or float64, got ", pos.scalar_type());
-  TORCH_CHECK_VALUE(ptr.dim() == 1 && ptr.numel() >= 1 && ptr.scalar_type() == at::kLong,
-                    "field 'ptr' must be a 1-D int64 tensor [B+1]");
-  const int64_t num_structures = ptr.numel() - 1;
-  TORCH_CHECK_VALUE(cell.dim() == 3 && cell.size(0) == num_structures && cell.size(1) == 3 && cell.size(2) == 3 &&
-                        cell.scalar_type() == pos.scalar_type(),
-                    "field 'cell' must be [B, 3, 3] with B = ", num_structures, " and the dtype of pos, got ",
-                    cell.sizes(), " ", cell.scalar_type());
-  TORCH_CHECK_VALUE(pbc.dim() == 2 && pbc.size(0) == num_structures && pbc.size(1) == 3 &&
-                        pbc.scalar_type() == at::kBool,
-                    "field 'pbc' must be a bool tensor [B, 3] with B = ", num_structures);
-  TORCH_CHECK_VALUE(cutoff > 0.0 && std::isfinite(cutoff), "cutoff must be positive, got ", cutoff);
-  TORCH_CHECK_VALUE(max_neighbors >= 0, "max_neighbors must be >= 0, got ", max_neighbors);
-  TORCH_CHECK_VALUE(self_images == kSelfImagesAll || self_images == kSelfImagesPaper,
-                    "self_images must be 0 (all) or 1 (paper), got ", self_images);
-}
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> radius_graph_pbc_cpu(const at::Tensor& pos_in, const at::Tensor& cell_in,
                                                                     const at::Tensor& pbc_in, const at::Tensor& ptr_in,
                                                                     double cutoff, int64_t max_neighbors,
                                                                     int64_t self_images) {
-  check_inputs(pos_in, cell_in, pbc_in, ptr_in, cutoff, max_neighbors, self_images);
+  check_radius_graph_args(pos_in, cell_in, pbc_in, ptr_in, cutoff, max_neighbors, self_images);
   const at::Tensor pos = pos_in.contiguous(), cell = cell_in.contiguous(), pbc = pbc_in.contiguous();
   const at::Tensor ptr_tensor = ptr_in.contiguous();
   const int64_t* ptr_data = ptr_tensor.data_ptr<int64_t>();

@@ -20,34 +20,13 @@
 #include <tuple>
 #include <vector>
 
+#include "e3relax/vector_message_checks.h"
 #include "e3relax/vector_message_common.h"
 
 namespace e3relax {
 namespace {
 
 constexpr int64_t kNodesPerTask = 16;
-
-void check_inputs(const at::Tensor& phi, const at::Tensor& w, const at::Tensor& vec, const at::Tensor& unit,
-                  const at::Tensor& rowptr, const at::Tensor& source, const at::Tensor& target,
-                  const at::Tensor& perm, const at::Tensor& source_ptr) {
-  TORCH_CHECK_VALUE(vec.dim() == 3 && vec.size(1) == 3, "vector_message: vec must be [N, 3, F], got ", vec.sizes());
-  const int64_t n = vec.size(0), f = vec.size(2), e = source.numel();
-  TORCH_CHECK_VALUE(phi.dim() == 2 && phi.size(0) == n && phi.size(1) == 3 * f,
-                    "vector_message: phi must be [N, 3F] = [", n, ", ", 3 * f, "], got ", phi.sizes());
-  TORCH_CHECK_VALUE(w.dim() == 2 && w.size(0) == e && w.size(1) == 3 * f,
-                    "vector_message: w must be [E, 3F] = [", e, ", ", 3 * f, "], got ", w.sizes());
-  TORCH_CHECK_VALUE(unit.dim() == 2 && unit.size(0) == e && unit.size(1) == 3,
-                    "vector_message: unit must be [E, 3], got ", unit.sizes());
-  TORCH_CHECK_VALUE(rowptr.numel() == n + 1 && source_ptr.numel() == n + 1,
-                    "vector_message: rowptr and source_ptr must have N + 1 = ", n + 1, " entries");
-  TORCH_CHECK_VALUE(target.numel() == e && perm.numel() == e, "vector_message: target and perm need E entries");
-  for (const auto* t : {&rowptr, &source, &target, &perm, &source_ptr}) {
-    TORCH_CHECK_VALUE(t->scalar_type() == at::kLong, "vector_message: graph tensors must be int64");
-  }
-  TORCH_CHECK_VALUE(phi.scalar_type() == w.scalar_type() && phi.scalar_type() == vec.scalar_type() &&
-                        phi.scalar_type() == unit.scalar_type(),
-                    "vector_message: phi, w, vec and unit must share a dtype");
-}
 
 template <typename scalar_t>
 void forward_kernel(const scalar_t* phi, const scalar_t* w, const scalar_t* vec, const scalar_t* unit,
@@ -136,7 +115,7 @@ std::tuple<at::Tensor, at::Tensor> vector_message_forward_cpu(
     const at::Tensor& phi, const at::Tensor& w, const at::Tensor& vec, const at::Tensor& unit,
     const at::Tensor& rowptr, const at::Tensor& source, const at::Tensor& target, const at::Tensor& perm,
     const at::Tensor& source_ptr) {
-  check_inputs(phi, w, vec, unit, rowptr, source, target, perm, source_ptr);
+  check_vector_message_inputs(phi, w, vec, unit, rowptr, source, target, perm, source_ptr);
   const int64_t n = vec.size(0), f = vec.size(2);
   auto phi_c = phi.contiguous(), w_c = w.contiguous(), vec_c = vec.contiguous(), unit_c = unit.contiguous();
   auto rowptr_c = rowptr.contiguous(), source_c = source.contiguous();
@@ -154,7 +133,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> vector_message_backwa
     const at::Tensor& grad_dh, const at::Tensor& grad_dvec, const at::Tensor& phi, const at::Tensor& w,
     const at::Tensor& vec, const at::Tensor& unit, const at::Tensor& rowptr, const at::Tensor& source,
     const at::Tensor& target, const at::Tensor& perm, const at::Tensor& source_ptr) {
-  check_inputs(phi, w, vec, unit, rowptr, source, target, perm, source_ptr);
+  check_vector_message_inputs(phi, w, vec, unit, rowptr, source, target, perm, source_ptr);
   const int64_t n = vec.size(0), f = vec.size(2);
   auto phi_c = phi.contiguous(), w_c = w.contiguous(), vec_c = vec.contiguous(), unit_c = unit.contiguous();
   auto gdh = grad_dh.to(phi.scalar_type()).contiguous(), gdvec = grad_dvec.to(phi.scalar_type()).contiguous();

@@ -67,13 +67,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> radius_graph_cuda(const at::Tenso
                                                                  const at::Tensor& pbc, const at::Tensor& ptr,
                                                                  double cutoff, int64_t max_neighbors,
                                                                  int64_t self_images) {
-  TORCH_CHECK_VALUE(pos.dim() == 2 && pos.size(1) == 3, "field 'pos' must be [N, 3], got ", pos.sizes());
-  TORCH_CHECK_VALUE(pos.scalar_type() == at::kFloat || pos.scalar_type() == at::kDouble,
-                    "field 'pos' must be float32 or float64");
-  TORCH_CHECK_VALUE(cutoff > 0.0, "cutoff must be positive, got ", cutoff);
-  TORCH_CHECK_VALUE(max_neighbors >= 0, "max_neighbors must be >= 0, got ", max_neighbors);
   const c10::cuda::CUDAGuard guard(pos.device());
-  const auto plan = plan_targets(pos, cell, pbc, ptr, cutoff);
+  const auto plan = plan_targets(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images);
   std::tuple<at::Tensor, at::Tensor, at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "radius_graph_cuda", [&] {
     out = run<scalar_t>(plan, cutoff, max_neighbors, self_images);

@@ -8,6 +8,8 @@
 #include <cuda_fp16.h>
 #include <torch/library.h>
 
+#include "e3relax/vector_message_checks.h"
+
 #include <tuple>
 
 namespace e3relax {
@@ -48,19 +50,18 @@ typename DeviceType<T>::type* device_ptr_mut(at::Tensor& t) {
   return reinterpret_cast<typename DeviceType<T>::type*>(t.data_ptr<T>());
 }
 
-void check_cuda(const at::Tensor& phi, const at::Tensor& w, const at::Tensor& vec, const at::Tensor& unit) {
-  TORCH_CHECK_VALUE(vec.dim() == 3 && vec.size(1) == 3, "vector_message: vec must be [N, 3, F], got ", vec.sizes());
+void check_cuda(const at::Tensor& phi, const at::Tensor& w, const at::Tensor& vec, const at::Tensor& unit,
+                const at::Tensor& rowptr, const at::Tensor& source, const at::Tensor& target, const at::Tensor& perm,
+                const at::Tensor& source_ptr) {
+  check_vector_message_inputs(phi, w, vec, unit, rowptr, source, target, perm, source_ptr);
   TORCH_CHECK_VALUE(vec.size(2) <= 1024, "vector_message (CUDA): at most 1024 channels, got ", vec.size(2));
-  TORCH_CHECK_VALUE(phi.scalar_type() == w.scalar_type() && phi.scalar_type() == vec.scalar_type() &&
-                        phi.scalar_type() == unit.scalar_type(),
-                    "vector_message: phi, w, vec and unit must share a dtype");
 }
 
 std::tuple<at::Tensor, at::Tensor> vector_message_forward_cuda(
     const at::Tensor& phi, const at::Tensor& w, const at::Tensor& vec, const at::Tensor& unit,
     const at::Tensor& rowptr, const at::Tensor& source, const at::Tensor& target, const at::Tensor& perm,
     const at::Tensor& source_ptr) {
-  check_cuda(phi, w, vec, unit);
+  check_cuda(phi, w, vec, unit, rowptr, source, target, perm, source_ptr);
   const c10::cuda::CUDAGuard guard(phi.device());
   const int64_t n = vec.size(0), f = vec.size(2);
   auto phi_c = phi.contiguous(), w_c = w.contiguous(), vec_c = vec.contiguous(), unit_c = unit.contiguous();
@@ -83,7 +84,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> vector_message_backwa
     const at::Tensor& grad_dh, const at::Tensor& grad_dvec, const at::Tensor& phi, const at::Tensor& w,
     const at::Tensor& vec, const at::Tensor& unit, const at::Tensor& rowptr, const at::Tensor& source,
     const at::Tensor& target, const at::Tensor& perm, const at::Tensor& source_ptr) {
-  check_cuda(phi, w, vec, unit);
+  check_cuda(phi, w, vec, unit, rowptr, source, target, perm, source_ptr);
   const c10::cuda::CUDAGuard guard(phi.device());
   const int64_t n = vec.size(0), f = vec.size(2);
   auto phi_c = phi.contiguous(), w_c = w.contiguous(), vec_c = vec.contiguous(), unit_c = unit.contiguous();

@@ -8,6 +8,8 @@
 
 #include <tuple>
 
+#include "e3relax/radius_graph_checks.h"
+
 namespace e3relax {
 
 struct TargetPlan {
@@ -20,8 +22,9 @@ struct TargetPlan {
 };
 
 inline TargetPlan plan_targets(const at::Tensor& pos, const at::Tensor& cell, const at::Tensor& pbc,
-                               const at::Tensor& ptr, double cutoff) {
+                               const at::Tensor& ptr, double cutoff, int64_t max_neighbors, int64_t self_images) {
   constexpr double kMaxImages = 200000.0;  // as the reference and the cell-list kernel
+  check_radius_graph_args(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images);
   TargetPlan plan;
   plan.pos = pos.contiguous();
   plan.cell = cell.to(pos.scalar_type()).contiguous();
