@@ -95,17 +95,15 @@ class E3Relaxer:
     @classmethod
     def from_pretrained(cls, name_or_path: str | None = None, device: str | torch.device | None = None,
                         backend: str = "auto", **kwargs: Any) -> "E3Relaxer":
-        """A relaxer from a checkpoint written by ``e3relax train`` (``best.ckpt``).
+        """A relaxer from a shipped model's name or a checkpoint written by ``e3relax train``.
 
-        ``None`` asks for the model shipped in the package; this version ships none yet, which is
-        an error that says so.
+        ``None`` is the default model shipped in the package (``e3relax-small``, see
+        ``e3relax_fast/pretrained/MODEL_CARD.md``); nothing is ever downloaded.
         """
         from .model.checkpoint import load_model
+        from .model.pretrained import resolve_model_path
 
-        if name_or_path is None:
-            raise FileNotFoundError("no trained model ships with this version of e3relax_fast yet; pass the path "
-                                    "of a checkpoint from `e3relax train` (e.g. runs/x/best.ckpt)")
-        model, metadata = load_model(name_or_path, backend=backend)
+        model, metadata = load_model(resolve_model_path(name_or_path), backend=backend)
         return cls(model, metadata, device=device, **kwargs)
 
     # ----------------------------------------------------------------------------------------------

@@ -71,7 +71,8 @@ def test_bad_inputs_and_unseen_elements_are_reported_per_structure(relaxer):
         assert warn.relax(gold).ok
 
 
-def test_from_pretrained_without_a_shipped_model_says_what_to_do():
-    with pytest.raises(FileNotFoundError, match="checkpoint"):
-        E3Relaxer.from_pretrained()
+def test_from_pretrained_names_what_it_cannot_find(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a shipped model"):
+        E3Relaxer.from_pretrained(str(tmp_path / "missing.ckpt"))
+    assert E3Relaxer.from_pretrained("e3relax-small").metadata["release"]["name"] == "e3relax-small"
     assert RelaxResult("x", None, error="e")["error"] == "e"

@@ -18,9 +18,11 @@ UNTRAINED_BANNER = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", nargs="+", required=True, help="files, globs or folders")
     parser.add_argument("-o", "--output", required=True, help=".extxyz file, or a folder for CIFs")
-    parser.add_argument("-m", "--model", help="checkpoint to predict with (e.g. runs/x/best.ckpt from e3relax train)")
+    parser.add_argument("-m", "--model",
+                        help="shipped model name or checkpoint (e.g. runs/x/best.ckpt); default: the shipped "
+                             "e3relax-small")
     parser.add_argument("--untrained", action="store_true",
-                        help="use a randomly initialised model (no trained model ships yet)")
+                        help="use a randomly initialised model (pipeline checks only)")
     parser.add_argument("--preset", default="paper", choices=("paper", "small"),
                         help="config of the untrained model (default: paper)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the untrained model's weights")
@@ -55,13 +57,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.model and args.untrained:
         raise ValueError("give -m/--model or --untrained, not both")
-    if not (args.model or args.untrained):
-        raise ValueError("no trained model ships with this version yet; pass -m CHECKPOINT (from e3relax "
-                         "train) or --untrained to run the pipeline with random weights")
     if args.batch_size < 1 or args.max_atoms_per_batch < 1:
         raise ValueError("--batch-size and --max-atoms-per-batch must be >= 1")
     shard_index, shard_count = parse_shard(args.shard)
-    if args.model:
+    if not args.untrained:
         relaxer = E3Relaxer.from_pretrained(args.model, device=args.device, backend=args.backend,
                                             on_unknown_element=args.on_unknown_element)
     else:

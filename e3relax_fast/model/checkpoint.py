@@ -65,3 +65,18 @@ def load_model(path: str | Path, backend: str = "auto") -> tuple[E3Relax, dict]:
     model = E3Relax(E3RelaxConfig.from_dict(metadata["model_config"]), backend=backend)
     model.load_state_dict(payload["model"])
     return model.eval(), metadata
+
+
+def write_release(source: str | Path, path: str | Path, extra_metadata: dict | None = None,
+                  storage_dtype: torch.dtype = torch.float16) -> dict:
+    """A release checkpoint from a training checkpoint: its prediction weights only, floating tensors
+    stored as ``storage_dtype`` (float16 halves the file; :func:`load_model` copies them into the
+    model's float32 parameters), metadata extended by ``extra_metadata`` (provenance, evaluation).
+    Returns the metadata written."""
+    payload, metadata = read_checkpoint(source)
+    weights = {k: v.to(storage_dtype) if v.is_floating_point() else v for k, v in payload["model"].items()}
+    metadata = {**metadata, **(extra_metadata or {}), "weights_storage_dtype": str(storage_dtype).split(".")[-1]}
+    metadata.pop("format_version", None)
+    metadata.pop("train_config_path", None)
+    save_checkpoint(path, weights, metadata)
+    return read_checkpoint(path)[1]

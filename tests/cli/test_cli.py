@@ -32,9 +32,17 @@ def test_info_runs_as_a_console_script():
     assert "op library:" in result.stdout
 
 
-def test_predict_needs_an_explicit_untrained_flag(tmp_path, capsys):
-    assert main(["predict", "-i", EXAMPLES, "-o", str(tmp_path / "out.extxyz")]) == 2
-    assert "--untrained" in capsys.readouterr().err
+def test_predict_without_a_model_uses_the_shipped_one(tmp_path, capsys):
+    output = tmp_path / "out.extxyz"
+    assert main(["predict", "-i", EXAMPLES, "-o", str(output), "--no-progress"]) == 0
+    assert "UNTRAINED" not in capsys.readouterr().err
+    assert len(read(output, ":")) == 20
+
+
+def test_predict_refuses_a_model_and_untrained_together(tmp_path, capsys):
+    assert main(["predict", "-i", EXAMPLES, "-o", str(tmp_path / "o.extxyz"), "-m", "e3relax-small",
+                 "--untrained"]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 def test_predict_keeps_every_good_structure_and_reports_the_bad_ones(tmp_path, capsys):
