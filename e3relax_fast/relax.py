@@ -98,10 +98,17 @@ class E3Relaxer:
         """A relaxer from a shipped model's name or a checkpoint written by ``e3relax train``.
 
         ``None`` is the default model shipped in the package (``e3relax-small``, see
-        ``e3relax_fast/pretrained/MODEL_CARD.md``); nothing is ever downloaded.
+        ``e3relax_fast/pretrained/MODEL_CARD.md``); nothing is ever downloaded. A ``.ts.pt`` or
+        ``.pt2`` file from ``e3relax export`` runs the deployed artifact (in the dtype it was exported in).
         """
+        from .export import is_deployed_artifact, load_deployed
         from .model.checkpoint import load_model
         from .model.pretrained import resolve_model_path
+
+        if name_or_path is not None and is_deployed_artifact(name_or_path):
+            module, metadata = load_deployed(name_or_path, device)
+            kwargs.setdefault("dtype", getattr(torch, metadata["dtype"]))
+            return cls(module, metadata, device=device, **kwargs)
 
         model, metadata = load_model(resolve_model_path(name_or_path), backend=backend)
         return cls(model, metadata, device=device, **kwargs)

@@ -1,5 +1,4 @@
-"""The ``e3relax`` command: ``info``, ``predict``, ``preprocess``, ``train``, ``evaluate`` (``export`` comes
-with its module). ``main(argv)`` runs in-process, which is how the tests call it."""
+"""The ``e3relax`` command: ``info``, ``predict``, ``preprocess``, ``train``, ``evaluate``, ``export``. ``main(argv)`` runs in-process, which is how the tests call it."""
 
 from __future__ import annotations
 
@@ -7,10 +6,10 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import evaluate, info, predict, preprocess, train
+from . import evaluate, export, info, predict, preprocess, train
 
 _COMMANDS = {"info": info, "predict": predict, "preprocess": preprocess, "train": train,
-             "evaluate": evaluate}
+             "evaluate": evaluate, "export": export}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(_COMMANDS[args.command].run(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"e3relax {args.command}: error: {err}", file=sys.stderr)
         return 2
 

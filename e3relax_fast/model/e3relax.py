@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 from ..nn import AtomMessageBlock, AtomUpdateBlock, GaussianRBF, LatticeNodeBlock, PositionUpdateBlock, safe_norm
 from ..ops import MessageGraph, atom_structure_index, check_batch, edge_vectors, message_graph, radius_graph
+from ..ops.scripted import (CompiledMessageGraph, CompiledRadiusGraph, CompiledVectorMessage, NoMessageGraph,
+                            ReferenceRadiusGraph, ReferenceVectorMessage)
 from .config import E3RelaxConfig
 
 
@@ -129,6 +131,28 @@ class E3Relax(nn.Module):
         nn.init.uniform_(self.element_embedding.weight, -math.sqrt(3.0), math.sqrt(3.0))
         self.lattice_embedding = nn.Parameter(torch.randn(3, f))  # g_k at the input, one per lattice node
         self.layers = nn.ModuleList([E3RelaxLayer(config, backend) for _ in range(config.num_layers)])
+        # The ops run under TorchScript, and in eager mode once hold_ops() was called (torch.export):
+        # modules without weights, so that an exported model holds exactly the code it calls.
+        self.graph_op: nn.Module = ReferenceRadiusGraph(self.graph_cutoff, self.max_neighbors, self.self_images)
+        self.message_graph_op: nn.Module = NoMessageGraph()
+        self.held_ops = False
+
+    def hold_ops(self, compiled: bool, eager: bool = False) -> "E3Relax":
+        """Fix the ops the model runs when scripted (and, with ``eager=True``, in eager mode too, with
+        no Python-side input checks: for ``torch.export``). ``compiled=True``: the registered
+        ``torch.ops.e3relax`` kernels (the op library must be loaded wherever the model runs);
+        ``False``: the pure-PyTorch references (plain torch suffices)."""
+        if compiled:
+            self.graph_op = CompiledRadiusGraph(self.graph_cutoff, self.max_neighbors, self.self_images)
+            self.message_graph_op = CompiledMessageGraph()
+        else:
+            self.graph_op = ReferenceRadiusGraph(self.graph_cutoff, self.max_neighbors, self.self_images)
+            self.message_graph_op = NoMessageGraph()
+        self.held_ops = eager
+        for layer in self.layers:
+            layer.message.aggregation_op = CompiledVectorMessage() if compiled else ReferenceVectorMessage()
+            layer.message.held_ops = eager
+        return self
 
     def set_backend(self, backend: str) -> "E3Relax":
         self.backend = backend
@@ -151,13 +175,18 @@ class E3Relax(nn.Module):
         shifts: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor]:
         if not torch.jit.is_scripting():
-            self._check(pos, z, cell, pbc, ptr)
+            if not self.held_ops:
+                self._check(pos, z, cell, pbc, ptr)
+        held = torch.jit.is_scripting() or self.held_ops
         if edge_index is None or shifts is None:
-            # Triton serves message passing only; the graph then comes from the fastest compiled op
-            graph_backend = "auto" if self.backend == "triton" else self.backend
             with torch.no_grad():
-                edge_index, shifts, _ = radius_graph(pos.detach(), cell.detach(), pbc, ptr, self.graph_cutoff,
-                                                     self.max_neighbors, self.self_images, graph_backend)
+                if held:
+                    edge_index, shifts = self.graph_op(pos.detach(), cell.detach(), pbc, ptr)
+                else:
+                    # Triton serves message passing only; the graph then comes from the fastest compiled op
+                    graph_backend = "auto" if self.backend == "triton" else self.backend
+                    edge_index, shifts, _ = radius_graph(pos.detach(), cell.detach(), pbc, ptr, self.graph_cutoff,
+                                                         self.max_neighbors, self.self_images, graph_backend)
         num_atoms = pos.shape[0]
         structure = atom_structure_index(ptr, num_atoms)
         edge_structure = structure.index_select(0, edge_index[1])
@@ -170,7 +199,9 @@ class E3Relax(nn.Module):
         g = self.lattice_embedding.to(pos.dtype).unsqueeze(0).expand(num_structures, 3, channels)
         lattice_vec = torch.zeros((num_structures, 3, 3, channels), dtype=pos.dtype, device=pos.device)
         csr: Optional[MessageGraph] = None
-        if not torch.jit.is_scripting() and self.backend != "torch":
+        if held:
+            csr = self.message_graph_op(edge_index, num_atoms)
+        elif not torch.jit.is_scripting() and self.backend != "torch":
             csr = message_graph(edge_index, num_atoms)  # once per batch, for every layer's fused kernel
         pos_layers: List[Tensor] = []
         cell_layers: List[Tensor] = []

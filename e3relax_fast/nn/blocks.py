@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops import MessageGraph, vector_message
+from ..ops.scripted import ReferenceVectorMessage
 from .layers import MLP, channel_norm, linear
 
 
@@ -72,11 +73,19 @@ class AtomMessageBlock(nn.Module):
         self.backend = backend
         self.node_mlp = MLP(channels, channels // 2, 3 * channels)  # MLP_m
         self.edge_filter = linear(num_rbf, 3 * channels)  # C (with bias c)
+        # Used instead of the backend string under TorchScript and when held_ops is set (export):
+        # E3Relax.hold_ops swaps in the compiled op. No weights.
+        self.aggregation_op: nn.Module = ReferenceVectorMessage()
+        self.held_ops = False
 
     def forward(self, h: Tensor, vec: Tensor, edge_rbf: Tensor, edge_unit: Tensor,
                 edge_index: Tensor, csr: Optional[MessageGraph] = None) -> Tuple[Tensor, Tensor]:
-        dh, dvec = vector_message(self.node_mlp(h), self.edge_filter(edge_rbf), vec, edge_unit, edge_index,
-                                  backend=self.backend, csr=csr)
+        if torch.jit.is_scripting() or self.held_ops:
+            dh, dvec = self.aggregation_op(self.node_mlp(h), self.edge_filter(edge_rbf), vec, edge_unit,
+                                           edge_index, csr)
+        else:
+            dh, dvec = vector_message(self.node_mlp(h), self.edge_filter(edge_rbf), vec, edge_unit, edge_index,
+                                      backend=self.backend, csr=csr)
         return (h + dh) * (1.0 / math.sqrt(2.0)), vec + dvec
 
 
