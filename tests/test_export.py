@@ -151,48 +151,78 @@ def test_only_the_torchscript_deprecation_warnings_are_silenced(tiny_model, tmp_
         torch.jit.script(torch.nn.Identity())  # outside our context the user still sees torch's warning
 
 
-@needs_library
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
-def test_cpp_program_prints_what_python_predicts(tmp_path):
+@pytest.fixture(scope="module")
+def aoti_package(tiny_model, tmp_path_factory):
+    if not library_status().loaded:
+        pytest.skip("the op library is not built")
+    path = tmp_path_factory.mktemp("aoti") / "model.pt2"
+    export_aoti(tiny_model, path, dtype=torch.float64)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cpp_program(tmp_path_factory):
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not installed")
+    build = tmp_path_factory.mktemp("cpp") / "build"
+    configure = subprocess.run(["cmake", "-S", os.path.join(ROOT, "examples", "cpp"), "-B", str(build),
+                                f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"],
+                               capture_output=True, text=True, timeout=300)
+    assert configure.returncode == 0, configure.stdout + configure.stderr
+    compiled = subprocess.run(["cmake", "--build", str(build), "-j", "2"], capture_output=True, text=True, timeout=900)
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    return build / "relax_crystal"
+
+
+CRYSTAL = os.path.join(ROOT, "examples", "cpp", "rocksalt_nacl.txt")
+
+
+def crystal_tensors():
+    values = [float(v) for line in open(CRYSTAL) if not line.startswith("#") for v in line.split()]
+    n = int(values[0])
+    atoms = torch.tensor(values[13:], dtype=torch.float64).reshape(n, 4)
+    cell = torch.tensor(values[1:10], dtype=torch.float64).reshape(1, 3, 3)
+    return atoms[:, 1:], atoms[:, 0].long(), cell, torch.ones(1, 3, dtype=torch.bool), torch.tensor([0, n])
+
+
+def run_cpp(program, artifact, *library):
     import re
 
-    artifact = tmp_path / "model.ts.pt"
-    export_torchscript(None, artifact, dtype=torch.float64)
-    build = tmp_path / "build"
-    prefix = torch.utils.cmake_prefix_path
-    configure = subprocess.run(["cmake", "-S", os.path.join(ROOT, "examples", "cpp"), "-B", str(build),
-                                f"-DCMAKE_PREFIX_PATH={prefix}"], capture_output=True, text=True, timeout=300)
-    assert configure.returncode == 0, configure.stdout + configure.stderr
-    compiled = subprocess.run(["cmake", "--build", str(build), "-j", "2"], capture_output=True, text=True, timeout=600)
-    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
-    crystal = os.path.join(ROOT, "examples", "cpp", "rocksalt_nacl.txt")
-    result = subprocess.run([str(build / "relax_ts"), str(artifact), crystal, library_status().path],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([str(program), str(artifact), CRYSTAL, *library], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr
     numbers = [float(v) for v in re.findall(r"-?\d+\.\d+", result.stdout)]
-    cpp_cell, cpp_pos = np.array(numbers[:9]).reshape(3, 3), np.array(numbers[9:]).reshape(-1, 3)
-
-    values = [float(v) for line in open(crystal) if not line.startswith("#") for v in line.split()]
-    n = int(values[0])
-    cell = torch.tensor(values[1:10], dtype=torch.float64).reshape(1, 3, 3)
-    atoms = torch.tensor(values[13:], dtype=torch.float64).reshape(n, 4)
-    model, _ = load_scripted(artifact)
-    pos, new_cell = model(atoms[:, 1:], atoms[:, 0].long(), cell, torch.ones(1, 3, dtype=torch.bool),
-                          torch.tensor([0, n]))
-    np.testing.assert_allclose(cpp_cell, new_cell[0].numpy(), atol=2e-10)
-    np.testing.assert_allclose(cpp_pos, pos.numpy(), atol=2e-10)
-    missing = subprocess.run([str(build / "relax_ts"), str(artifact), crystal], capture_output=True, text=True,
-                             timeout=120)
-    assert missing.returncode == 1 and "e3relax::" in missing.stderr
+    return np.array(numbers[9:]).reshape(-1, 3), np.array(numbers[:9]).reshape(3, 3)
 
 
 @needs_library
 @pytest.mark.slow
-def test_aoti_package_equals_eager_for_other_batch_sizes(tiny_model, batch_tensors, eager_layers, tmp_path):
-    artifact = tmp_path / "model.pt2"
-    export_aoti(tiny_model, artifact, dtype=torch.float64)
-    runner, metadata = load_aoti(artifact)
+def test_cpp_program_prints_what_python_predicts_from_torchscript(cpp_program, tmp_path):
+    artifact = tmp_path / "model.ts.pt"
+    export_torchscript(None, artifact, dtype=torch.float64)
+    cpp_pos, cpp_cell = run_cpp(cpp_program, artifact, library_status().path)
+    model, _ = load_scripted(artifact)
+    pos, cell = model(*crystal_tensors())
+    np.testing.assert_allclose(cpp_cell, cell[0].numpy(), atol=2e-10)
+    np.testing.assert_allclose(cpp_pos, pos.numpy(), atol=2e-10)
+    missing = subprocess.run([str(cpp_program), str(artifact), CRYSTAL], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "e3relax::" in missing.stderr  # compiled ops without the library
+
+
+@needs_library
+@pytest.mark.slow
+def test_cpp_program_prints_what_python_predicts_from_aoti(cpp_program, aoti_package, tiny_model):
+    cpp_pos, cpp_cell = run_cpp(cpp_program, aoti_package, library_status().path)
+    with torch.no_grad():
+        pos_layers, cell_layers = tiny_model(*crystal_tensors())
+    np.testing.assert_allclose(cpp_cell, cell_layers[-1, 0].numpy(), atol=2e-10)
+    np.testing.assert_allclose(cpp_pos, pos_layers[-1].numpy(), atol=2e-10)
+
+
+@needs_library
+@pytest.mark.slow
+def test_aoti_package_equals_eager_for_other_batch_sizes(tiny_model, batch_tensors, eager_layers, aoti_package):
+    runner, metadata = load_aoti(aoti_package)
     assert metadata["format"] == "e3relax-deployed-aoti" and metadata["outputs"] == "all layers"
     pos_layers, cell_layers = runner(*batch_tensors)  # 4 structures: traced with 2, atoms and edges differ too
     torch.testing.assert_close(pos_layers, eager_layers[0], rtol=0, atol=1e-10)
@@ -202,3 +232,9 @@ def test_aoti_package_equals_eager_for_other_batch_sizes(tiny_model, batch_tenso
         expected = tiny_model(*one)
     got = runner(*one)
     torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-10)
+    # e3relax predict -m model.pt2 runs through the relaxer's batching path
+    deployed = E3Relaxer.from_pretrained(str(aoti_package))
+    eager = E3Relaxer(tiny_model, dtype=torch.float64, device="cpu")
+    for a, b in zip(deployed.relax_many(crystals(), max_atoms_per_batch=6), eager.relax_many(crystals())):
+        assert a.ok and b.ok
+        np.testing.assert_allclose(a.final_structure.positions, b.final_structure.positions, atol=1e-10)

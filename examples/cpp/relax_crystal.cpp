@@ -1,6 +1,8 @@
-// Runs a TorchScript artifact of `e3relax export` on one crystal read from a text file and prints the
-// relaxed structure. Needs only libtorch; an artifact exported with the compiled ops (the default)
-// also needs the e3relax op library, dlopen'ed here before torch::jit::load so its ops are registered.
+// Runs an artifact of `e3relax export` on one crystal read from a text file and prints the relaxed
+// structure: a TorchScript file (.ts.pt) through torch::jit::load, or an AOTInductor package (.pt2)
+// through torch::inductor::AOTIModelPackageLoader. Needs only libtorch; an artifact that calls the
+// compiled ops (every .pt2, and .ts.pt unless exported with --ops reference) also needs the e3relax op
+// library, dlopen'ed here first so that its ops are registered with the dispatcher.
 //
 // Input file (whitespace separated, '#' starts a comment line):
 //   N                       number of atoms
@@ -11,6 +13,7 @@
 //   Z x y z                 N lines: atomic number and Cartesian position (Angstrom)
 // Output: "cell" and 3 rows, then "atoms N" and N rows "Z x y z" (%.10f).
 #include <dlfcn.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/script.h>
 
 #include <cstdio>
@@ -36,11 +39,37 @@ std::vector<double> read_numbers(const std::string& path) {
   return numbers;
 }
 
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Relaxed (positions [N,3], cell [1,3,3]) from a TorchScript file; its dtype is its parameters'.
+std::pair<torch::Tensor, torch::Tensor> run_torchscript(const std::string& path, const torch::Tensor& pos,
+                                                         const torch::Tensor& z, const torch::Tensor& cell,
+                                                         const torch::Tensor& pbc, const torch::Tensor& ptr) {
+  torch::jit::Module model = torch::jit::load(path);
+  model.eval();
+  const auto dtype = (*model.parameters().begin()).scalar_type();
+  auto out = model.forward({pos.to(dtype), z, cell.to(dtype), pbc, ptr}).toTuple();
+  return {out->elements()[0].toTensor(), out->elements()[1].toTensor()};
+}
+
+// The same from an AOTInductor package, which returns every layer: the last one is the prediction.
+std::pair<torch::Tensor, torch::Tensor> run_aoti(const std::string& path, const torch::Tensor& pos,
+                                                 const torch::Tensor& z, const torch::Tensor& cell,
+                                                 const torch::Tensor& pbc, const torch::Tensor& ptr) {
+  torch::inductor::AOTIModelPackageLoader loader(path);
+  const std::string metadata = loader.get_metadata()["e3relax_metadata"];
+  const auto dtype = metadata.find("\"dtype\": \"float64\"") != std::string::npos ? torch::kFloat64 : torch::kFloat32;
+  std::vector<torch::Tensor> out = loader.run({pos.to(dtype), z, cell.to(dtype), pbc, ptr});
+  return {out.at(0)[-1], out.at(1)[-1]};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::cerr << "usage: relax_ts MODEL.ts.pt CRYSTAL.txt [E3RELAX_OP_LIBRARY.so]\n";
+    std::cerr << "usage: relax_crystal MODEL.ts.pt|MODEL.pt2 CRYSTAL.txt [E3RELAX_OP_LIBRARY.so]\n";
     return 2;
   }
   if (argc > 3 && dlopen(argv[3], RTLD_NOW | RTLD_GLOBAL) == nullptr) {
@@ -54,10 +83,6 @@ int main(int argc, char** argv) {
     if (n < 1 || static_cast<int64_t>(v.size()) != 1 + 9 + 3 + 4 * n)
       throw std::runtime_error("crystal file: expected N, 9 cell numbers, 3 pbc flags and N lines 'Z x y z'");
 
-    torch::jit::Module model = torch::jit::load(argv[1]);
-    model.eval();
-    // The artifact runs in the dtype it was exported in: take it from its first parameter.
-    const auto dtype = (*model.parameters().begin()).scalar_type();
     const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
 
     torch::Tensor cell = torch::from_blob(const_cast<double*>(v.data() + 1), {1, 3, 3}, f64).clone();
@@ -73,9 +98,11 @@ int main(int argc, char** argv) {
     torch::Tensor ptr = torch::tensor({int64_t{0}, n}, torch::kLong);
 
     torch::NoGradGuard no_grad;
-    auto out = model.forward({pos.to(dtype), z, cell.to(dtype), pbc, ptr}).toTuple();
-    torch::Tensor new_pos = out->elements()[0].toTensor().to(torch::kFloat64);
-    torch::Tensor new_cell = out->elements()[1].toTensor().to(torch::kFloat64);
+    const std::string model_path = argv[1];
+    auto relaxed = ends_with(model_path, ".pt2") ? run_aoti(model_path, pos, z, cell, pbc, ptr)
+                                                 : run_torchscript(model_path, pos, z, cell, pbc, ptr);
+    torch::Tensor new_pos = relaxed.first.to(torch::kFloat64);
+    torch::Tensor new_cell = relaxed.second.to(torch::kFloat64);
 
     std::printf("cell\n");
     for (int k = 0; k < 3; ++k)
@@ -86,7 +113,7 @@ int main(int argc, char** argv) {
       std::printf("%lld %.10f %.10f %.10f\n", static_cast<long long>(z[i].item<int64_t>()),
                   new_pos[i][0].item<double>(), new_pos[i][1].item<double>(), new_pos[i][2].item<double>());
   } catch (const std::exception& err) {
-    std::cerr << "relax_ts: " << err.what() << "\n";
+    std::cerr << "relax_crystal: " << err.what() << "\n";
     return 1;
   }
   return 0;
