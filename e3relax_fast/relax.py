@@ -6,14 +6,18 @@ input order) under ``e3relax predict``.
 
 from __future__ import annotations
 
+import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+import numpy as np
 import torch
 
 from .data import batch_from_arrays, structure_arrays, with_geometry
 from .model import E3Relax
+from .ops import neighbors
 from .ops.checks import check_batch
 
 
@@ -59,6 +63,7 @@ class RelaxResult:
     trajectory: list = field(default_factory=list)
     confidence: dict = field(default_factory=dict)
     error: str = ""
+    seconds: float = 0.0  # this structure's share of its batch's wall time (graph excluded)
 
     @property
     def ok(self) -> bool:
@@ -114,7 +119,11 @@ class E3Relaxer:
         return cls(model, metadata, device=device, **kwargs)
 
     # ----------------------------------------------------------------------------------------------
-    def _prepare(self, structure_id: str, structure: Any):
+    def _builds_graphs(self) -> bool:
+        """The eager model takes a prebuilt graph; deployed artifacts build theirs inside."""
+        return isinstance(self.model, E3Relax)
+
+    def _prepare(self, structure_id: str, structure: Any) -> _Prepared:
         arrays = _validated_arrays(self.model, structure, structure_id)
         if self.elements:
             unknown = sorted({int(z) for z in arrays[1]} - self.elements)
@@ -127,15 +136,28 @@ class E3Relaxer:
                 if self.on_unknown_element == "error":
                     raise ValueError(message)
                 warnings.warn(message, stacklevel=3)
-        return arrays
+        graph = None
+        if self._builds_graphs():
+            # The compiled neighbour kernel releases the GIL: worker threads build graphs while the
+            # model runs. Same kernel and settings as inside the model, so the edges are identical.
+            edge_index, shifts, _ = neighbors(arrays[0], arrays[2], arrays[3], self.model.graph_cutoff,
+                                              self.model.max_neighbors, self.model.self_images)
+            graph = (edge_index, shifts)
+        return _Prepared(arrays, graph)
 
-    @torch.no_grad()
-    def _run(self, items: list[tuple[RelaxResult, tuple]]) -> None:
-        arrays = [a for _, a in items]
-        batch = batch_from_arrays(arrays, [r.id for r, _ in items], dtype=torch.float64,
+    def _forward(self, items: list[tuple[RelaxResult, _Prepared]]) -> None:
+        started = time.perf_counter()
+        batch = batch_from_arrays([p.arrays for _, p in items], [r.id for r, _ in items], dtype=torch.float64,
                                   num_elements=self.model.num_elements)
-        pos_layers, cell_layers = self.model(*batch.to(self.device, self.dtype).tensors())
+        tensors = batch.to(self.device, self.dtype).tensors()
+        if all(p.graph is not None for _, p in items):
+            offsets = batch.ptr[:-1].tolist()
+            edge_index = torch.from_numpy(np.concatenate([p.graph[0] + o for (_, p), o in zip(items, offsets)], axis=1))
+            shifts = torch.from_numpy(np.concatenate([p.graph[1] for _, p in items]))
+            tensors = tensors + (edge_index.to(self.device), shifts.to(self.device))
+        pos_layers, cell_layers = self.model(*tensors)
         pos_layers, cell_layers = pos_layers.double().cpu(), cell_layers.double().cpu()
+        seconds = (time.perf_counter() - started) / len(items)
         ptr = batch.ptr
         for b, (result, _) in enumerate(items):
             a0, a1 = int(ptr[b]), int(ptr[b + 1])
@@ -149,56 +171,145 @@ class E3Relaxer:
                 if a1 > a0 else 0.0,
                 "last_layer_cell_change": float((cell_layers[-1, b] - previous_cell).abs().max()),
             }
+            result.seconds = seconds
+
+    @torch.no_grad()
+    def _run(self, items: list[tuple[RelaxResult, _Prepared]]) -> None:
+        """Run one batch; a failing batch (out of memory above all) is split in halves and retried, so
+        a failure ends up recorded on the one structure that causes it, never on its batch mates."""
+        try:
+            self._forward(items)
+        except Exception as err:  # noqa: BLE001 - isolate, then record on the structure
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(items) > 1:
+                half = len(items) // 2
+                self._run(items[:half])
+                self._run(items[half:])
+                return
+            result, prepared = items[0]
+            kind = "out of memory" if _is_out_of_memory(err) else type(err).__name__
+            result.error = (f"structure {result.id!r} ({len(prepared.arrays[1])} atoms): {kind} on "
+                            f"{self.device}: {str(err).splitlines()[0] if str(err) else ''}")
 
     def relax(self, structure: Any, structure_id: str = "0") -> RelaxResult:
         """Relax one Structure or Atoms (not modified); invalid input raises ``ValueError``."""
         result = RelaxResult(structure_id, structure)
         self._run([(result, self._prepare(structure_id, structure))])
+        if result.error:
+            raise RuntimeError(result.error)
         return result
 
     def relax_many(self, structures: Iterable[Any], max_atoms_per_batch: int = 4096,
                    max_structures_per_batch: int = 256, window: int = 1024,
-                   ids: Iterable[str] | None = None) -> Iterator[RelaxResult]:
+                   ids: Iterable[str] | None = None, max_edges_per_batch: int = 0,
+                   num_workers: int = 1) -> Iterator[RelaxResult]:
         """Relax any iterable of Structures/Atoms (or ``(id, structure)`` pairs when ``ids`` is None and
-        items are tuples), streamed: ``window`` inputs at a time are sorted by size and packed into
-        batches of at most ``max_atoms_per_batch`` atoms (a larger structure goes alone); results come
-        back in input order. A structure that fails validation yields a result with ``error`` set.
+        items are tuples), streamed: ``window`` inputs at a time are validated and their graphs built in
+        ``num_workers`` threads (the next window while the model runs this one), sorted by size and
+        packed into batches of at most ``max_atoms_per_batch`` atoms and ``max_edges_per_batch`` edges
+        (0: no edge budget); a structure over a budget goes alone. Results come back in input order. A
+        structure that fails validation, or whose batch fails even alone, yields a result with ``error``.
         """
-        if max_atoms_per_batch < 1 or max_structures_per_batch < 1 or window < 1:
-            raise ValueError("max_atoms_per_batch, max_structures_per_batch and window must be >= 1")
-        id_iter = iter(ids) if ids is not None else None
-        pending: list[tuple[RelaxResult, tuple | None]] = []
+        if min(max_atoms_per_batch, max_structures_per_batch, window, num_workers) < 1 or max_edges_per_batch < 0:
+            raise ValueError("max_atoms_per_batch, max_structures_per_batch, window and num_workers must be >= 1, "
+                             "max_edges_per_batch >= 0")
 
-        def flush() -> Iterator[RelaxResult]:
-            good = sorted((item for item in pending if item[1] is not None), key=lambda item: len(item[1][1]))
-            batch: list = []
-            atoms = 0
-            for item in good:
-                n = len(item[1][1])
-                if batch and (atoms + n > max_atoms_per_batch or len(batch) >= max_structures_per_batch):
-                    self._run(batch)
-                    batch, atoms = [], 0
-                batch.append(item)
-                atoms += n
-            if batch:
-                self._run(batch)
-            yield from (result for result, _ in pending)
-            pending.clear()
-
-        for index, item in enumerate(structures):
-            if id_iter is not None:
-                structure_id, structure = str(next(id_iter)), item
-            elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
-                structure_id, structure = item
-            else:
-                structure_id, structure = str(index), item
+        def prepare(structure_id: str, structure: Any) -> RelaxResult | tuple[RelaxResult, _Prepared]:
             result = RelaxResult(structure_id, structure)
-            arrays = None
             try:
-                arrays = self._prepare(structure_id, structure)
+                return result, self._prepare(structure_id, structure)
             except (ValueError, TypeError) as err:
                 result.error = str(err)
-            pending.append((result, arrays))
-            if len(pending) >= window:
-                yield from flush()
-        yield from flush()
+                return result
+
+        def windows() -> Iterator[list[tuple[str, Any]]]:
+            id_iter = iter(ids) if ids is not None else None
+            chunk: list[tuple[str, Any]] = []
+            for index, item in enumerate(structures):
+                if id_iter is not None:
+                    chunk.append((str(next(id_iter)), item))
+                elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                    chunk.append(item)
+                else:
+                    chunk.append((str(index), item))
+                if len(chunk) >= window:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+
+        def run_window(prepared: list) -> Iterator[RelaxResult]:
+            good = sorted((p for p in prepared if isinstance(p, tuple)), key=lambda p: p[1].size)
+            batch: list = []
+            atoms = edges = 0
+            for item in good:
+                n, e = item[1].size, item[1].num_edges
+                if batch and (atoms + n > max_atoms_per_batch or len(batch) >= max_structures_per_batch
+                              or (max_edges_per_batch and edges + e > max_edges_per_batch)):
+                    self._run(batch)
+                    batch, atoms, edges = [], 0, 0
+                batch.append(item)
+                atoms += n
+                edges += e
+            if batch:
+                self._run(batch)
+            yield from (p[0] if isinstance(p, tuple) else p for p in prepared)
+
+        with ThreadPoolExecutor(max_workers=num_workers) as pool:
+            pending = None
+            for chunk in windows():
+                futures = [pool.submit(prepare, structure_id, structure) for structure_id, structure in chunk]
+                if pending is not None:
+                    yield from run_window([f.result() for f in pending])
+                pending = futures
+            if pending is not None:
+                yield from run_window([f.result() for f in pending])
+
+    @torch.no_grad()
+    def relax_tensors(self, pos: Any, z: Any, cell: Any, pbc: Any, ptr: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The low-level entry for callers with their own pipeline: a flat batch (see
+        :class:`~e3relax_fast.model.E3Relax`) as torch tensors or any DLPack array (numpy, CuPy, JAX),
+        taken without a copy where device and dtype already match (a CuPy array on the relaxer's GPU
+        stays where it is). Returns torch ``(pos_layers [L,N,3], cell_layers [L,B,3,3])`` on the
+        relaxer's device (``cupy.from_dlpack`` takes them back without a copy). Invalid input raises
+        ``ValueError`` naming the structure and field."""
+        pos, z, cell, pbc, ptr = (_as_tensor(a, name) for a, name in
+                                  ((pos, "pos"), (z, "z"), (cell, "cell"), (pbc, "pbc"), (ptr, "ptr")))
+        check_batch(pos, cell, pbc, ptr, z, num_elements=self.model.num_elements)
+        tensors = (pos.to(self.device, self.dtype), z.to(self.device, torch.long), cell.to(self.device, self.dtype),
+                   pbc.to(self.device, torch.bool), ptr.to(self.device, torch.long))
+        return self.model(*tensors)
+
+
+@dataclass
+class _Prepared:
+    arrays: tuple  # (pos, z, cell, pbc) numpy
+    graph: tuple | None  # (edge_index [2,E], shifts [E,3]) numpy, or None when the model builds its own
+
+    @property
+    def size(self) -> int:
+        return len(self.arrays[1])
+
+    @property
+    def num_edges(self) -> int:
+        return self.graph[0].shape[1] if self.graph is not None else 0
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower() or \
+        "can't allocate memory" in str(err).lower()
+
+
+def _as_tensor(array: Any, name: str) -> torch.Tensor:
+    if isinstance(array, torch.Tensor):
+        return array
+    if hasattr(array, "__dlpack__"):
+        try:
+            return torch.from_dlpack(array)
+        except (RuntimeError, TypeError, BufferError):
+            pass  # e.g. a read-only numpy array: fall back to a copy
+    try:
+        return torch.as_tensor(np.asarray(array))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"field {name!r}: not an array ({type(array).__name__}): {err}") from None

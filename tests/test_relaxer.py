@@ -9,6 +9,7 @@ from ase.build import bulk
 from pymatgen.core import Lattice, Structure
 
 from e3relax_fast import E3Relaxer, RelaxResult
+from e3relax_fast.data import batch_from_structures
 from e3relax_fast.model.checkpoint import save_checkpoint
 
 
@@ -76,3 +77,68 @@ def test_from_pretrained_names_what_it_cannot_find(tmp_path):
         E3Relaxer.from_pretrained(str(tmp_path / "missing.ckpt"))
     assert E3Relaxer.from_pretrained("e3relax-small").metadata["release"]["name"] == "e3relax-small"
     assert RelaxResult("x", None, error="e")["error"] == "e"
+
+
+def test_prebuilt_graphs_budgets_and_workers_change_nothing(relaxer):
+    items = [(f"s{k}", s) for k, s in enumerate(structures() * 3)]
+    batch = batch_from_structures([s for _, s in items], dtype=torch.float64)
+    with torch.no_grad():
+        pos_layers, _ = relaxer.model(*batch.tensors())  # the graph built inside the model
+    reference = list(relaxer.relax_many(items))
+    for r, (a0, a1) in zip(reference, zip(batch.ptr[:-1].tolist(), batch.ptr[1:].tolist())):
+        np.testing.assert_allclose(_positions(r.final_structure), pos_layers[-1, a0:a1].numpy(), atol=1e-12)
+    for kwargs in ({"max_edges_per_batch": 150, "num_workers": 2, "window": 2},
+                   {"max_edges_per_batch": 1, "max_atoms_per_batch": 3, "num_workers": 3}):
+        again = list(relaxer.relax_many(items, **kwargs))
+        assert [r.id for r in again] == [r.id for r in reference]
+        for a, b in zip(again, reference):
+            np.testing.assert_allclose(_positions(a.final_structure), _positions(b.final_structure), atol=1e-12)
+
+
+def _positions(structure):
+    return structure.positions if isinstance(structure, Atoms) else structure.cart_coords
+
+
+def test_a_failing_batch_is_split_until_the_culprit_alone_carries_the_error(relaxer, monkeypatch):
+    forward = relaxer.model.forward
+    calls = []
+
+    def flaky(pos, z, cell, pbc, ptr, *graph):
+        calls.append(len(ptr) - 1)
+        if len(ptr) - 1 > 2:  # batches of three or more structures run out of memory
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if bool((z == 14).any()):  # and silicon breaks the model whatever the batch
+            raise RuntimeError("kernel failure")
+        return forward(pos, z, cell, pbc, ptr, *graph)
+
+    monkeypatch.setattr(relaxer.model, "forward", flaky)
+    cu, nacl, si = structures()
+    items = [("cu", cu), ("nacl", nacl), ("si", si), ("cu2", cu.copy())]
+    results = list(relaxer.relax_many(items))
+    assert [r.id for r in results] == ["cu", "nacl", "si", "cu2"]
+    assert [r.ok for r in results] == [True, True, False, True]
+    assert "'si'" in results[2].error and "kernel failure" in results[2].error
+    assert calls[0] == 4 and max(calls[1:]) <= 2
+
+
+def test_out_of_memory_alone_is_reported_as_such(relaxer, monkeypatch):
+    def no_memory(*args):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(relaxer.model, "forward", no_memory)
+    (result,) = relaxer.relax_many([("big", structures()[0])])
+    assert "out of memory" in result.error and "'big'" in result.error and "2 atoms" in result.error
+
+
+def test_tensor_entry_takes_numpy_without_a_copy_and_validates(relaxer):
+    batch = batch_from_structures(structures(), dtype=torch.float64)
+    arrays = [t.numpy() for t in batch.tensors()]
+    pos_layers, cell_layers = relaxer.relax_tensors(*arrays)
+    with torch.no_grad():
+        expected = relaxer.model(*batch.tensors())
+    torch.testing.assert_close(pos_layers, expected[0], rtol=0, atol=1e-12)
+    assert torch.from_dlpack(arrays[0]).data_ptr() == arrays[0].ctypes.data  # DLPack shares the buffer
+    bad = arrays[0].copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="pos"):
+        relaxer.relax_tensors(bad, *arrays[1:])
