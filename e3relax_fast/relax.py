@@ -19,6 +19,7 @@ from .data import batch_from_arrays, structure_arrays, with_geometry
 from .model import E3Relax
 from .ops import neighbors
 from .ops.checks import check_batch
+from .refine import refine as refine_structure
 
 
 def _validated_arrays(model: E3Relax, structure: Any, structure_id: str):
@@ -64,6 +65,7 @@ class RelaxResult:
     confidence: dict = field(default_factory=dict)
     error: str = ""
     seconds: float = 0.0  # this structure's share of its batch's wall time (graph excluded)
+    refined: Any = None  # RefineResult (structure, steps, converged, energy) when relaxed with refine=
 
     @property
     def ok(self) -> bool:
@@ -203,13 +205,18 @@ class E3Relaxer:
     def relax_many(self, structures: Iterable[Any], max_atoms_per_batch: int = 4096,
                    max_structures_per_batch: int = 256, window: int = 1024,
                    ids: Iterable[str] | None = None, max_edges_per_batch: int = 0,
-                   num_workers: int = 1) -> Iterator[RelaxResult]:
+                   num_workers: int = 1, refine: Any = None, fmax: float = 0.05,
+                   refine_steps: int = 500) -> Iterator[RelaxResult]:
         """Relax any iterable of Structures/Atoms (or ``(id, structure)`` pairs when ``ids`` is None and
         items are tuples), streamed: ``window`` inputs at a time are validated and their graphs built in
         ``num_workers`` threads (the next window while the model runs this one), sorted by size and
         packed into batches of at most ``max_atoms_per_batch`` atoms and ``max_edges_per_batch`` edges
         (0: no edge budget); a structure over a budget goes alone. Results come back in input order. A
         structure that fails validation, or whose batch fails even alone, yields a result with ``error``.
+
+        ``refine``: an ASE calculator, or a zero-argument factory of one, that then relaxes each
+        prediction with FIRE + ``FrechetCellFilter`` to ``fmax`` eV/Å in at most ``refine_steps`` steps
+        (:func:`e3relax_fast.refine.refine`); the outcome is ``result.refined``.
         """
         if min(max_atoms_per_batch, max_structures_per_batch, window, num_workers) < 1 or max_edges_per_batch < 0:
             raise ValueError("max_atoms_per_batch, max_structures_per_batch, window and num_workers must be >= 1, "
@@ -254,7 +261,13 @@ class E3Relaxer:
                 edges += e
             if batch:
                 self._run(batch)
-            yield from (p[0] if isinstance(p, tuple) else p for p in prepared)
+            for p in prepared:
+                result = p[0] if isinstance(p, tuple) else p
+                if refine is not None and result.ok:
+                    is_factory = isinstance(refine, type) or not hasattr(refine, "calculate")
+                    calculator = refine() if is_factory else refine
+                    result.refined = refine_structure(result.final_structure, calculator, fmax, refine_steps)
+                yield result
 
         with ThreadPoolExecutor(max_workers=num_workers) as pool:
             pending = None

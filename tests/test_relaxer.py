@@ -142,3 +142,14 @@ def test_tensor_entry_takes_numpy_without_a_copy_and_validates(relaxer):
     bad[1, 2] = np.nan
     with pytest.raises(ValueError, match="pos"):
         relaxer.relax_tensors(bad, *arrays[1:])
+
+
+def test_refine_in_the_api_takes_a_calculator_or_a_factory(relaxer):
+    from ase.calculators.emt import EMT
+
+    cu = structures()[0]
+    for refine in (EMT, EMT()):
+        (result,) = relaxer.relax_many([("cu", cu)], refine=refine, fmax=0.05)
+        assert result.refined.converged and result.refined.steps > 0
+        assert isinstance(result.refined.structure, Atoms) and result.refined.structure is not result.final_structure
+        assert np.abs(result.refined.structure.positions - result.final_structure.positions).max() > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import time
 
@@ -16,26 +17,47 @@ UNTRAINED_BANNER = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-i", "--input", nargs="+", required=True, help="files, globs or folders")
-    parser.add_argument("-o", "--output", required=True, help=".extxyz file, or a folder for CIFs")
+    parser.add_argument("-i", "--input", nargs="+", required=True, help="files, globs, folders, extxyz, ASE db")
+    parser.add_argument("-o", "--output", required=True,
+                        help="OUT.extxyz, OUT.db (ASE database) or a folder (one CIF, or POSCAR, per structure)")
     parser.add_argument("-m", "--model",
-                        help="shipped model name or checkpoint (e.g. runs/x/best.ckpt); default: the shipped "
-                             "e3relax-small")
+                        help="shipped model name, checkpoint (runs/x/best.ckpt) or exported model (.ts.pt, .pt2); "
+                             "default: the shipped e3relax-small")
     parser.add_argument("--untrained", action="store_true",
                         help="use a randomly initialised model (pipeline checks only)")
     parser.add_argument("--preset", default="paper", choices=("paper", "small"),
                         help="config of the untrained model (default: paper)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the untrained model's weights")
     parser.add_argument("--max-atoms-per-batch", type=int, default=4096, help="atom budget of one batch")
+    parser.add_argument("--max-edges-per-batch", type=int, default=0, help="edge budget of one batch (0: none)")
     parser.add_argument("--batch-size", type=int, default=256, help="structures per batch at most")
+    parser.add_argument("--num-workers", type=int, default=1,
+                        help="threads that validate inputs and build graphs while the model runs")
     parser.add_argument("--shard", default="0/1", metavar="I/N",
-                        help="relax only inputs I, I+N, I+2N, ... (SLURM arrays, several machines)")
+                        help="relax only inputs I, I+N, I+2N, ... (SLURM arrays, torchrun ranks, several machines)")
     parser.add_argument("--on-unknown-element", default="error", choices=("error", "warn"),
                         help="elements not seen in training (checkpoint metadata): skip with an error or warn")
+    parser.add_argument("--wrap", action="store_true", help="wrap the relaxed positions into the cell")
+    parser.add_argument("--folder-format", default="cif", choices=("cif", "poscar"),
+                        help="file format when OUTPUT is a folder")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip the ids already in the report of an earlier run and append to its output")
+    parser.add_argument("--refine", metavar="CALC",
+                        help="then relax each prediction with an ASE calculator ('emt' or module:Class), FIRE + "
+                             "FrechetCellFilter; writes the refined structures")
+    parser.add_argument("--fmax", type=float, default=0.05, help="refinement force threshold, eV/A")
+    parser.add_argument("--steps", type=int, default=500, help="refinement step limit")
+    parser.add_argument("--refine-from-input", action="store_true",
+                        help="also refine from the unrelaxed input and report its steps (the comparison)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "cpp", "cuda", "triton"))
     parser.add_argument("--report", help="CSV with one row per input (default: OUTPUT stem + _report.csv)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+REPORT_COLUMNS = ["id", "source", "formula", "atoms", "status", "error", "last_layer_max_move_A",
+                  "last_layer_cell_change_A", "max_displacement_A", "seconds", "refine_steps", "refine_converged",
+                  "refine_steps_from_input"]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -48,18 +70,34 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+def finished_ids(report: str) -> set[str]:
+    """Ids an earlier run already reported (ok or error): ``--resume`` skips them."""
+    if not os.path.exists(report):
+        return set()
+    with open(report, newline="") as handle:
+        return {row["id"] for row in csv.DictReader(handle)}
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from ..io import read_structures, write_structures
+    from ..io import StructureWriter, read_structures
     from ..relax import E3Relaxer, untrained_model
 
     if args.model and args.untrained:
         raise ValueError("give -m/--model or --untrained, not both")
-    if args.batch_size < 1 or args.max_atoms_per_batch < 1:
-        raise ValueError("--batch-size and --max-atoms-per-batch must be >= 1")
+    if args.batch_size < 1 or args.max_atoms_per_batch < 1 or args.num_workers < 1 or args.max_edges_per_batch < 0:
+        raise ValueError("--batch-size, --max-atoms-per-batch and --num-workers must be >= 1, "
+                         "--max-edges-per-batch >= 0")
+    if args.refine_from_input and not args.refine:
+        raise ValueError("--refine-from-input needs --refine CALC")
     shard_index, shard_count = parse_shard(args.shard)
+    make_calculator = None
+    if args.refine:
+        from ..refine import calculator_factory, refine
+
+        make_calculator = calculator_factory(args.refine)
     if not args.untrained:
         relaxer = E3Relaxer.from_pretrained(args.model, device=args.device, backend=args.backend,
                                             on_unknown_element=args.on_unknown_element)
@@ -67,41 +105,65 @@ def run(args: argparse.Namespace) -> int:
         print(UNTRAINED_BANNER.format(preset=args.preset, seed=args.seed), file=sys.stderr)
         relaxer = E3Relaxer(untrained_model(args.preset, args.seed).set_backend(args.backend), device=args.device)
 
-    records = [r for k, r in enumerate(read_structures(args.input)) if k % shard_count == shard_index]
-    readable = [(r.id, r.structure) for r in records if r.structure is not None]
-    started = time.perf_counter()
-    ordered = []  # relax_many yields in input order: one result per readable record
-    bar = tqdm(total=len(readable), unit="structure", disable=args.no_progress, file=sys.stderr)
-    for result in relaxer.relax_many(readable, max_atoms_per_batch=args.max_atoms_per_batch,
-                                     max_structures_per_batch=args.batch_size):
-        ordered.append(result)
-        bar.update(1)
-    bar.close()
-    elapsed = time.perf_counter() - started
-
-    written = write_structures(((r.id, r.final_structure) for r in ordered if r.ok), args.output)
-    in_order = iter(ordered)
     report = args.report or (args.output.rstrip("/").rsplit(".", 1)[0] + "_report.csv")
-    failures = 0
-    with open(report, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "source", "formula", "atoms", "status", "max_displacement_A",
-                         "last_layer_max_move_A", "error"])
-        for record in records:
+    done = finished_ids(report) if args.resume else set()
+    records = [r for k, r in enumerate(read_structures(args.input))
+               if k % shard_count == shard_index and r.id not in done]
+    readable = [(r.id, r.structure) for r in records if r.structure is not None]
+    if done:
+        print(f"resuming: {len(done)} ids already in {report} are skipped", file=sys.stderr)
+
+    started = time.perf_counter()
+    counts = {"ok": 0, "error": 0}
+    append = args.resume and os.path.exists(report)
+    with StructureWriter(args.output, args.folder_format, append=append) as writer, \
+            open(report, "a" if append else "w", newline="") as handle:
+        table = csv.DictWriter(handle, REPORT_COLUMNS)
+        if not append:
+            table.writeheader()
+
+        def record_row(row: dict) -> None:
+            table.writerow(row)
+            handle.flush()  # an interrupted run keeps every row it finished: --resume relies on it
+            counts["ok" if row["status"] == "ok" else "error"] += 1
+
+        bar = tqdm(total=len(records), unit="structure", disable=args.no_progress, file=sys.stderr)
+        for record in records:  # unreadable files first: they need no model
             if record.structure is None:
-                writer.writerow([record.id, record.source, "", "", "error", "", "", record.error])
-                failures += 1
-                continue
-            result = next(in_order)
-            failures += not result.ok
-            moved = (f"{np.linalg.norm(result.final_structure.positions - record.structure.positions, axis=1).max():.4f}"
-                     if result.ok and len(record.structure) else "")
-            confidence = f"{result.confidence['last_layer_max_move']:.4f}" if result.ok else ""
-            writer.writerow([record.id, record.source, record.structure.get_chemical_formula(), len(record.structure),
-                             "ok" if result.ok else "error", moved, confidence, result.error])
-    rate = written / elapsed if elapsed > 0 else float("inf")
-    print(f"wrote {written} structures to {args.output} ({rate:.1f} structures/s); "
-          f"{failures} failed; report: {report}")
+                record_row({"id": record.id, "source": record.source, "status": "error", "error": record.error})
+                bar.update(1)
+        sources = {r.id: r.source for r in records}
+        results = relaxer.relax_many(readable, max_atoms_per_batch=args.max_atoms_per_batch,
+                                     max_structures_per_batch=args.batch_size,
+                                     max_edges_per_batch=args.max_edges_per_batch, num_workers=args.num_workers,
+                                     refine=make_calculator, fmax=args.fmax, refine_steps=args.steps)
+        for result in results:
+            atoms = result.input
+            row = {"id": result.id, "source": sources[result.id], "formula": atoms.get_chemical_formula(),
+                   "atoms": len(atoms), "status": "ok" if result.ok else "error", "error": result.error,
+                   "seconds": f"{result.seconds:.5f}"}
+            if result.ok:
+                final = result.final_structure
+                row["last_layer_max_move_A"] = f"{result.confidence['last_layer_max_move']:.4f}"
+                row["last_layer_cell_change_A"] = f"{result.confidence['last_layer_cell_change']:.4f}"
+                row["max_displacement_A"] = (f"{np.linalg.norm(final.positions - atoms.positions, axis=1).max():.4f}"
+                                             if len(atoms) else "")
+                if result.refined is not None:
+                    final = result.refined.structure
+                    row.update(refine_steps=result.refined.steps, refine_converged=result.refined.converged)
+                    if args.refine_from_input:
+                        row["refine_steps_from_input"] = refine(atoms, make_calculator(), args.fmax, args.steps).steps
+                if args.wrap:
+                    final = final.copy()
+                    final.wrap()
+                writer.write(result.id, final)
+            record_row(row)
+            bar.update(1)
+        bar.close()
+    elapsed = time.perf_counter() - started
+    rate = counts["ok"] / elapsed if elapsed > 0 else float("inf")
+    print(f"wrote {counts['ok']} structures to {args.output} ({rate:.1f} structures/s); "
+          f"{counts['error']} failed; report: {report}")
     if args.untrained:
         print("(UNTRAINED model: displacements are random, not physical)")
     return 0

@@ -77,25 +77,73 @@ def read_structures(inputs: Sequence[str]) -> Iterator[StructureRecord]:
             yield StructureRecord(str(atoms.info.get("id", default_id)), path, atoms)
 
 
-def write_structures(structures: Iterable[tuple[str, Any]], output: str) -> int:
-    """Write ``(id, Atoms)`` pairs: one extxyz/xyz file (by extension), or a folder of CIFs when
-    ``output`` ends with a path separator or has no extension. Returns how many were written."""
-    from ase.io import write
-
-    count = 0
-    if output.endswith(os.sep) or not Path(output).suffix:
-        os.makedirs(output, exist_ok=True)
+def write_structures(structures: Iterable[tuple[str, Any]], output: str, folder_format: str = "cif") -> int:
+    """Write ``(id, Atoms)`` pairs with a :class:`StructureWriter`; returns how many were written."""
+    with StructureWriter(output, folder_format) as writer:
         for structure_id, atoms in structures:
-            write(os.path.join(output, f"{structure_id.replace(os.sep, '_')}.cif"), atoms)
-            count += 1
-        return count
-    suffix = Path(output).suffix.lower()
-    if suffix not in (".extxyz", ".xyz"):
-        raise ValueError(f"output {output!r}: unsupported extension {suffix!r} (use .extxyz or a folder)")
-    frames = []
-    for structure_id, atoms in structures:
-        atoms = atoms.copy()
-        atoms.info["id"] = structure_id
-        frames.append(atoms)
-    write(output, frames, format="extxyz")
-    return len(frames)
+            writer.write(structure_id, atoms)
+        return writer.count
+
+
+FOLDER_FORMATS = {"cif": ("cif", ".cif"), "poscar": ("vasp", ".vasp")}
+
+
+class StructureWriter:
+    """Writes ``(id, Atoms)`` one at a time, so an interrupted run keeps what it finished, and appends to
+    what an earlier run wrote (``e3relax predict --resume``). The output kind comes from ``output``:
+    ``.extxyz``/``.xyz`` one multi-frame file (id in ``info["id"]``), ``.db`` an ASE database (id in
+    the ``structure_id`` key), a path ending with a separator or without extension a folder of one file
+    per structure in ``folder_format`` (``cif`` or ``poscar``, written as ``<id>.vasp``)."""
+
+    def __init__(self, output: str, folder_format: str = "cif", append: bool = False):
+        self.output = output
+        self.count = 0
+        self._handle = None
+        self._db = None
+        if folder_format not in FOLDER_FORMATS:
+            raise ValueError(f"folder format must be one of {sorted(FOLDER_FORMATS)}, got {folder_format!r}")
+        if output.endswith(os.sep) or not Path(output).suffix:
+            self.kind = "folder"
+            self._format, self._suffix = FOLDER_FORMATS[folder_format]
+            os.makedirs(output, exist_ok=True)
+            return
+        suffix = Path(output).suffix.lower()
+        if suffix in (".extxyz", ".xyz"):
+            self.kind = "extxyz"
+            self._handle = open(output, "a" if append else "w")
+        elif suffix == ".db":
+            from ase.db import connect
+
+            self.kind = "db"
+            if not append and os.path.exists(output):
+                os.remove(output)
+            self._db = connect(output)
+        else:
+            raise ValueError(f"output {output!r}: unsupported extension {suffix!r} "
+                             "(use .extxyz, .xyz, .db or a folder)")
+
+    def write(self, structure_id: str, atoms: Any) -> None:
+        from ase.io import write
+
+        if self.kind == "folder":
+            write(os.path.join(self.output, f"{structure_id.replace(os.sep, '_')}{self._suffix}"), atoms,
+                  format=self._format)
+        elif self.kind == "extxyz":
+            atoms = atoms.copy()
+            atoms.info["id"] = structure_id
+            write(self._handle, atoms, format="extxyz")
+            self._handle.flush()
+        else:
+            self._db.write(atoms, structure_id=structure_id)
+        self.count += 1
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> "StructureWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

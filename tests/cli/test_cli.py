@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from ase.io import read
 
@@ -89,3 +90,76 @@ def test_shards_cover_the_input_exactly_once(tmp_path, capsys):
     assert sorted(ids[0] + ids[1]) == expected and not set(ids[0]) & set(ids[1])
     assert main(["predict", "-i", EXAMPLES, "-o", str(tmp_path / "x.extxyz"), "--untrained", "--shard", "2/2"]) == 2
     assert "--shard" in capsys.readouterr().err
+
+
+def copy_examples(folder, count):
+    folder.mkdir()
+    names = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".cif"))[:count]
+    for name in names:
+        shutil.copy(os.path.join(EXAMPLES, name), folder / name)
+    return [os.path.splitext(n)[0] for n in names]
+
+
+def test_resume_skips_finished_ids_and_appends(tmp_path):
+    folder = tmp_path / "inputs"
+    ids = copy_examples(folder, 4)
+    output, report = tmp_path / "out.extxyz", tmp_path / "out_report.csv"
+    first = [str(folder / f"{i}.cif") for i in ids[:2]]  # the run that got interrupted after two
+    assert main(["predict", "-i", *first, "-o", str(output), "--no-progress"]) == 0
+    before = read(output, ":")
+    assert main(["predict", "-i", str(folder), "-o", str(output), "--resume", "--no-progress"]) == 0
+    after = read(output, ":")
+    assert [a.info["id"] for a in after] == ids  # the first two kept, the other two appended, none twice
+    np.testing.assert_array_equal(after[0].positions, before[0].positions)
+    rows = list(csv.DictReader(open(report)))
+    assert [r["id"] for r in rows] == ids and all(r["status"] == "ok" for r in rows)
+    assert all(float(r["seconds"]) > 0 for r in rows)
+    assert main(["predict", "-i", str(folder), "-o", str(output), "--resume", "--no-progress"]) == 0
+    assert len(read(output, ":")) == 4  # nothing left to do
+
+
+@pytest.mark.parametrize("output_name, folder_format", [("out.db", "cif"), ("poscars", "poscar"), ("cifs/", "cif")])
+def test_outputs_by_extension_and_wrap(tmp_path, output_name, folder_format):
+    ids = copy_examples(tmp_path / "inputs", 3)
+    output = str(tmp_path / output_name)
+    assert main(["predict", "-i", str(tmp_path / "inputs"), "-o", output, "--wrap", "--folder-format", folder_format,
+                 "--no-progress"]) == 0
+    if output_name.endswith(".db"):
+        from ase.db import connect
+
+        rows = list(connect(output).select())
+        structures = {row.structure_id: row.toatoms() for row in rows}
+    else:
+        suffix = ".vasp" if folder_format == "poscar" else ".cif"
+        structures = {i: read(os.path.join(output, i + suffix)) for i in ids}
+    assert sorted(structures) == sorted(ids)
+    for atoms in structures.values():
+        fractional = atoms.get_scaled_positions(wrap=False)
+        assert (fractional >= -1e-9).all() and (fractional < 1 + 1e-9).all()
+
+
+def test_refine_with_emt_reports_the_steps_from_prediction_and_from_input(tmp_path):
+    from ase.build import bulk
+    from ase.io import write
+
+    folder = tmp_path / "metals"
+    folder.mkdir()
+    copper = bulk("Cu", "fcc", a=3.75) * (2, 1, 1)
+    copper.rattle(0.05, seed=3)
+    aluminium = bulk("Al", "fcc", a=4.2)
+    write(folder / "cu.extxyz", copper)
+    write(folder / "al.cif", aluminium)
+    output, report = tmp_path / "refined.extxyz", tmp_path / "refined_report.csv"
+    assert main(["predict", "-i", str(folder), "-o", str(output), "--refine", "emt", "--fmax", "0.05",
+                 "--refine-from-input", "--no-progress"]) == 0
+    rows = {r["id"]: r for r in csv.DictReader(open(report))}
+    assert set(rows) == {"cu", "al"}
+    for row in rows.values():
+        assert row["status"] == "ok" and row["refine_converged"] == "True"
+        assert int(row["refine_steps"]) > 0 and int(row["refine_steps_from_input"]) > 0
+    from ase.calculators.emt import EMT
+
+    for atoms in read(output, ":"):  # the written structures are the refined ones
+        atoms.calc = EMT()
+        assert np.abs(atoms.get_forces()).max() < 0.05
+    assert main(["predict", "-i", str(folder), "-o", str(output), "--refine", "no.such:Calc"]) == 2
