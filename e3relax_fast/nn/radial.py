@@ -52,4 +52,10 @@ class GaussianRBF(nn.Module):
 
     def forward(self, distance: Tensor) -> Tensor:
         t = (distance / self.cutoff).unsqueeze(-1)
-        return self.envelope(t) * torch.exp(self.coefficient * (t - self.centers.to(t.dtype)) ** 2)
+        envelope = self.envelope(t)
+        features = t - self.centers.to(t.dtype)  # [..., M]: the one allocation of this size
+        if torch.is_grad_enabled() and distance.requires_grad:
+            return envelope * torch.exp(self.coefficient * features.square())
+        # Inference: the same arithmetic in place, one buffer instead of five passes allocating four
+        # (this basis was a third of screening time on the CPU).
+        return features.square_().mul_(self.coefficient).exp_().mul_(envelope)

@@ -1,0 +1,192 @@
+"""Screening throughput: ``E3Relaxer.relax_many`` against the research code's way and against CHGNet.
+
+    python bench/bench_screening.py [--smoke] [--preset small paper] [--count 1000] [--json FILE]
+        [--chgnet-python runs/genvenv/bin/python --chgnet-count 30]
+
+Workload: ``count`` real crystals of 4-64 atoms, deterministic: the unrelaxed sides of the shared
+CHGNet prototype pairs (``../shared/data/chgnet_pairs``), each repeated along its first axis to a
+random size in 4-64 atoms (``--smoke``: the 20 example CIFs). Three ways to relax them, same crystals,
+same 2 threads, one run:
+
+- ``research``: the research code's way: per structure, a pymatgen ``Structure``, its neighbour list
+  by ``Structure.get_neighbor_list`` (6 Å; nearest 50 per atom, then the paper's six self-image
+  edges), the model on that one structure with the pure-PyTorch reference ops.
+- ``e3relax``: ``relax_many`` (size-sorted batches of up to 4096 atoms, graphs in 2 worker threads,
+  compiled ops), ASE Atoms in and out.
+- ``chgnet`` (optional, its own Python with CHGNet installed): CHGNet 0.3.0 + FIRE +
+  FrechetCellFilter to fmax 0.05 eV/Å (at most 500 steps) on the first ``--chgnet-count`` crystals;
+  its structures/s is set against e3relax's on all of them.
+
+The ``small`` preset runs the shipped weights; ``paper`` runs random weights (speed only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..")
+sys.path.insert(0, HERE)
+from common import environment, write_json_lines  # noqa: E402
+
+from e3relax_fast import E3Relax, E3RelaxConfig, E3Relaxer  # noqa: E402
+
+CHGNET_RUNNER = r"""
+import json, os, sys, time, warnings
+warnings.filterwarnings("ignore")
+import torch
+torch.set_num_threads(int(sys.argv[3]))
+from ase.io import read
+from ase.filters import FrechetCellFilter
+from ase.optimize import FIRE
+from chgnet.model import CHGNet, CHGNetCalculator
+calc = CHGNetCalculator(model=CHGNet.load(verbose=False), use_device="cpu")
+frames = read(sys.argv[1], ":")
+steps, converged = [], 0
+start = time.perf_counter()
+for atoms in frames:
+    atoms.calc = calc
+    opt = FIRE(FrechetCellFilter(atoms), logfile=None)
+    converged += bool(opt.run(fmax=0.05, steps=500))
+    steps.append(opt.get_number_of_steps())
+elapsed = time.perf_counter() - start
+json.dump({"seconds": elapsed, "count": len(frames), "steps": steps, "converged": converged}, open(sys.argv[2], "w"))
+"""
+
+
+def workload(count: int, smoke: bool, seed: int = 0) -> list:
+    from ase.io import read
+
+    if smoke:
+        folder = os.path.join(ROOT, "examples")
+        return [read(os.path.join(folder, f)) for f in sorted(os.listdir(folder)) if f.endswith(".cif")][:count]
+    source = os.path.join(ROOT, "..", "shared", "data", "chgnet_pairs", "unrelaxed.extxyz")
+    frames = read(source, ":")
+    rng = np.random.default_rng(seed)
+    crystals = []
+    for k in range(count):
+        atoms = frames[k % len(frames)]
+        n = len(atoms)
+        repeats = [r for r in range(1, 65) if 4 <= n * r <= 64]
+        crystals.append(atoms.repeat((int(rng.choice(repeats)), 1, 1)))
+    return crystals
+
+
+def research_graph(structure, cutoff: float, max_neighbors: int):
+    """The research code's graph of one pymatgen Structure: pymatgen's neighbour list, nearest
+    ``max_neighbors`` per atom, then self images replaced by the paper's six fixed ones (equal to our
+    op's edges up to ties at the cap and pairs at the cutoff)."""
+    center, neighbor, images, distances = structure.get_neighbor_list(r=cutoff)
+    order = np.lexsort((distances, center))
+    center, neighbor, images = center[order], neighbor[order], images[order]
+    rank = np.arange(len(center)) - np.searchsorted(center, center)
+    keep = (rank < max_neighbors) & ~((center == neighbor) & (np.abs(images).sum(axis=1) > 0))  # cap, then drop
+    center, neighbor, images = center[keep], neighbor[keep], images[keep]
+    n = len(structure)
+    self_shifts = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 1, 1], [1, 0, 1], [1, 1, 0]])
+    center = np.concatenate([center, np.repeat(np.arange(n), 6)])
+    neighbor = np.concatenate([neighbor, np.repeat(np.arange(n), 6)])
+    images = np.concatenate([images, np.tile(self_shifts, (n, 1))])
+    edge_index = torch.from_numpy(np.stack([neighbor, center]).astype(np.int64))
+    return edge_index, torch.from_numpy(images.astype(np.int64))
+
+
+@torch.no_grad()
+def research_way(model: E3Relax, crystals: list) -> float:
+    from pymatgen.core import Lattice, Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    model.set_backend("torch")
+    start = time.perf_counter()
+    for atoms in crystals:
+        structure = AseAtomsAdaptor.get_structure(atoms)
+        edge_index, shifts = research_graph(structure, model.graph_cutoff, model.max_neighbors)
+        pos = torch.tensor(structure.cart_coords, dtype=torch.float32)
+        z = torch.tensor(structure.atomic_numbers, dtype=torch.long)
+        cell = torch.tensor(structure.lattice.matrix, dtype=torch.float32)[None]
+        pos_layers, cell_layers = model(pos, z, cell, torch.ones(1, 3, dtype=torch.bool),
+                                        torch.tensor([0, len(z)]), edge_index, shifts)
+        # the research code hands back pymatgen objects
+        Structure(Lattice(cell_layers[-1, 0].double().numpy()), structure.species,
+                  pos_layers[-1].double().numpy(), coords_are_cartesian=True)
+    elapsed = time.perf_counter() - start
+    model.set_backend("auto")
+    return len(crystals) / elapsed
+
+
+def ours(relaxer: E3Relaxer, crystals: list) -> float:
+    start = time.perf_counter()
+    results = list(relaxer.relax_many(crystals, num_workers=2))
+    elapsed = time.perf_counter() - start
+    failed = [r.error for r in results if not r.ok]
+    if failed:
+        raise RuntimeError(f"{len(failed)} structures failed, e.g. {failed[0]}")
+    return len(crystals) / elapsed
+
+
+def chgnet(python: str, crystals: list, threads: int) -> dict:
+    from ase.io import write
+
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, output = os.path.join(tmp, "in.extxyz"), os.path.join(tmp, "out.json")
+        write(inputs, crystals)
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": str(threads)}
+        subprocess.run([python, "-c", CHGNET_RUNNER, inputs, output, str(threads)], check=True, env=env,
+                       timeout=7200)
+        with open(output) as handle:
+            return json.load(handle)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--preset", nargs="+", default=["small", "paper"], choices=["small", "paper"])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--chgnet-python", help="a Python with chgnet installed (e.g. runs/genvenv/bin/python)")
+    parser.add_argument("--chgnet-count", type=int, default=30)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    count = 4 if args.smoke else args.count
+    crystals = workload(count, args.smoke)
+    atoms_total = sum(len(a) for a in crystals)
+    threads = torch.get_num_threads()
+    rows = []
+    chgnet_result = None
+    if args.chgnet_python and not args.smoke:
+        chgnet_result = chgnet(args.chgnet_python, crystals[:args.chgnet_count], threads)
+        chgnet_rate = chgnet_result["count"] / chgnet_result["seconds"]
+        print(f"chgnet: {chgnet_rate:.3f} structures/s on {chgnet_result['count']} crystals, median "
+              f"{np.median(chgnet_result['steps']):.0f} FIRE steps, {chgnet_result['converged']} converged", flush=True)
+    for preset in (["small"] if args.smoke else args.preset):
+        if preset == "small" and not args.smoke:
+            relaxer = E3Relaxer.from_pretrained(device="cpu", on_unknown_element="warn")
+        else:
+            torch.manual_seed(0)
+            relaxer = E3Relaxer(E3Relax(E3RelaxConfig.preset(preset)), device="cpu")
+        fast = ours(relaxer, crystals)
+        slow = research_way(relaxer.model, crystals)
+        row = {"bench": "screening", "smoke": args.smoke, "preset": preset, "crystals": count, "atoms": atoms_total,
+               "e3relax_per_s": fast, "research_per_s": slow, "ratio_vs_research": fast / slow, **environment()}
+        if chgnet_result is not None:
+            row.update(chgnet_per_s=chgnet_rate, chgnet_crystals=chgnet_result["count"],
+                       chgnet_median_steps=float(np.median(chgnet_result["steps"])),
+                       ratio_vs_chgnet=fast / chgnet_rate)
+        rows.append(row)
+        extra = f", {fast / chgnet_rate:.0f}x CHGNet+FIRE" if chgnet_result is not None else ""
+        print(f"{preset}: {count} crystals ({atoms_total} atoms): e3relax {fast:.1f} structures/s, research way "
+              f"{slow:.2f} structures/s ({fast / slow:.1f}x){extra}", flush=True)
+    write_json_lines(args.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
