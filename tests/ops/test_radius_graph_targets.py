@@ -68,3 +68,34 @@ def test_too_small_cell_is_refused_naming_the_structure():
                         (np.zeros((1, 3)), np.array([1]), np.diag([3.0, 3.0, 0.001]))])
     with pytest.raises(ValueError, match="structure 1: field 'cell' is too small"):
         targets(batch[0], batch[2], batch[3], batch[4], 6.0)
+
+
+def bad_batch(field):
+    pos, z, cell, pbc, ptr = flat_batch([(np.zeros((2, 3)) + [[0, 0, 0], [1, 1, 1]], np.array([1, 1]), np.eye(3) * 4.0),
+                                         (np.ones((1, 3)), np.array([1]), np.eye(3) * 5.0)])
+    if field == "nan pos":
+        pos[1, 0] = float("nan")
+    elif field == "inf cell":
+        cell[0, 2, 2] = float("inf")
+    elif field == "singular cell":
+        cell[1, 2] = cell[1, 0]
+    elif field == "ptr start":
+        ptr = torch.tensor([1, 2, 3])
+    elif field == "ptr end":
+        ptr = torch.tensor([0, 2, 4])
+    elif field == "ptr decreases":
+        ptr = torch.tensor([0, 3, 2, 3])
+        cell, pbc = torch.cat([cell, cell[:1]]), torch.cat([pbc, pbc[:1]])
+    return pos, cell, pbc, ptr
+
+
+@pytest.mark.parametrize("field, message", [("nan pos", "field 'pos' is not finite"),
+                                            ("inf cell", "field 'cell' is not finite"),
+                                            ("singular cell", "structure 1: field 'cell' is singular"),
+                                            ("ptr start", "field 'ptr' must start at 0"),
+                                            ("ptr end", "field 'ptr' must end at the number of atoms"),
+                                            ("ptr decreases", "structure 1: field 'ptr' decreases")])
+def test_bad_data_is_refused_by_the_shared_device_checks(field, message):
+    # the checks the CUDA kernel runs on the device, before it sizes anything from the data
+    with pytest.raises(ValueError, match=message):
+        targets(*bad_batch(field), 6.0)

@@ -21,10 +21,43 @@ struct TargetPlan {
   at::Tensor reach;      // [B,3] int32: image reach per axis
 };
 
+// Data checks on the tensors' own device, before anything is sized from them: ptr starts at 0, ends at
+// N and never decreases, positions and cells are finite, no cell is singular (|det| below 1e-6 of the
+// product of its row lengths, the CPU kernel's test). One host sync when all is well; a failure costs
+// one more, to name the structure.
+inline void check_radius_graph_data(const at::Tensor& pos, const at::Tensor& cell, const at::Tensor& ptr) {
+  const int64_t num_structures = ptr.numel() - 1;
+  const auto sizes = ptr.slice(0, 1) - ptr.slice(0, 0, num_structures);
+  const auto cell64 = cell.to(at::kDouble);
+  const auto row_lengths = at::linalg_vector_norm(cell64, 2, {2}).prod(1);
+  const auto finite_cells = at::isfinite(cell64).flatten(1).all(1);
+  const auto det = num_structures > 0 ? at::linalg_det(at::where(finite_cells.view({-1, 1, 1}), cell64,
+                                                                at::eye(3, cell64.options())))
+                                      : at::zeros({0}, cell64.options());
+  const auto singular = finite_cells & (det.abs() < 1e-6 * row_lengths);
+  const auto flags = at::stack({ptr[0] != 0, ptr[-1] != pos.size(0), (sizes < 0).any(), at::isfinite(pos).all().logical_not(),
+                                finite_cells.all().logical_not(), singular.any()})
+                         .cpu();
+  const bool* bad = flags.data_ptr<bool>();
+  TORCH_CHECK_VALUE(!bad[0], "field 'ptr' must start at 0");
+  TORCH_CHECK_VALUE(!bad[1], "field 'ptr' must end at the number of atoms in 'pos' (", pos.size(0), ")");
+  if (bad[2]) {
+    const int64_t b = (sizes < 0).to(at::kInt).argmax().item<int64_t>();
+    TORCH_CHECK_VALUE(false, "structure ", b, ": field 'ptr' decreases");
+  }
+  TORCH_CHECK_VALUE(!bad[3], "field 'pos' is not finite (check the structures)");
+  TORCH_CHECK_VALUE(!bad[4], "field 'cell' is not finite (check the structures)");
+  if (bad[5]) {
+    const int64_t b = singular.to(at::kInt).argmax().item<int64_t>();
+    TORCH_CHECK_VALUE(false, "structure ", b, ": field 'cell' is singular (lattice vectors are linearly dependent or zero)");
+  }
+}
+
 inline TargetPlan plan_targets(const at::Tensor& pos, const at::Tensor& cell, const at::Tensor& pbc,
                                const at::Tensor& ptr, double cutoff, int64_t max_neighbors, int64_t self_images) {
   constexpr double kMaxImages = 200000.0;  // as the reference and the cell-list kernel
   check_radius_graph_args(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images);
+  check_radius_graph_data(pos, cell, ptr);
   TargetPlan plan;
   plan.pos = pos.contiguous();
   plan.cell = cell.to(pos.scalar_type()).contiguous();
