@@ -46,6 +46,12 @@ def run(args: argparse.Namespace) -> int:
         for entry in entries:
             state = "available" if entry.available else f"unavailable: {entry.reason}"
             print(f"    {entry.backend:<7} {state}")
+    from ..model.pretrained import DEFAULT_MODEL, PRETRAINED_DIR, pretrained_names
+
+    shipped = pretrained_names()
+    print("shipped models: " + (", ".join(f"{n}{' (default)' if n == DEFAULT_MODEL else ''}" for n in shipped)
+                                if shipped else f"none found in {PRETRAINED_DIR} (broken install?)"))
+    print("export formats: torchscript (.ts.pt), aoti (.pt2; needs a C++ compiler to export)")
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("TRITON_INTERPRET=1: Triton kernels run in the (slow) CPU interpreter")
     if args.model:

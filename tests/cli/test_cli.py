@@ -24,6 +24,7 @@ def test_info_lists_every_backend_with_reasons(capsys):
     for backend in ("torch   available", "cpp", "cuda", "triton"):
         assert backend in out
     assert "unavailable:" in out  # no CUDA here, so at least that one says why
+    assert "shipped models: e3relax-small (default)" in out
 
 
 def test_info_runs_as_a_console_script():
