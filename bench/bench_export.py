@@ -11,7 +11,6 @@ against the eager model with the compiled ops, measured in the same run.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import environment, median_time, write_json_lines  # noqa: E402
+from common import bench_parser, environment, median_time, write_json_lines  # noqa: E402
 from problems import small_crystals  # noqa: E402
 
 from e3relax_fast import E3Relax, E3RelaxConfig  # noqa: E402
@@ -56,14 +55,8 @@ def startup_seconds(path: str, batch_file: str) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--preset", nargs="+", default=["small", "paper"], choices=["small", "paper"])
-    parser.add_argument("--count", type=int, default=64, help="crystals (4-64 atoms)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = bench_parser(__doc__, count=64)
     parser.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor package (minutes to compile)")
-    parser.add_argument("--json")
     args = parser.parse_args(argv)
     count, repeats = (4, 1) if args.smoke else (args.count, args.repeats)
     crystals = small_crystals(count).crystals

@@ -8,14 +8,13 @@ backend available; the ratio is batched / one-at-a-time throughput.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import environment, median_time, write_json_lines  # noqa: E402
+from common import bench_parser, environment, median_time, write_json_lines  # noqa: E402
 from problems import small_crystals  # noqa: E402
 
 from e3relax_fast import E3Relax, E3RelaxConfig  # noqa: E402
@@ -34,13 +33,7 @@ def throughput(model: E3Relax, crystals: list, batch_size: int, repeats: int) ->
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--preset", nargs="+", default=["small", "paper"], choices=["small", "paper"])
-    parser.add_argument("--count", type=int, default=64, help="crystals (4-64 atoms)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json")
+    parser = bench_parser(__doc__, count=64)
     args = parser.parse_args(argv)
     count, repeats = (4, 1) if args.smoke else (args.count, args.repeats)
     presets = ["small"] if args.smoke else args.preset

@@ -22,7 +22,6 @@ The ``small`` preset runs the shipped weights; ``paper`` runs random weights (sp
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -36,7 +35,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 sys.path.insert(0, HERE)
-from common import environment, write_json_lines  # noqa: E402
+from common import bench_parser, environment, write_json_lines  # noqa: E402
 
 from e3relax_fast import E3Relax, E3RelaxConfig, E3Relaxer  # noqa: E402
 
@@ -147,13 +146,9 @@ def chgnet(python: str, crystals: list, threads: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--preset", nargs="+", default=["small", "paper"], choices=["small", "paper"])
-    parser.add_argument("--count", type=int, default=1000)
+    parser = bench_parser(__doc__, count=1000, batched=False)
     parser.add_argument("--chgnet-python", help="a Python with chgnet installed (e.g. runs/genvenv/bin/python)")
     parser.add_argument("--chgnet-count", type=int, default=30)
-    parser.add_argument("--json")
     args = parser.parse_args(argv)
     count = 4 if args.smoke else args.count
     crystals = workload(count, args.smoke)

@@ -41,3 +41,19 @@ def write_json_lines(path: str | None, rows: list[dict]) -> None:
     with open(path, "a") as handle:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
+
+
+def bench_parser(doc: str, count: int, batched: bool = True):
+    """The options every model benchmark shares: --smoke, --preset, --count, --json (and, for batched
+    runs, --batch-size and --repeats)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a few tiny inputs: checks the script, measures nothing")
+    parser.add_argument("--preset", nargs="+", default=["small", "paper"], choices=["small", "paper"])
+    parser.add_argument("--count", type=int, default=count, help="crystals (4-64 atoms)")
+    if batched:
+        parser.add_argument("--batch-size", type=int, default=16)
+        parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="append one JSON line per configuration to this file")
+    return parser
