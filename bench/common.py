@@ -43,7 +43,7 @@ def write_json_lines(path: str | None, rows: list[dict]) -> None:
             handle.write(json.dumps(row) + "\n")
 
 
-def bench_parser(doc: str, count: int, batched: bool = True):
+def bench_parser(doc: str, count: int, batched: bool = True, count_help: str = "crystals (4-64 atoms)"):
     """The options every model benchmark shares: --smoke, --preset, --count, --json (and, for batched
     runs, --batch-size and --repeats)."""
     import argparse
@@ -51,7 +51,7 @@ def bench_parser(doc: str, count: int, batched: bool = True):
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a few tiny inputs: checks the script, measures nothing")
     parser.add_argument("--preset", nargs="+", default=["small", "paper"], choices=["small", "paper"])
-    parser.add_argument("--count", type=int, default=count, help="crystals (4-64 atoms)")
+    parser.add_argument("--count", type=int, default=count, help=count_help)
     if batched:
         parser.add_argument("--batch-size", type=int, default=16)
         parser.add_argument("--repeats", type=int, default=3)

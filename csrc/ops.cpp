@@ -20,6 +20,12 @@
 //                         Autograd in csrc/vector_message_autograd.cpp; the device kernels are
 //   vector_message_forward / vector_message_backward (grad_dh, grad_dvec, then the inputs above ->
 //                         grad_phi, grad_w, grad_vec, grad_unit).
+//   radial_filter         the edge filter on the Gaussian basis (ops/radial_filter.py): distance [E] (Å),
+//                         weight [O,M], bias [O], cutoff (Å), envelope_exponent -> bias + W phi(d) [E,O],
+//                         over the band of basis functions that matter. Autograd in
+//                         csrc/radial_filter_autograd.cpp; the device kernels are
+//   radial_filter_forward / radial_filter_backward (grad_out, distance, weight, cutoff, exponent ->
+//                         grad_distance, grad_weight, grad_bias).
 
 #include <torch/library.h>
 
@@ -66,4 +72,11 @@ TORCH_LIBRARY(e3relax, m) {
       "vector_message_backward(Tensor grad_dh, Tensor grad_dvec, Tensor phi, Tensor w, Tensor vec, Tensor unit, "
       "Tensor rowptr, Tensor source, Tensor target, Tensor perm, Tensor source_ptr) -> (Tensor grad_phi, "
       "Tensor grad_w, Tensor grad_vec, Tensor grad_unit)");
+  m.def("radial_filter(Tensor distance, Tensor weight, Tensor bias, float cutoff, int envelope_exponent) -> Tensor");
+  m.def(
+      "radial_filter_forward(Tensor distance, Tensor weight, Tensor bias, float cutoff, int envelope_exponent) "
+      "-> Tensor");
+  m.def(
+      "radial_filter_backward(Tensor grad_out, Tensor distance, Tensor weight, float cutoff, int envelope_exponent) "
+      "-> (Tensor grad_distance, Tensor grad_weight, Tensor grad_bias)");
 }

@@ -12,7 +12,7 @@ BENCH = os.path.join(os.path.dirname(__file__), "..", "bench")
 
 @pytest.mark.parametrize("script", ["bench_radius_graph.py", "bench_predict.py", "bench_train.py",
                                     "bench_message_passing.py", "bench_export.py",
-                                    "bench_screening.py"])
+                                    "bench_screening.py", "bench_radial_filter.py"])
 def test_bench_smoke(script, tmp_path):
     out = tmp_path / "results.jsonl"
     result = subprocess.run([sys.executable, os.path.join(BENCH, script), "--smoke", "--json", str(out)],

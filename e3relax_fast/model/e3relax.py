@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from ..nn import AtomMessageBlock, AtomUpdateBlock, GaussianRBF, LatticeNodeBlock, PositionUpdateBlock, safe_norm
 from ..ops import MessageGraph, atom_structure_index, check_batch, edge_vectors, message_graph, radius_graph
-from ..ops.scripted import (CompiledMessageGraph, CompiledRadiusGraph, CompiledVectorMessage, NoMessageGraph,
-                            ReferenceRadiusGraph, ReferenceVectorMessage)
+from ..ops.scripted import (CompiledMessageGraph, CompiledRadialFilter, CompiledRadiusGraph, CompiledVectorMessage,
+                            NoMessageGraph, ReferenceRadialFilter, ReferenceRadiusGraph, ReferenceVectorMessage)
 from .config import E3RelaxConfig
 
 
@@ -42,7 +42,7 @@ class E3RelaxLayer(nn.Module):
         self.paper_coupling = config.lattice_coupling == "paper"
         self.rbf = GaussianRBF(config.num_rbf, config.rbf_cutoff, config.envelope_exponent)  # no weights
         self.lattice_nodes = nn.ModuleList([LatticeNodeBlock(f, config.num_rbf) for _ in range(3)])
-        self.message = AtomMessageBlock(f, config.num_rbf, backend)
+        self.message = AtomMessageBlock(f, config.num_rbf, backend, config.rbf_cutoff, config.envelope_exponent)
         self.update = AtomUpdateBlock(f)
         self.position = PositionUpdateBlock(f)
 
@@ -65,7 +65,6 @@ class E3RelaxLayer(nn.Module):
         r = edge_vectors(pos, cell, edge_index, shifts, edge_structure)  # [E, 3]
         distance = safe_norm(r)
         edge_unit = -r / distance.unsqueeze(1)  # from the neighbour's image towards the target
-        edge_rbf = self.rbf(distance)  # [E, R]
         atom_cell = cell.index_select(0, structure)  # [N, 3, 3]
         if self.paper_coupling:
             # q_ik = l_k - x_i: lattice node k sits at the point l_k (depends on absolute positions).
@@ -86,7 +85,7 @@ class E3RelaxLayer(nn.Module):
                                    lattice_vec_atoms[:, k])
 
         # Steps 2-4: atom-atom messages, gated self-update, position update.
-        h, vec = self.message(h, vec, edge_rbf, edge_unit, edge_index, csr)
+        h, vec = self.message(h, vec, distance, edge_unit, edge_index, csr)  # radial basis fused in
         h, vec = self.update(h, vec)
         pos = pos + self.position(h, vec)
 
@@ -149,8 +148,10 @@ class E3Relax(nn.Module):
             self.graph_op = ReferenceRadiusGraph(self.graph_cutoff, self.max_neighbors, self.self_images)
             self.message_graph_op = NoMessageGraph()
         self.held_ops = eager
+        filter_op = CompiledRadialFilter if compiled else ReferenceRadialFilter
         for layer in self.layers:
             layer.message.aggregation_op = CompiledVectorMessage() if compiled else ReferenceVectorMessage()
+            layer.message.filter_op = filter_op(layer.message.rbf_cutoff, layer.message.envelope_exponent)
             layer.message.held_ops = eager
         return self
 

@@ -13,8 +13,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..ops import MessageGraph, vector_message
-from ..ops.scripted import ReferenceVectorMessage
+from ..ops import MessageGraph, radial_filter, vector_message
+from ..ops.scripted import ReferenceRadialFilter, ReferenceVectorMessage
 from .layers import MLP, channel_norm, linear
 
 
@@ -65,27 +65,38 @@ class LatticeNodeBlock(nn.Module):
 
 
 class AtomMessageBlock(nn.Module):
-    """Step 2: sum of scalar and vector messages over incoming edges, through ``ops.vector_message``."""
+    """Step 2: sum of scalar and vector messages over incoming edges: the edge filter on the radial
+    basis (``ops.radial_filter``) and the aggregation (``ops.vector_message``).
 
-    def __init__(self, channels: int, num_rbf: int, backend: str = "auto"):
+    ``forward(h [N,F], vec [N,3,F], distance [E] (Å), edge_unit [E,3], edge_index [2,E], csr)``.
+    """
+
+    def __init__(self, channels: int, num_rbf: int, backend: str = "auto", rbf_cutoff: float = 30.0,
+                 envelope_exponent: int = 5):
         super().__init__()
         self.channels = channels
         self.backend = backend
+        self.rbf_cutoff = float(rbf_cutoff)
+        self.envelope_exponent = int(envelope_exponent)
         self.node_mlp = MLP(channels, channels // 2, 3 * channels)  # MLP_m
-        self.edge_filter = linear(num_rbf, 3 * channels)  # C (with bias c)
+        self.edge_filter = linear(num_rbf, 3 * channels)  # C (with bias c), applied to the radial basis
         # Used instead of the backend string under TorchScript and when held_ops is set (export):
-        # E3Relax.hold_ops swaps in the compiled op. No weights.
+        # E3Relax.hold_ops swaps in the compiled ops. No weights.
+        self.filter_op: nn.Module = ReferenceRadialFilter(rbf_cutoff, envelope_exponent)
         self.aggregation_op: nn.Module = ReferenceVectorMessage()
         self.held_ops = False
 
-    def forward(self, h: Tensor, vec: Tensor, edge_rbf: Tensor, edge_unit: Tensor,
+    def forward(self, h: Tensor, vec: Tensor, distance: Tensor, edge_unit: Tensor,
                 edge_index: Tensor, csr: Optional[MessageGraph] = None) -> Tuple[Tensor, Tensor]:
+        weight, bias = self.edge_filter.weight, self.edge_filter.bias
         if torch.jit.is_scripting() or self.held_ops:
-            dh, dvec = self.aggregation_op(self.node_mlp(h), self.edge_filter(edge_rbf), vec, edge_unit,
-                                           edge_index, csr)
+            w = self.filter_op(distance, weight, bias)
+            dh, dvec = self.aggregation_op(self.node_mlp(h), w, vec, edge_unit, edge_index, csr)
         else:
-            dh, dvec = vector_message(self.node_mlp(h), self.edge_filter(edge_rbf), vec, edge_unit, edge_index,
-                                      backend=self.backend, csr=csr)
+            # the radial filter has a CPU kernel only: other backend requests take the best available
+            filter_backend = self.backend if self.backend == "torch" or self.backend == "cpp" else "auto"
+            w = radial_filter(distance, weight, bias, self.rbf_cutoff, self.envelope_exponent, filter_backend)
+            dh, dvec = vector_message(self.node_mlp(h), w, vec, edge_unit, edge_index, backend=self.backend, csr=csr)
         return (h + dh) * (1.0 / math.sqrt(2.0)), vec + dvec
 
 

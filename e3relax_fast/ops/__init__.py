@@ -1,6 +1,6 @@
 """Registered ops, backend dispatch and their pure-PyTorch references.
 
-Public: :func:`radius_graph`, :func:`vector_message`, :func:`edge_vectors`, :func:`check_batch`,
+Public: :func:`radius_graph`, :func:`vector_message`, :func:`radial_filter`, :func:`edge_vectors`, :func:`check_batch`,
 each with ``backend="auto" | "torch" | "cpp" | "cuda" | "triton"`` where a fast kernel exists.
 """
 
@@ -9,6 +9,8 @@ from .checks import check_batch
 from .geometry import atom_structure_index, edge_vectors
 from .message_passing import MessageGraph, message_graph, register_fake_kernels, vector_message, vector_message_reference
 from .neighbors import neighbors
+from .radial_filter import gaussian_basis, polynomial_envelope, radial_filter, radial_filter_reference
+from .radial_filter import register_fake_kernels as _register_radial_filter_fakes
 from .radius_graph import radius_graph, radius_graph_reference, register_fake_kernel
 
 # Load the op library now (a dlopen; nothing is compiled) so that torch.ops.e3relax.* exist after
@@ -16,6 +18,7 @@ from .radius_graph import radius_graph, radius_graph_reference, register_fake_ke
 if _library.status().loaded:
     register_fake_kernel()
     register_fake_kernels()
+    _register_radial_filter_fakes()
 
 BACKENDS = _backend.BACKENDS
 backend_report = _backend.report
@@ -30,6 +33,10 @@ __all__ = [
     "library_status",
     "neighbors",
     "MessageGraph",
+    "gaussian_basis",
+    "polynomial_envelope",
+    "radial_filter",
+    "radial_filter_reference",
     "message_graph",
     "radius_graph",
     "radius_graph_reference",

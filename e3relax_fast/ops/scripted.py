@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .message_passing import MessageGraph, vector_message_reference
+from .radial_filter import radial_filter_reference
 from .radius_graph import SELF_IMAGE_MODES, radius_graph_reference
 
 
@@ -97,3 +98,22 @@ class CompiledVectorMessage(nn.Module):
         rowptr, source, target, perm, source_ptr = csr
         dh, dvec = torch.ops.e3relax.vector_message(phi, w, vec, unit, rowptr, source, target, perm, source_ptr)
         return dh, dvec
+
+
+class ReferenceRadialFilter(nn.Module):
+    """``forward(distance [E], weight [O,M], bias [O]) -> [E,O]`` by the reference (materialised basis)."""
+
+    def __init__(self, cutoff: float, envelope_exponent: int):
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.envelope_exponent = int(envelope_exponent)
+
+    def forward(self, distance: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        return radial_filter_reference(distance, weight, bias, self.cutoff, self.envelope_exponent)
+
+
+class CompiledRadialFilter(ReferenceRadialFilter):
+    """As :class:`ReferenceRadialFilter`, through ``torch.ops.e3relax.radial_filter`` (banded, fused)."""
+
+    def forward(self, distance: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        return torch.ops.e3relax.radial_filter(distance, weight, bias, self.cutoff, self.envelope_exponent)
