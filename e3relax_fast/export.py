@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Tuple
@@ -191,10 +190,10 @@ def export_aoti(model_or_path: E3Relax | str | Path | None, path: str | Path, de
     dynamic_shapes = ({0: atoms}, {0: atoms}, {0: structures}, {0: structures}, {0: structures + 1})
     with torch.no_grad(), torchscript_deprecation_silenced():  # tracing visits the @torch.jit.export method
         program = torch.export.export(deployed, inputs, dynamic_shapes=dynamic_shapes, strict=False)
-        package = torch._inductor.aoti_compile_and_package(
+        torch._inductor.aoti_compile_and_package(
             program, package_path=str(path),
             inductor_configs={"aot_inductor.metadata": {AOTI_METADATA_KEY: json.dumps(metadata, sort_keys=True)}})
-    return metadata if os.path.exists(package) else {}
+    return metadata
 
 
 def load_aoti(path: str | Path) -> tuple[Any, dict]:

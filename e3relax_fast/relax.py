@@ -222,6 +222,9 @@ class E3Relaxer:
             raise ValueError("max_atoms_per_batch, max_structures_per_batch, window and num_workers must be >= 1, "
                              "max_edges_per_batch >= 0")
 
+        # a calculator class or zero-argument function makes a fresh calculator per structure
+        refine_is_factory = isinstance(refine, type) or not hasattr(refine, "calculate")
+
         def prepare(structure_id: str, structure: Any) -> RelaxResult | tuple[RelaxResult, _Prepared]:
             result = RelaxResult(structure_id, structure)
             try:
@@ -264,8 +267,7 @@ class E3Relaxer:
             for p in prepared:
                 result = p[0] if isinstance(p, tuple) else p
                 if refine is not None and result.ok:
-                    is_factory = isinstance(refine, type) or not hasattr(refine, "calculate")
-                    calculator = refine() if is_factory else refine
+                    calculator = refine() if refine_is_factory else refine
                     result.refined = refine_structure(result.final_structure, calculator, fmax, refine_steps)
                 yield result
 

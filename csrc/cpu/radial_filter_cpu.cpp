@@ -19,6 +19,7 @@
 
 #include <cmath>
 #include <tuple>
+#include <type_traits>
 
 #include "e3relax/radial_filter_common.h"
 
@@ -83,20 +84,15 @@ E3R_CPU_CLONES void forward_edges_double(int64_t begin, int64_t end, const doubl
   forward_edges<double>(begin, end, distance, weight_t, bias, num_basis, channels, inv_cutoff, exponent, out);
 }
 
-inline void forward_edges_any(int64_t begin, int64_t end, const float* d, const float* w, const float* b, int64_t m,
-                              int64_t c, float inv, int64_t p, float* out) {
-  forward_edges_float(begin, end, d, w, b, m, c, inv, p, out);
-}
-inline void forward_edges_any(int64_t begin, int64_t end, const double* d, const double* w, const double* b, int64_t m,
-                              int64_t c, double inv, int64_t p, double* out) {
-  forward_edges_double(begin, end, d, w, b, m, c, inv, p, out);
-}
-
 template <typename scalar_t>
 void forward_kernel(const scalar_t* distance, const scalar_t* weight_t, const scalar_t* bias, int64_t num_edges,
                     int64_t num_basis, int64_t channels, scalar_t inv_cutoff, int64_t exponent, scalar_t* out) {
   at::parallel_for(0, num_edges, kEdgesPerTask, [&](int64_t begin, int64_t end) {
-    forward_edges_any(begin, end, distance, weight_t, bias, num_basis, channels, inv_cutoff, exponent, out);
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      forward_edges_float(begin, end, distance, weight_t, bias, num_basis, channels, inv_cutoff, exponent, out);
+    } else {
+      forward_edges_double(begin, end, distance, weight_t, bias, num_basis, channels, inv_cutoff, exponent, out);
+    }
   });
 }
 
@@ -156,23 +152,19 @@ E3R_CPU_CLONES void backward_chunks_double(int64_t b, int64_t e, const double* g
   backward_chunks<double>(b, e, go, d, w, n, m, c, inv, p, gd, partial);
 }
 
-inline void backward_chunks_any(int64_t b, int64_t e, const float* go, const float* d, const float* w, int64_t n,
-                                int64_t m, int64_t c, float inv, int64_t p, float* gd, float* partial) {
-  backward_chunks_float(b, e, go, d, w, n, m, c, inv, p, gd, partial);
-}
-inline void backward_chunks_any(int64_t b, int64_t e, const double* go, const double* d, const double* w, int64_t n,
-                                int64_t m, int64_t c, double inv, int64_t p, double* gd, double* partial) {
-  backward_chunks_double(b, e, go, d, w, n, m, c, inv, p, gd, partial);
-}
-
 template <typename scalar_t>
 void backward_kernel(const scalar_t* grad_out, const scalar_t* distance, const scalar_t* weight_t, int64_t num_edges,
                      int64_t num_basis, int64_t channels, scalar_t inv_cutoff, int64_t exponent,
                      scalar_t* grad_distance, scalar_t* partial /* [chunks, M*O + O] */) {
   const int64_t num_chunks = (num_edges + kEdgesPerChunk - 1) / kEdgesPerChunk;
   at::parallel_for(0, num_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-    backward_chunks_any(chunk_begin, chunk_end, grad_out, distance, weight_t, num_edges, num_basis, channels,
-                        inv_cutoff, exponent, grad_distance, partial);
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      backward_chunks_float(chunk_begin, chunk_end, grad_out, distance, weight_t, num_edges, num_basis, channels,
+                            inv_cutoff, exponent, grad_distance, partial);
+    } else {
+      backward_chunks_double(chunk_begin, chunk_end, grad_out, distance, weight_t, num_edges, num_basis, channels,
+                             inv_cutoff, exponent, grad_distance, partial);
+    }
   });
 }
 

@@ -77,6 +77,5 @@ def write_release(source: str | Path, path: str | Path, extra_metadata: dict | N
     weights = {k: v.to(storage_dtype) if v.is_floating_point() else v for k, v in payload["model"].items()}
     metadata = {**metadata, **(extra_metadata or {}), "weights_storage_dtype": str(storage_dtype).split(".")[-1]}
     metadata.pop("format_version", None)
-    metadata.pop("train_config_path", None)
     save_checkpoint(path, weights, metadata)
     return read_checkpoint(path)[1]

@@ -60,18 +60,29 @@ _backend.register(_backend.OpBackends("vector_message", vector_message_reference
 MessageGraph = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
+def message_graph_unchecked(edge_index: Tensor, num_nodes: int) -> MessageGraph:
+    """:func:`message_graph` without the sortedness check (a data-dependent branch that ``torch.export``
+    cannot trace), for edge lists straight from ``radius_graph_pbc``, which are sorted by construction.
+    Counts by ``index_add_`` into ``[num_nodes]`` rather than ``bincount``, whose output size depends on
+    the data. TorchScript-compatible."""
+    source, target = edge_index[0], edge_index[1]
+    rowptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=edge_index.device)
+    rowptr[1:] = torch.cumsum(torch.zeros(num_nodes, dtype=torch.long, device=edge_index.device)
+                              .index_add_(0, target, torch.ones_like(target)), 0)
+    source_ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=edge_index.device)
+    source_ptr[1:] = torch.cumsum(torch.zeros(num_nodes, dtype=torch.long, device=edge_index.device)
+                                  .index_add_(0, source, torch.ones_like(source)), 0)
+    perm = torch.argsort(source, stable=True)
+    return rowptr, source.contiguous(), target.contiguous(), perm, source_ptr
+
+
 def message_graph(edge_index: Tensor, num_nodes: int) -> MessageGraph:
     """The CSR form of a target-sorted edge list that the fused kernels walk, found once per batch and
     shared by all layers. Raises ``ValueError`` if ``edge_index`` is not sorted by target."""
-    source, target = edge_index[0], edge_index[1]
+    target = edge_index[1]
     if target.numel() > 1 and bool((target[1:] < target[:-1]).any()):
         raise ValueError("vector_message: edge_index must be sorted by target (as radius_graph returns it)")
-    rowptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=edge_index.device)
-    rowptr[1:] = torch.cumsum(torch.bincount(target, minlength=num_nodes), 0)
-    source_ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=edge_index.device)
-    source_ptr[1:] = torch.cumsum(torch.bincount(source, minlength=num_nodes), 0)
-    perm = torch.argsort(source, stable=True)
-    return rowptr, source.contiguous(), target.contiguous(), perm, source_ptr
+    return message_graph_unchecked(edge_index, num_nodes)
 
 
 def register_fake_kernels() -> None:

@@ -14,24 +14,9 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .message_passing import MessageGraph, vector_message_reference
+from .message_passing import MessageGraph, message_graph_unchecked, vector_message_reference
 from .radial_filter import radial_filter_reference
 from .radius_graph import SELF_IMAGE_MODES, radius_graph_reference
-
-
-def message_graph_unchecked(edge_index: Tensor, num_nodes: int) -> MessageGraph:
-    """:func:`~e3relax_fast.ops.message_graph` without the sortedness check (a data-dependent branch
-    that ``torch.export`` cannot trace); for edge lists straight from ``radius_graph_pbc``, which are
-    sorted by construction."""
-    source, target = edge_index[0], edge_index[1]
-    rowptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=edge_index.device)
-    rowptr[1:] = torch.cumsum(torch.zeros(num_nodes, dtype=torch.long, device=edge_index.device)
-                              .index_add_(0, target, torch.ones_like(target)), 0)
-    source_ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=edge_index.device)
-    source_ptr[1:] = torch.cumsum(torch.zeros(num_nodes, dtype=torch.long, device=edge_index.device)
-                                  .index_add_(0, source, torch.ones_like(source)), 0)
-    perm = torch.argsort(source, stable=True)
-    return rowptr, source.contiguous(), target.contiguous(), perm, source_ptr
 
 
 class ReferenceRadiusGraph(nn.Module):
