@@ -1,22 +1,32 @@
 """Periodic radius graph: our backends against vesin, matscipy, pymatgen and ASE, side by side.
 
-    python bench/bench_radius_graph.py [--smoke] [--problem small fcc] [--json bench/results/radius_graph.jsonl]
+    python bench/bench_radius_graph.py [--smoke] [--problem small fcc20k fcc100k] [--cutoff 5 6]
+                                       [--memory] [--json bench/results/radius_graph.jsonl]
 
-Every library's pair count is checked against ours before its time is reported; ratios are
-``library time / vesin time`` (below 1 is faster than vesin). The pure-PyTorch reference is brute force
-over images (quadratic per structure), so it only runs where that is affordable.
+Every library is asked for the same information our op returns (i, j and the integer cell shift of
+every pair: ``"ijS"`` for vesin, matscipy and ASE; pymatgen's ``find_points_in_spheres`` returns that
+and more), and its pair count is checked against ours before its time is reported. Ratios are
+``library time / fastest competitor's time`` (below 1 is faster). Our op runs on all torch threads and
+on one (``e3relax:cpp/1t``), since the competitors run on one thread. The pure-PyTorch reference is
+brute force over images (quadratic per structure), so it only runs where that is affordable.
+``--memory`` also runs each implementation once in a fresh process and reports its peak RSS growth
+over the inputs, in bytes per pair (the output alone is 40: two int64 indices and three int64 shifts).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import subprocess
 import sys
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 from common import environment, median_time, write_json_lines  # noqa: E402
 from problems import PROBLEMS, Problem  # noqa: E402
 
@@ -24,16 +34,18 @@ from e3relax_fast.ops import backend_report, radius_graph  # noqa: E402
 from e3relax_fast.testing import flat_batch  # noqa: E402
 
 REFERENCE_MAX_ATOMS = 2_000  # per structure; beyond this the brute-force reference is not timed
+OURS = ("e3relax:torch", "e3relax:cpp", "e3relax:cpp/1t")
 
 
 def competitors() -> dict:
+    """name -> function(problem) -> number of pairs, for every installed library."""
     found = {}
     try:
         from vesin import NeighborList
 
         def run_vesin(problem: Problem) -> int:
             calculator = NeighborList(cutoff=problem.cutoff, full_list=True)
-            return sum(len(calculator.compute(p, c, True, "i")[0]) for p, _, c in problem.crystals)
+            return sum(len(calculator.compute(p, c, True, "ijS")[0]) for p, _, c in problem.crystals)
         found["vesin"] = run_vesin
     except ImportError:
         pass
@@ -41,7 +53,7 @@ def competitors() -> dict:
         from matscipy.neighbours import neighbour_list
 
         def run_matscipy(problem: Problem) -> int:
-            return sum(len(neighbour_list("i", positions=p, cell=c, pbc=[True] * 3, cutoff=problem.cutoff))
+            return sum(len(neighbour_list("ijS", positions=p, cell=c, pbc=[True] * 3, cutoff=problem.cutoff)[0])
                        for p, _, c in problem.crystals)
         found["matscipy"] = run_matscipy
     except ImportError:
@@ -60,10 +72,21 @@ def competitors() -> dict:
     from ase.neighborlist import neighbor_list
 
     def run_ase(problem: Problem) -> int:
-        return sum(len(neighbor_list("i", Atoms(positions=p, cell=c, pbc=True), problem.cutoff))
+        return sum(len(neighbor_list("ijS", Atoms(positions=p, cell=c, pbc=True), problem.cutoff)[0])
                    for p, _, c in problem.crystals)
     found["ase"] = run_ase
     return found
+
+
+def _single_threaded(fn):
+    def run():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(threads)
+    return run
 
 
 def our_backends(problem: Problem) -> dict:
@@ -76,42 +99,82 @@ def our_backends(problem: Problem) -> dict:
             continue
         runs[f"e3relax:{backend}"] = (
             lambda backend=backend: int(radius_graph(pos, cell, pbc, ptr, problem.cutoff, backend=backend)[2].sum()))
+    if "e3relax:cpp" in runs:
+        runs["e3relax:cpp/1t"] = _single_threaded(runs["e3relax:cpp"])
     return runs
+
+
+def runners_for(problem: Problem, skip) -> dict:
+    return {**our_backends(problem),
+            **{k: (lambda f=f: f(problem)) for k, f in competitors().items() if k not in skip}}
+
+
+def peak_memory_child(problem_name: str, cutoff: float, smoke: bool, label: str) -> dict:
+    """Runs in a fresh process: the peak RSS growth of one call over the inputs already built."""
+    problem = PROBLEMS[problem_name](smoke, cutoff)
+    run = runners_for(problem, skip=())[label]
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB high-water mark, inputs built
+    pairs = run()
+    growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+    return {"pairs": pairs, "peak_rss_growth_bytes": growth}
+
+
+def peak_memory(problem_name: str, cutoff: float, smoke: bool, label: str) -> dict:
+    spec = json.dumps([problem_name, cutoff, smoke, label])
+    proc = subprocess.run([sys.executable, __file__, "--child", spec], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory run of {label} failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny problems, one repeat: seconds, for CI")
-    parser.add_argument("--problem", nargs="+", default=["small", "fcc"], choices=list(PROBLEMS))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--problem", nargs="+", default=["small", "fcc20k", "fcc100k"], choices=list(PROBLEMS))
+    parser.add_argument("--cutoff", nargs="+", type=float, default=[5.0, 6.0], help="Å")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip", nargs="*", default=["ase"], help="libraries not to time (ASE is ~100x slower)")
+    parser.add_argument("--memory", action="store_true", help="also peak RSS growth, one fresh process per run")
     parser.add_argument("--json", help="append JSON lines here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(peak_memory_child(*json.loads(args.child))))
+        return 0
     repeats = 1 if args.smoke else args.repeats
     rows = []
+    failed = False
     for name in args.problem:
-        problem = PROBLEMS[name](args.smoke)
-        runners = {**our_backends(problem),
-                   **{k: (lambda f=f: f(problem)) for k, f in competitors().items() if k not in args.skip}}
-        counts = {label: fn() for label, fn in runners.items()}
-        expected = counts.get("e3relax:torch", counts.get("vesin"))
-        times = {label: median_time(fn, repeats, warmup=0) for label, fn in runners.items()}
-        baseline = times.get("vesin")
-        print(f"{problem.name}: {len(problem.crystals)} structures, {problem.num_atoms} atoms, "
-              f"cutoff {problem.cutoff} Å, {expected} pairs")
-        for label, seconds in times.items():
-            ratio = seconds / baseline if baseline else float("nan")
-            agrees = counts[label] == expected
-            print(f"  {label:<15} {seconds:9.4f} s  {ratio:7.2f}x vesin  pairs {counts[label]}"
-                  f"{'' if agrees else '  MISMATCH'}")
-            rows.append({"bench": "radius_graph", "problem": problem.name, "impl": label, "median_s": seconds,
-                         "ratio_to_vesin": ratio, "pairs": counts[label], "pairs_agree": agrees,
-                         "smoke": args.smoke, **environment()})
-        if not all(counts[label] == expected for label in counts):
-            print("pair counts disagree", file=sys.stderr)
-            write_json_lines(args.json, rows)
-            return 1
+        for cutoff in args.cutoff:
+            problem = PROBLEMS[name](args.smoke, cutoff)
+            runners = runners_for(problem, args.skip)
+            counts = {label: fn() for label, fn in runners.items()}
+            expected = counts.get("e3relax:torch", counts.get("vesin"))
+            times = {label: median_time(fn, repeats, warmup=0 if args.smoke else 1) for label, fn in runners.items()}
+            rivals = {label: t for label, t in times.items() if label not in OURS}
+            fastest = min(rivals, key=rivals.get) if rivals else None
+            print(f"{problem.name}: {len(problem.crystals)} structures, {problem.num_atoms} atoms, "
+                  f"cutoff {cutoff} Å, {expected} pairs; ratios to the fastest competitor ({fastest})")
+            for label, seconds in times.items():
+                ratio = seconds / rivals[fastest] if fastest else float("nan")
+                agrees = counts[label] == expected
+                row = {"bench": "radius_graph", "problem": problem.name, "cutoff": cutoff, "impl": label,
+                       "median_s": seconds, "fastest_competitor": fastest, "ratio_to_fastest_competitor": ratio,
+                       "pairs": counts[label], "pairs_agree": agrees, "smoke": args.smoke, **environment()}
+                memory = ""
+                if args.memory:
+                    measured = peak_memory(name, cutoff, args.smoke, label)
+                    per_pair = measured["peak_rss_growth_bytes"] / max(1, measured["pairs"])
+                    row["peak_rss_growth_bytes_per_pair"] = per_pair
+                    memory = f"  peak +{measured['peak_rss_growth_bytes'] / 2**20:7.1f} MB ({per_pair:5.1f} B/pair)"
+                print(f"  {label:<15} {seconds:9.4f} s  {ratio:6.2f}x  pairs {counts[label]}"
+                      f"{'' if agrees else '  MISMATCH'}{memory}")
+                rows.append(row)
+            failed |= not all(counts[label] == expected for label in counts)
     write_json_lines(args.json, rows)
+    if failed:
+        print("pair counts disagree", file=sys.stderr)
+        return 1
     return 0
 
 

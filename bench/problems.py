@@ -36,9 +36,10 @@ def fcc_supercell(repeats: int, cutoff: float = 6.0, a: float = 3.6) -> Problem:
     return Problem(f"fcc_{len(frac)}", [(frac @ cell, np.full(len(frac), 29), cell)], cutoff)
 
 
+# name -> (smoke, cutoff in Å) -> Problem
 PROBLEMS = {
-    "small": lambda smoke: small_crystals(20 if smoke else 1000),
-    "fcc": lambda smoke: fcc_supercell(3 if smoke else 8),
-    "fcc20k": lambda smoke: fcc_supercell(3 if smoke else 17),   # 19,652 atoms
-    "fcc100k": lambda smoke: fcc_supercell(3 if smoke else 29),  # 97,556 atoms
+    "small": lambda smoke, cutoff=6.0: small_crystals(20 if smoke else 1000, cutoff),
+    "fcc": lambda smoke, cutoff=6.0: fcc_supercell(3 if smoke else 8, cutoff),
+    "fcc20k": lambda smoke, cutoff=6.0: fcc_supercell(3 if smoke else 17, cutoff),   # 19,652 atoms
+    "fcc100k": lambda smoke, cutoff=6.0: fcc_supercell(3 if smoke else 29, cutoff),  # 97,556 atoms
 }

@@ -38,6 +38,44 @@ def test_identical_to_the_reference(seed, dtype):
         assert_identical(*both((pos, cell, pbc_t, ptr), 5.0, max_neighbors, self_images))
 
 
+def fcc(repeats: int, a: float = 3.6) -> tuple:
+    basis = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+    grid = np.stack(np.meshgrid(*[np.arange(repeats)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
+    frac = ((grid + basis[None]) / repeats).reshape(-1, 3)
+    cell = np.eye(3) * a * repeats
+    return frac @ cell, np.ones(len(frac), dtype=np.int64), cell
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_perfect_lattice_shells_of_equal_distances(dtype):
+    """Shells of 12-24 (nearly) equal distances take the kernel's rank sort; a simple cubic shell of 84
+    exactly equal ones (|n|^2 = 50) its std::sort fallback. Both orders must be the reference's, and
+    the cap must cut inside a shell by source, then shift."""
+    pos, z, cell = fcc(3)
+    rotation = np.linalg.qr(np.random.default_rng(1).normal(size=(3, 3)))[0]
+    cubic = (np.zeros((1, 3)), np.ones(1, dtype=np.int64), np.eye(3))
+    crystals = [(pos, z, cell), (pos @ rotation.T, z, cell @ rotation.T), cubic]
+    args = flat_batch(crystals, dtype=dtype)
+    for cutoff, max_neighbors, self_images in [(6.0, 0, "all"), (6.0, 30, "all"), (6.0, 50, "paper")]:
+        assert_identical(*both((args[0], *args[2:]), cutoff, max_neighbors, self_images))
+    assert_identical(*both((args[0][-1:], args[2][-1:], args[3][-1:], torch.tensor([0, 1])), 7.2))
+
+
+def test_positions_far_outside_the_cell():
+    """Unwrapped positions hundreds of cells away: shifts beyond +-511 do not fit the rank sort's packed
+    key, so the shells of this perfect lattice take the std::sort fallback; random atoms the plain path."""
+    rng = np.random.default_rng(5)
+    crystals = []
+    for pos, z, cell in [fcc(2), random_crystal(rng, 12)]:
+        # along one axis only, so that the brute-force reference's image range stays affordable
+        away = np.stack([rng.integers(-300, 300, size=len(z)), np.zeros(len(z)), np.zeros(len(z))], axis=1)
+        crystals.append((pos + away @ cell, z, cell))
+    args = flat_batch(crystals)
+    ref, cpp = both((args[0], *args[2:]), 6.0)
+    assert_identical(ref, cpp)
+    assert ref[1].abs().max() > 511
+
+
 def test_atoms_exactly_on_cell_faces():
     cell = np.array([[3.1, 0.0, 0.0], [0.4, 2.9, 0.0], [0.2, 0.3, 3.3]])
     frac = np.array([[0.0, 0.0, 0.0], [1.0, 0.5, 0.5], [-1e-17, 1.0 - 1e-16, 0.25], [0.5, 1.0, 1.0], [-0.0, 0.5, 1e-300]])
