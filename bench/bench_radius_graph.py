@@ -34,7 +34,7 @@ from e3relax_fast.ops import backend_report, radius_graph  # noqa: E402
 from e3relax_fast.testing import flat_batch  # noqa: E402
 
 REFERENCE_MAX_ATOMS = 2_000  # per structure; beyond this the brute-force reference is not timed
-OURS = ("e3relax:torch", "e3relax:cpp", "e3relax:cpp/1t")
+OURS = ("e3relax:torch", "e3relax:cpp", "e3relax:cpp/1t", "e3relax:cuda")
 
 
 def competitors() -> dict:
@@ -91,11 +91,15 @@ def _single_threaded(fn):
 
 def our_backends(problem: Problem) -> dict:
     pos, _, cell, pbc, ptr = flat_batch(problem.crystals)
-    available = [e.backend for e in backend_report()["radius_graph"] if e.available and e.backend in ("torch", "cpp")]
+    available = [e.backend for e in backend_report()["radius_graph"] if e.available and e.backend in ("torch", "cpp", "cuda")]
     largest = max(len(z) for _, z, _ in problem.crystals)
     runs = {}
     for backend in available:
         if backend == "torch" and largest > REFERENCE_MAX_ATOMS:
+            continue
+        if backend == "cuda":  # inputs already on the GPU (a screening pipeline's case); .item() syncs
+            on_gpu = [t.cuda() for t in (pos, cell, pbc, ptr)]
+            runs["e3relax:cuda"] = lambda g=on_gpu: int(radius_graph(*g, problem.cutoff, backend="cuda")[2].sum())
             continue
         runs[f"e3relax:{backend}"] = (
             lambda backend=backend: int(radius_graph(pos, cell, pbc, ptr, problem.cutoff, backend=backend)[2].sum()))

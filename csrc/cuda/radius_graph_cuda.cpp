@@ -1,7 +1,7 @@
-// radius_graph_pbc (and its per-target twin _radius_graph_targets) on CUDA: the bookkeeping of
-// e3relax/radius_graph_targets_plan.h on the device, around the three launches of
-// radius_graph_kernels.cu (count, fill + sort + count kept, write). Two host syncs per call (the two
-// totals, to allocate); none per structure. Compiled only in CUDA builds.
+// radius_graph_pbc (and its per-target twin _radius_graph_targets) on CUDA: the cell lists and
+// bookkeeping of e3relax/radius_graph_targets_plan.h on the device, around the three launches of
+// radius_graph_kernels.cu (count, fill + sort + count kept, write). A few host syncs per call (checks
+// and totals, to allocate); none per structure. Compiled only in CUDA builds.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -38,8 +38,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run(const TargetPlan& plan, doubl
   auto stream = c10::cuda::getCurrentCUDAStream();
   const int64_t n_atoms = plan.pos.size(0);
   const scalar_t cutoff_sq = static_cast<scalar_t>(cutoff * cutoff);
-  const TargetGraphArgs g{plan.ptr.data_ptr<int64_t>(), plan.structure.data_ptr<int64_t>(), plan.reach.data_ptr<int>(),
-                          plan.pbc.data_ptr<bool>(), n_atoms, max_neighbors, self_images};
+  const TargetGraphArgs g = plan.args(max_neighbors, self_images);
   const scalar_t* pos = plan.pos.data_ptr<scalar_t>();
   const scalar_t* cell = plan.cell.data_ptr<scalar_t>();
   auto candidate_counts = at::empty({n_atoms}, plan.ptr.options());

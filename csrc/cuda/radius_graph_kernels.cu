@@ -1,10 +1,11 @@
 // radius_graph_pbc on CUDA: one thread per target atom runs the per-target functions of
-// e3relax/radius_graph_target.h (count, fill + sort, finalize), the same code the CPU harness
-// _radius_graph_targets runs in the test suite. Torch-free so that `nvcc -c` checks it without a GPU;
-// csrc/cuda/radius_graph_cuda.cpp does the bookkeeping (prefix sums, allocation) with ATen on the device.
-// Layout: pos [N,3], cell [B,3,3] (rows), pbc [B,3], ptr [B+1], structure [N], reach [B,3] int32.
-// Each thread reads its structure's atoms (small crystals: they stay in L1/L2) and writes only its own
-// segments, so there are no atomics and the output is that of the CPU kernels.
+// e3relax/radius_graph_target.h (count, fill + sort, finalize) over cell lists, the same code the CPU
+// harness _radius_graph_targets runs in the test suite. Torch-free so that `nvcc -c` checks it without a
+// GPU; csrc/cuda/radius_graph_cuda.cpp builds the cell lists and does the bookkeeping (prefix sums,
+// allocation) with ATen on the device. Layout: pos [N,3], cell [B,3,3] (rows) in the input dtype; the
+// cell-list arrays of TargetGraphArgs (images sorted by bin, [I,3] doubles). A target reads at most 3 x 3
+// runs of consecutive images, linear in atoms, and writes only its own segments: no atomics, and the
+// output is that of the CPU kernels.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -23,8 +24,7 @@ __global__ void count_kernel(const scalar_t* pos, const scalar_t* cell, TargetGr
                              int64_t* counts) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= g.num_atoms) return;
-  const int64_t b = g.structure[i], start = g.ptr[b];
-  counts[i] = count_target(pos + 3 * start, g.ptr[b + 1] - start, i - start, cell + 9 * b, g.reach + 3 * b, cutoff_sq);
+  counts[i] = scan_target<false>(g, pos, cell, i, cutoff_sq, static_cast<Candidate<scalar_t>*>(nullptr));
 }
 
 template <typename scalar_t>
@@ -35,7 +35,7 @@ __global__ void fill_kernel(const scalar_t* pos, const scalar_t* cell, TargetGra
   if (i >= g.num_atoms) return;
   const int64_t b = g.structure[i], start = g.ptr[b];
   Candidate<scalar_t>* segment = candidates + candidate_offsets[i];
-  fill_target(pos + 3 * start, g.ptr[b + 1] - start, i - start, cell + 9 * b, g.reach + 3 * b, cutoff_sq, segment);
+  scan_target<true>(g, pos, cell, i, cutoff_sq, segment);
   sort_candidates(segment, candidate_counts[i]);
   edge_counts[i] = finalize_target(segment, candidate_counts[i], g.max_neighbors, g.self_images, pos + 3 * start,
                                    i - start, cell + 9 * b, g.pbc + 3 * b, start, static_cast<int64_t*>(nullptr),

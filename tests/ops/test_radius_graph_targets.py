@@ -63,6 +63,31 @@ def test_equal_to_the_cell_list_kernel_on_a_larger_batch():
     assert all(torch.equal(a, b) for a, b in zip(cpp, ours))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cell_lists_on_a_supercell_and_sparse_or_open_boxes(dtype):
+    """Cases the cell lists must get right beyond small crystals: a perturbed 864-atom supercell (many
+    bins), a few atoms in a 60 Å box (the sparse-box coarsening), a cluster with no periodic axis, and
+    atoms far outside their cell; equal to the CPU kernel, which equals the reference."""
+    rng = np.random.default_rng(4)
+    basis = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+    grid = np.stack(np.meshgrid(*[np.arange(6)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
+    cell = np.array([[21.6, 0.0, 0.0], [1.5, 21.0, 0.0], [0.5, -1.0, 22.0]])
+    supercell = (((grid + basis[None]) / 6).reshape(-1, 3) @ cell + rng.normal(scale=0.05, size=(864, 3)))
+    sparse = rng.uniform(0, 60, size=(3, 3))
+    cluster = rng.normal(scale=3.0, size=(20, 3))
+    far_pos, far_z, far_cell = random_crystal(rng, 8)
+    far_pos = far_pos + rng.integers(-40, 40, size=(8, 3)) @ far_cell
+    crystals = [(supercell, np.ones(864, dtype=np.int64), cell), (sparse, np.ones(3, dtype=np.int64), np.eye(3) * 60),
+                (cluster, np.ones(20, dtype=np.int64), np.eye(3) * 10), (far_pos, far_z, far_cell)]
+    pos, _, cell_t, pbc, ptr = flat_batch(crystals, pbc=[[True] * 3, [True] * 3, [False] * 3, [True, True, False]],
+                                          dtype=dtype)
+    for max_neighbors, self_images in [(0, "all"), (50, "paper")]:
+        cpp = radius_graph(pos, cell_t, pbc, ptr, 6.0, max_neighbors, self_images, backend="cpp")
+        ours = targets(pos, cell_t, pbc, ptr, 6.0, max_neighbors, self_images)
+        assert all(torch.equal(a, b) for a, b in zip(cpp, ours))
+    assert int(cpp[2][0]) > 864 * 50
+
+
 def test_too_small_cell_is_refused_naming_the_structure():
     batch = flat_batch([(np.zeros((1, 3)), np.array([1]), np.eye(3) * 3.0),
                         (np.zeros((1, 3)), np.array([1]), np.diag([3.0, 3.0, 0.001]))])

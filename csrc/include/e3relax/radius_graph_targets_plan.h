@@ -1,7 +1,8 @@
 // Device-agnostic set-up and bookkeeping of the per-target radius graph (radius_graph_target.h): the
-// image reach of every structure, the two prefix sums and the output assembly, as ATen ops on the
+// cell lists of every structure, the two prefix sums and the output assembly, as ATen ops on the
 // tensors' own device, so the CPU harness and the CUDA kernel share them and neither makes a host round
-// trip per structure (two syncs in all: the candidate and edge totals, to allocate).
+// trip per structure (four syncs in all: the data checks, the image check, the image and bin totals, and
+// the candidate and edge totals, to allocate).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -9,6 +10,7 @@
 #include <tuple>
 
 #include "e3relax/radius_graph_checks.h"
+#include "e3relax/radius_graph_target.h"
 
 namespace e3relax {
 
@@ -18,7 +20,19 @@ struct TargetPlan {
   at::Tensor pbc;        // [B,3] bool contiguous
   at::Tensor ptr;        // [B+1] long
   at::Tensor structure;  // [N] long: structure of each atom
-  at::Tensor reach;      // [B,3] int32: image reach per axis
+  // cell lists (TargetGraphArgs in radius_graph_target.h says what each holds)
+  at::Tensor place, cart, wrap;      // [N,3] double, double, int32
+  at::Tensor reach, bins, first_bin;  // [B,3] double, [B,3] long, [B] long
+  at::Tensor bin_start;               // [total bins + 1] long
+  at::Tensor image_cart, image_atom, image_shift;  // [I,3] double, [I] int32, [I,3] int32
+
+  TargetGraphArgs args(int64_t max_neighbors, int64_t self_images) const {
+    return {ptr.data_ptr<int64_t>(),       structure.data_ptr<int64_t>(),  pbc.data_ptr<bool>(),
+            place.data_ptr<double>(),      cart.data_ptr<double>(),        wrap.data_ptr<int32_t>(),
+            reach.data_ptr<double>(),      bins.data_ptr<int64_t>(),       first_bin.data_ptr<int64_t>(),
+            bin_start.data_ptr<int64_t>(), image_cart.data_ptr<double>(),  image_atom.data_ptr<int32_t>(),
+            image_shift.data_ptr<int32_t>(), pos.size(0), max_neighbors, self_images};
+  }
 };
 
 // Data checks on the tensors' own device, before anything is sized from them: ptr starts at 0, ends at
@@ -53,9 +67,22 @@ inline void check_radius_graph_data(const at::Tensor& pos, const at::Tensor& cel
   }
 }
 
+// Exclusive prefix sum along dim 0 (a zero first, the total last).
+inline at::Tensor exclusive_cumsum(const at::Tensor& values) {
+  auto out = at::zeros({values.numel() + 1}, values.options());
+  if (values.numel() > 0) out.slice(0, 1).copy_(at::cumsum(values, 0));
+  return out;
+}
+
+// The cell lists of the CPU kernel, built with ATen ops on the tensors' own device (no per-structure
+// round trip): fractional coordinates wrapped on periodic axes, rho_k = cutoff |b_k| (widened by 1e-4
+// so that rounding never hides an image), every image within rho of the unit box, bins at least rho wide
+// (coarser for sparse structures), and the images sorted by bin (stable: deterministic). Two host syncs:
+// the image check and the image/bin totals, to allocate.
 inline TargetPlan plan_targets(const at::Tensor& pos, const at::Tensor& cell, const at::Tensor& pbc,
                                const at::Tensor& ptr, double cutoff, int64_t max_neighbors, int64_t self_images) {
-  constexpr double kMaxImages = 200000.0;  // as the reference and the cell-list kernel
+  constexpr double kMaxImages = 200000.0;  // as the reference and the CPU kernel
+  constexpr double kReachMargin = 1e-4;
   check_radius_graph_args(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images);
   check_radius_graph_data(pos, cell, ptr);
   TargetPlan plan;
@@ -63,35 +90,105 @@ inline TargetPlan plan_targets(const at::Tensor& pos, const at::Tensor& cell, co
   plan.cell = cell.to(pos.scalar_type()).contiguous();
   plan.pbc = pbc.to(at::kBool).contiguous();
   plan.ptr = ptr.to(at::kLong).contiguous();
-  const int64_t num_structures = plan.ptr.numel() - 1;
+  const int64_t num_structures = plan.ptr.numel() - 1, num_atoms = plan.pos.size(0);
   const auto sizes = plan.ptr.slice(0, 1) - plan.ptr.slice(0, 0, num_structures);
   plan.structure = at::repeat_interleave(at::arange(num_structures, plan.ptr.options()), sizes, /*dim=*/0,
-                                         /*output_size=*/pos.size(0));
-  // |n_k| <= cutoff |b_k| + spread of f_k, in double, exactly as the reference computes it
-  const auto inv = at::linalg_inv(plan.cell.to(at::kDouble));
-  const auto frac = at::bmm(plan.pos.to(at::kDouble).unsqueeze(1), inv.index_select(0, plan.structure)).squeeze(1);
-  const auto index = plan.structure.unsqueeze(1).expand({-1, 3});
-  auto fmin = at::full({num_structures, 3}, INFINITY, frac.options()).scatter_reduce(0, index, frac, "amin");
-  auto fmax = at::full({num_structures, 3}, -INFINITY, frac.options()).scatter_reduce(0, index, frac, "amax");
-  const auto spread = at::where(sizes.unsqueeze(1) > 0, fmax - fmin, at::zeros_like(fmax));
-  auto reach = at::ceil(cutoff * at::linalg_vector_norm(inv, 2, {1}) + spread);
-  reach = at::where(plan.pbc, reach, at::zeros_like(reach));
-  const auto images = (2 * reach + 1).prod(1);
+                                         /*output_size=*/num_atoms);
+  const auto& structure = plan.structure;
+  const auto cell64 = plan.cell.to(at::kDouble);
+  const auto pos64 = plan.pos.to(at::kDouble);
+  const auto inv = num_structures > 0 ? at::linalg_inv(cell64) : cell64.clone();
+  const auto rho = cutoff * at::linalg_vector_norm(inv, 2, {1}) * (1.0 + kReachMargin) + 1e-12;  // [B,3]
+  const auto images = at::where(plan.pbc, 2 * at::ceil(rho + 1) + 1, at::ones_like(rho)).prod(1);
   const auto too_many = images > kMaxImages;
-  if (too_many.any().item<bool>()) {
+  if (num_structures > 0 && too_many.any().item<bool>()) {
     const int64_t b = too_many.to(at::kInt).argmax().item<int64_t>();
     TORCH_CHECK_VALUE(false, "structure ", b, ": field 'cell' is too small for cutoff ", cutoff,
-                      ": the radius graph would need ", images[b].item<double>(),
+                      " Å: the radius graph would need about ", images[b].item<double>(),
                       " periodic images (a lattice vector is far shorter than the cutoff)");
   }
-  plan.reach = reach.to(at::kInt).contiguous();
+
+  // Atoms: wrapped fractional and Cartesian positions.
+  const auto periodic = plan.pbc.index_select(0, structure);  // [N,3]
+  const auto frac = at::bmm(pos64.unsqueeze(1), inv.index_select(0, structure)).squeeze(1);
+  const auto whole = at::where(periodic, at::floor(frac), at::zeros_like(frac));
+  const auto frac_w = frac - whole;
+  plan.wrap = whole.to(at::kInt).contiguous();
+  plan.cart = (pos64 - at::bmm(whole.unsqueeze(1), cell64.index_select(0, structure)).squeeze(1)).contiguous();
+
+  // The padded box of each structure: [-rho, 1 + rho) on periodic axes, the atoms' extent on the others.
+  const auto index = structure.unsqueeze(1).expand({-1, 3});
+  auto low = at::full({num_structures, 3}, INFINITY, frac.options()).scatter_reduce(0, index, frac_w, "amin");
+  auto high = at::full({num_structures, 3}, -INFINITY, frac.options()).scatter_reduce(0, index, frac_w, "amax");
+  const auto occupied = (sizes > 0).unsqueeze(1);
+  low = at::where(occupied, low, at::zeros_like(low));
+  high = at::where(occupied, high, at::zeros_like(high));
+  const auto origin = at::where(plan.pbc, -rho, low);
+  const auto extent = at::where(plan.pbc, 1 + 2 * rho, high - low);
+
+  // Images of each atom: s_k from ceil(-rho - f) to floor(1 + rho - f) on periodic axes, 0 elsewhere.
+  const auto rho_atom = rho.index_select(0, structure);
+  const auto first = at::where(periodic, at::ceil(-rho_atom - frac_w), at::zeros_like(frac_w)).to(at::kLong);
+  const auto last = at::where(periodic, at::floor(1 + rho_atom - frac_w), at::zeros_like(frac_w)).to(at::kLong);
+  const auto per_axis = (last - first + 1).clamp_min(0);  // [N,3]
+  const auto per_atom = per_axis.prod(1);                  // [N]
+  const auto image_offsets = exclusive_cumsum(per_atom);
+  const auto images_per_structure =
+      at::zeros({num_structures}, per_atom.options()).index_add_(0, structure, per_atom);
+
+  // Bins at least rho wide, at most 1024 per axis; a sparse structure's largest axis is halved while it
+  // has more than max(27, 2 * images) bins (the CPU kernel's rule, vectorised over structures).
+  auto bins = at::clamp(at::floor(extent / rho), 1, 1024).to(at::kLong);
+  const auto max_bins = at::clamp_min(2 * images_per_structure, 27);
+  const auto axes = at::arange(3, bins.options());
+  for (int halving = 0; halving < 32; ++halving) {
+    const auto over = (bins.prod(1) > max_bins).unsqueeze(1);
+    const auto largest = axes.unsqueeze(0) == bins.argmax(1, /*keepdim=*/true);
+    bins = at::where(over & largest, at::clamp_min(at::div(bins, 2, "floor"), 1), bins);
+  }
+  const auto width = at::where(extent > 0, extent / bins, at::ones_like(extent));
+  const auto inv_width = 1.0 / width;
+  plan.reach = (rho * inv_width).contiguous();
+  plan.bins = bins.contiguous();
+  const auto bin_offsets = exclusive_cumsum(bins.prod(1));
+  plan.first_bin = bin_offsets.slice(0, 0, num_structures).contiguous();
+  plan.place = ((frac_w - origin.index_select(0, structure)) * inv_width.index_select(0, structure)).contiguous();
+  const auto totals = at::stack({image_offsets[-1], bin_offsets[-1]}).cpu();
+  const int64_t num_images = totals[0].item<int64_t>(), num_bins = totals[1].item<int64_t>();
+
+  // Every image, then sorted by bin (stable: images keep the order atom, s0, s1, s2 within a bin).
+  const auto atom_of = at::repeat_interleave(at::arange(num_atoms, per_atom.options()), per_atom, /*dim=*/0,
+                                             /*output_size=*/num_images);
+  const auto q = at::arange(num_images, per_atom.options()) - image_offsets.index_select(0, atom_of);
+  const auto n = per_axis.index_select(0, atom_of), s_first = first.index_select(0, atom_of);
+  const auto n1 = n.select(1, 1), n2 = n.select(1, 2);
+  const auto shift = at::stack({at::div(q, n1 * n2, "floor"), at::remainder(at::div(q, n2, "floor"), n1),
+                                at::remainder(q, n2)}, 1) + s_first;  // [I,3]
+  const auto structure_of = structure.index_select(0, atom_of);
+  const auto cell_bins = bins.index_select(0, structure_of);
+  const auto coordinate = at::floor((frac_w.index_select(0, atom_of) + shift - origin.index_select(0, structure_of)) *
+                                    inv_width.index_select(0, structure_of))
+                              .to(at::kLong);
+  const auto c = at::minimum(at::clamp_min(coordinate, 0), cell_bins - 1);
+  const auto key = plan.first_bin.index_select(0, structure_of) +
+                   (c.select(1, 0) * cell_bins.select(1, 1) + c.select(1, 1)) * cell_bins.select(1, 2) + c.select(1, 2);
+  const auto order = std::get<1>(at::sort(key, /*stable=*/true, /*dim=*/0, /*descending=*/false));
+  plan.bin_start = exclusive_cumsum(at::bincount(key, /*weights=*/{}, /*minlength=*/num_bins)).contiguous();
+  const auto atom_sorted = atom_of.index_select(0, order);
+  const auto shift_sorted = shift.index_select(0, order);
+  const auto structure_sorted = structure_of.index_select(0, order);
+  plan.image_cart = (plan.cart.index_select(0, atom_sorted) +
+                     at::bmm(shift_sorted.to(at::kDouble).unsqueeze(1), cell64.index_select(0, structure_sorted))
+                         .squeeze(1))
+                        .contiguous();
+  plan.image_atom = (atom_sorted - plan.ptr.index_select(0, structure_sorted)).to(at::kInt).contiguous();
+  plan.image_shift = (shift_sorted - plan.wrap.index_select(0, atom_sorted)).to(at::kInt).contiguous();
   return plan;
 }
 
 // Exclusive prefix sum of per-target counts and the total (one sync).
 inline std::tuple<at::Tensor, int64_t> exclusive_offsets(const at::Tensor& counts) {
-  auto offsets = at::zeros({counts.numel() + 1}, counts.options());
-  if (counts.numel() > 0) offsets.slice(0, 1).copy_(at::cumsum(counts, 0));
+  auto offsets = exclusive_cumsum(counts);
   return {offsets, offsets[-1].item<int64_t>()};
 }
 
