@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from common import environment, write_json_lines  # noqa: E402
+from common import environment, peak_rss_bytes, write_json_lines  # noqa: E402
 
 EDGES_PER_ATOM = 56
 
@@ -53,14 +52,14 @@ def measure(atoms: int, channels: int, backend: str, backward: bool, repeats: in
             for t in tensors:
                 t.grad = None
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # inputs only; ru_maxrss is a high-water mark
+    base = peak_rss_bytes()  # inputs only; a high-water mark
     run()  # warm-up (its peak counts: every run allocates the same)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    peak_growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    peak_growth = (peak_rss_bytes() - base) / 2**20
     return {"seconds": sorted(times)[len(times) // 2], "peak_rss_growth_mb": peak_growth}
 
 

@@ -14,7 +14,6 @@ import argparse
 import itertools
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from common import environment, write_json_lines  # noqa: E402
+from common import environment, peak_rss_bytes, write_json_lines  # noqa: E402
 
 from e3relax_fast.data.pairs import read_pairs  # noqa: E402
 from e3relax_fast.data.store import write_store  # noqa: E402
@@ -64,10 +63,10 @@ def measure(store: str, preset: str, backend: str, batch_size: int, steps: int, 
     trainer = Trainer(config)
     rng = np.random.default_rng(0)
     batches = [collate(trainer.store, rng.choice(trainer.train_indices, batch_size)) for _ in range(4)]
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = peak_rss_bytes()
     rate = steps_per_second(trainer, batches, steps) * batch_size
     return {"structures_per_s": rate,
-            "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024}
+            "peak_rss_growth_mb": (peak_rss_bytes() - rss_before) / 2**20}
 
 
 def main(argv=None) -> int:
