@@ -1,6 +1,7 @@
 """Screening throughput: ``E3Relaxer.relax_many`` against the research code's way and against CHGNet.
 
-    python bench/bench_screening.py [--smoke] [--preset small paper] [--count 1000] [--json FILE]
+    python bench/bench_screening.py [--smoke] [--preset small paper] [--count 1000]
+        [--matmul-precision float32 bfloat16] [--json FILE]
         [--chgnet-python runs/genvenv/bin/python --chgnet-count 30]
 
 Workload: ``count`` real crystals of 4-64 atoms, deterministic: the unrelaxed sides of the shared
@@ -12,7 +13,9 @@ same 2 threads, one run:
   by ``Structure.get_neighbor_list`` (6 Å; nearest 50 per atom, then the paper's six self-image
   edges), the model on that one structure with the pure-PyTorch reference ops.
 - ``e3relax``: ``relax_many`` (size-sorted batches of up to 4096 atoms, graphs in 2 worker threads,
-  compiled ops), ASE Atoms in and out.
+  compiled ops), ASE Atoms in and out; once per ``--matmul-precision`` (``float32``: the same numbers
+  as the research way to rounding; ``bfloat16``: channel-mixing products in bfloat16, and the largest
+  change of any predicted position or cell entry against float32 is reported beside its speed).
 - ``chgnet`` (optional, its own Python with CHGNet installed): CHGNet 0.3.0 + FIRE +
   FrechetCellFilter to fmax 0.05 eV/Å (at most 500 steps) on the first ``--chgnet-count`` crystals;
   its structures/s is set against e3relax's on all of them.
@@ -122,14 +125,21 @@ def research_way(model: E3Relax, crystals: list) -> float:
     return len(crystals) / elapsed
 
 
-def ours(relaxer: E3Relaxer, crystals: list) -> float:
+def ours(relaxer: E3Relaxer, crystals: list) -> tuple[float, list]:
     start = time.perf_counter()
     results = list(relaxer.relax_many(crystals, num_workers=2))
     elapsed = time.perf_counter() - start
     failed = [r.error for r in results if not r.ok]
     if failed:
         raise RuntimeError(f"{len(failed)} structures failed, e.g. {failed[0]}")
-    return len(crystals) / elapsed
+    return len(crystals) / elapsed, results
+
+
+def largest_change(results: list, baseline: list) -> float:
+    """Largest |difference| of any predicted position or cell entry (Å) between two runs."""
+    return max(max(float(np.abs(a.final_structure.positions - b.final_structure.positions).max()),
+                   float(np.abs(a.final_structure.cell[:] - b.final_structure.cell[:]).max()))
+               for a, b in zip(results, baseline))
 
 
 def chgnet(python: str, crystals: list, threads: int) -> dict:
@@ -149,6 +159,8 @@ def main(argv=None) -> int:
     parser = bench_parser(__doc__, count=1000, batched=False)
     parser.add_argument("--chgnet-python", help="a Python with chgnet installed (e.g. runs/genvenv/bin/python)")
     parser.add_argument("--chgnet-count", type=int, default=30)
+    parser.add_argument("--matmul-precision", nargs="+", default=["float32", "bfloat16"],
+                        choices=["float32", "bfloat16"])
     args = parser.parse_args(argv)
     count = 4 if args.smoke else args.count
     crystals = workload(count, args.smoke)
@@ -163,22 +175,31 @@ def main(argv=None) -> int:
               f"{np.median(chgnet_result['steps']):.0f} FIRE steps, {chgnet_result['converged']} converged", flush=True)
     for preset in (["small"] if args.smoke else args.preset):
         if preset == "small" and not args.smoke:
-            relaxer = E3Relaxer.from_pretrained(device="cpu", on_unknown_element="warn")
+            load = lambda precision: E3Relaxer.from_pretrained(  # noqa: E731
+                device="cpu", on_unknown_element="warn", matmul_precision=precision)
         else:
             torch.manual_seed(0)
-            relaxer = E3Relaxer(E3Relax(E3RelaxConfig.preset(preset)), device="cpu")
-        fast = ours(relaxer, crystals)
-        slow = research_way(relaxer.model, crystals)
-        row = {"bench": "screening", "smoke": args.smoke, "preset": preset, "crystals": count, "atoms": atoms_total,
-               "e3relax_per_s": fast, "research_per_s": slow, "ratio_vs_research": fast / slow, **environment()}
-        if chgnet_result is not None:
-            row.update(chgnet_per_s=chgnet_rate, chgnet_crystals=chgnet_result["count"],
-                       chgnet_median_steps=float(np.median(chgnet_result["steps"])),
-                       ratio_vs_chgnet=fast / chgnet_rate)
-        rows.append(row)
-        extra = f", {fast / chgnet_rate:.0f}x CHGNet+FIRE" if chgnet_result is not None else ""
-        print(f"{preset}: {count} crystals ({atoms_total} atoms): e3relax {fast:.1f} structures/s, research way "
-              f"{slow:.2f} structures/s ({fast / slow:.1f}x){extra}", flush=True)
+            model = E3Relax(E3RelaxConfig.preset(preset))
+            load = lambda precision: E3Relaxer(model, device="cpu", matmul_precision=precision)  # noqa: E731
+        measured = {precision: ours(load(precision), crystals) for precision in args.matmul_precision}
+        slow = research_way(load("float32").model, crystals)
+        baseline = measured.get("float32", (None, None))[1]
+        for precision, (fast, results) in measured.items():
+            row = {"bench": "screening", "smoke": args.smoke, "preset": preset, "matmul_precision": precision,
+                   "crystals": count, "atoms": atoms_total, "e3relax_per_s": fast, "research_per_s": slow,
+                   "ratio_vs_research": fast / slow, **environment()}
+            change = ""
+            if baseline is not None and precision != "float32":
+                row["max_change_vs_float32_A"] = largest_change(results, baseline)
+                change = f", largest change vs float32 {row['max_change_vs_float32_A']:.1e} Å"
+            if chgnet_result is not None:
+                row.update(chgnet_per_s=chgnet_rate, chgnet_crystals=chgnet_result["count"],
+                           chgnet_median_steps=float(np.median(chgnet_result["steps"])),
+                           ratio_vs_chgnet=fast / chgnet_rate)
+            rows.append(row)
+            extra = f", {fast / chgnet_rate:.0f}x CHGNet+FIRE" if chgnet_result is not None else ""
+            print(f"{preset} ({precision} products): {count} crystals ({atoms_total} atoms): e3relax {fast:.1f} "
+                  f"structures/s, research way {slow:.2f} structures/s ({fast / slow:.1f}x){extra}{change}", flush=True)
     write_json_lines(args.json, rows)
     return 0
 

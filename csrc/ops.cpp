@@ -26,6 +26,11 @@
 //                         csrc/radial_filter_autograd.cpp; the device kernels are
 //   radial_filter_forward / radial_filter_backward (grad_out, distance, weight, cutoff, exponent ->
 //                         grad_distance, grad_weight, grad_bias).
+//   radial_vector_message vector_message with w = radial_filter(distance, weight, bias, cutoff,
+//                         envelope_exponent) computed inside and never stored (ops/radial_message.py):
+//                         phi [N,3F], distance [E] (Å), weight [3F,M], bias [3F], cutoff, exponent,
+//                         vec [N,3,F], unit [E,3], rowptr [N+1], source [E] -> dh [N,F], dvec [N,3,F].
+//                         Inference only: no autograd kernel (training runs the two ops).
 
 #include <torch/library.h>
 
@@ -73,6 +78,9 @@ TORCH_LIBRARY(e3relax, m) {
       "Tensor rowptr, Tensor source, Tensor target, Tensor perm, Tensor source_ptr) -> (Tensor grad_phi, "
       "Tensor grad_w, Tensor grad_vec, Tensor grad_unit)");
   m.def("radial_filter(Tensor distance, Tensor weight, Tensor bias, float cutoff, int envelope_exponent) -> Tensor");
+  m.def(
+      "radial_vector_message(Tensor phi, Tensor distance, Tensor weight, Tensor bias, float cutoff, "
+      "int envelope_exponent, Tensor vec, Tensor unit, Tensor rowptr, Tensor source) -> (Tensor dh, Tensor dvec)");
   m.def(
       "radial_filter_forward(Tensor distance, Tensor weight, Tensor bias, float cutoff, int envelope_exponent) "
       "-> Tensor");

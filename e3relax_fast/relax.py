@@ -6,6 +6,7 @@ input order) under ``e3relax predict``.
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,9 @@ from .model import E3Relax
 from .ops import neighbors
 from .ops.checks import check_batch
 from .refine import refine as refine_structure
+
+
+MATMUL_PRECISIONS = ("float32", "bfloat16")
 
 
 def _validated_arrays(model: E3Relax, structure: Any, structure_id: str):
@@ -86,15 +90,29 @@ class E3Relaxer:
         device, dtype: where and in what precision the model runs (inputs stay float64 on the host).
         on_unknown_element: ``"error"`` (a structure with an element not seen in training gets an
             error result) or ``"warn"`` (it is relaxed, with a warning).
+        matmul_precision: ``"float32"`` (default: every product in ``dtype``) or ``"bfloat16"``: the
+            channel-mixing products in bfloat16 with float32 accumulation, geometry and heads kept in
+            ``dtype`` (:meth:`E3Relax.reduce_matmul_precision`). Fast on CPUs with AMX or AVX512-BF16
+            and on GPUs; the predictions move slightly (the README gives the measured change).
     """
 
     def __init__(self, model: E3Relax, metadata: dict | None = None, device: str | torch.device | None = None,
-                 dtype: torch.dtype = torch.float32, on_unknown_element: str = "error"):
+                 dtype: torch.dtype = torch.float32, on_unknown_element: str = "error",
+                 matmul_precision: str = "float32"):
         if on_unknown_element not in ("error", "warn"):
             raise ValueError(f"on_unknown_element must be 'error' or 'warn', got {on_unknown_element!r}")
+        if matmul_precision not in MATMUL_PRECISIONS:
+            raise ValueError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {matmul_precision!r}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
-        self.model = model.to(device=self.device, dtype=dtype).eval()
+        self.matmul_precision = matmul_precision
+        model = model.to(device=self.device, dtype=dtype).eval()
+        if matmul_precision != "float32":
+            if not isinstance(model, E3Relax):
+                raise ValueError("matmul_precision applies to checkpoints and shipped models, not to exported "
+                                 "artifacts (their precision was fixed at export)")
+            model = copy.deepcopy(model).reduce_matmul_precision(getattr(torch, matmul_precision))
+        self.model = model
         self.metadata = metadata or {}
         self.elements = set(self.metadata.get("elements") or [])
         self.on_unknown_element = on_unknown_element

@@ -153,3 +153,15 @@ def test_refine_in_the_api_takes_a_calculator_or_a_factory(relaxer):
         assert result.refined.converged and result.refined.steps > 0
         assert isinstance(result.refined.structure, Atoms) and result.refined.structure is not result.final_structure
         assert np.abs(result.refined.structure.positions - result.final_structure.positions).max() > 0
+
+
+def test_matmul_precision_is_checked_and_leaves_the_callers_model_alone(make_model):
+    model = make_model(layers=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="matmul_precision must be one of float32, bfloat16"):
+        E3Relaxer(model, device="cpu", dtype=torch.float64, matmul_precision="int8")
+    reduced = E3Relaxer(model, device="cpu", dtype=torch.float64, matmul_precision="bfloat16")
+    assert any(p.dtype == torch.bfloat16 for p in reduced.model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a copy was reduced
+    result = reduced.relax(structures()[0])
+    assert result.ok and np.isfinite(result.final_structure.positions).all()

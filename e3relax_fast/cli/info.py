@@ -22,6 +22,18 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def _bfloat16_support(torch) -> str:
+    """Whether bfloat16 matrix products have hardware here: they are only worth it where they do."""
+    if torch.cuda.is_available():
+        return "CUDA device (tensor cores)"
+    cpu = getattr(torch, "cpu", None)
+    if cpu is not None and getattr(cpu, "_is_amx_tile_supported", lambda: False)():
+        return "AMX tiles on this CPU (fast)"
+    if cpu is not None and getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
+        return "AVX512-BF16 on this CPU (faster than float32)"
+    return "no bfloat16 hardware found: emulated, slower than float32 here"
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -52,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     print("shipped models: " + (", ".join(f"{n}{' (default)' if n == DEFAULT_MODEL else ''}" for n in shipped)
                                 if shipped else f"none found in {PRETRAINED_DIR} (broken install?)"))
     print("export formats: torchscript (.ts.pt), aoti (.pt2; needs a C++ compiler to export)")
+    print("bfloat16 products (--matmul-precision bfloat16): " + _bfloat16_support(torch))
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("TRITON_INTERPRET=1: Triton kernels run in the (slow) CPU interpreter")
     if args.model:

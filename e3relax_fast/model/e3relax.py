@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import AtomMessageBlock, AtomUpdateBlock, GaussianRBF, LatticeNodeBlock, PositionUpdateBlock, safe_norm
+from ..nn.layers import MLP, ReducedPrecisionLinear, ReducedPrecisionMLP
 from ..ops import MessageGraph, atom_structure_index, check_batch, edge_vectors, message_graph, radius_graph
 from ..ops.scripted import (CompiledMessageGraph, CompiledRadialFilter, CompiledRadiusGraph, CompiledVectorMessage,
                             NoMessageGraph, ReferenceRadialFilter, ReferenceRadiusGraph, ReferenceVectorMessage)
@@ -153,6 +154,28 @@ class E3Relax(nn.Module):
             layer.message.aggregation_op = CompiledVectorMessage() if compiled else ReferenceVectorMessage()
             layer.message.filter_op = filter_op(layer.message.rbf_cutoff, layer.message.envelope_exponent)
             layer.message.held_ops = eager
+        return self
+
+    def reduce_matmul_precision(self, dtype: torch.dtype = torch.bfloat16) -> "E3Relax":
+        """For inference: run the channel-mixing matrix products in ``dtype`` (bfloat16), in place.
+
+        Every :class:`MLP` becomes a :class:`ReducedPrecisionMLP` (input rounded to bfloat16, both
+        products accumulated in float32 with the hidden activation kept in bfloat16, output back in the
+        model's dtype) and every other ``nn.Linear`` with at least 8 outputs a
+        :class:`ReducedPrecisionLinear`. Positions, cells, edge geometry, the radial filters and the
+        residual sums stay in the model's dtype, as do the two heads that write displacements and
+        lattice increments (one output each). On CPUs with AMX or AVX512-BF16 the products run ~8x faster; elsewhere this is slower.
+        The result is no longer the float32 model to rounding: measure (``bench/bench_screening.py``).
+        """
+        if dtype not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be torch.bfloat16 or torch.float16, got {dtype}")
+        for module in list(self.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, MLP):
+                    setattr(module, name, ReducedPrecisionMLP(child, dtype))
+                # edge_filter's weights go to the radial kernels as they are, never through a product
+                elif isinstance(child, nn.Linear) and name != "edge_filter" and child.out_features >= 8:
+                    setattr(module, name, ReducedPrecisionLinear(child, dtype))
         return self
 
     def set_backend(self, backend: str) -> "E3Relax":

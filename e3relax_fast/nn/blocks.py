@@ -13,7 +13,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..ops import MessageGraph, radial_filter, vector_message
+from ..ops import MessageGraph, radial_filter, radial_vector_message, vector_message
+from ..ops import _backend
 from ..ops.scripted import ReferenceRadialFilter, ReferenceVectorMessage
 from .layers import MLP, channel_norm, linear
 
@@ -64,9 +65,18 @@ class LatticeNodeBlock(nn.Module):
         return g, lattice_vec, increment
 
 
+def _fused_message_ready(backend: str, device: torch.device) -> bool:
+    """Whether the filter-fused message kernel (``ops.radial_vector_message``) serves this backend request
+    on this device; it has a CPU kernel only, and no backward."""
+    if backend not in ("auto", "cpp") or device.type != "cpu":
+        return False
+    return _backend.select("radial_vector_message", device, backend)[0] == "cpp"
+
+
 class AtomMessageBlock(nn.Module):
     """Step 2: sum of scalar and vector messages over incoming edges: the edge filter on the radial
-    basis (``ops.radial_filter``) and the aggregation (``ops.vector_message``).
+    basis (``ops.radial_filter``) and the aggregation (``ops.vector_message``); without autograd on the
+    CPU, the two in one kernel that never stores the filter (``ops.radial_vector_message``).
 
     ``forward(h [N,F], vec [N,3,F], distance [E] (Å), edge_unit [E,3], edge_index [2,E], csr)``.
     """
@@ -92,6 +102,9 @@ class AtomMessageBlock(nn.Module):
         if torch.jit.is_scripting() or self.held_ops:
             w = self.filter_op(distance, weight, bias)
             dh, dvec = self.aggregation_op(self.node_mlp(h), w, vec, edge_unit, edge_index, csr)
+        elif not torch.is_grad_enabled() and _fused_message_ready(self.backend, h.device):
+            dh, dvec = radial_vector_message(self.node_mlp(h), distance, weight, bias, self.rbf_cutoff,
+                                             self.envelope_exponent, vec, edge_unit, edge_index, "cpp", csr)
         else:
             # the radial filter has a CPU kernel only: other backend requests take the best available
             filter_backend = self.backend if self.backend == "torch" or self.backend == "cpp" else "auto"

@@ -24,6 +24,47 @@ def linear(in_features: int, out_features: int, bias: bool = True) -> nn.Linear:
     return nn.Linear(in_features, out_features, bias=bias)
 
 
+class ReducedPrecisionLinear(nn.Module):
+    """A trained Linear whose matrix product runs in a narrower float type (bfloat16) for inference:
+    the input is rounded to it, the product accumulates in float32 (oneDNN; AMX or AVX512-BF16 where
+    the CPU has them), and the result returns to the input's dtype before the bias is added in it.
+    Inputs [..., in_features] -> [..., out_features]. No gradients: built from a trained layer."""
+
+    def __init__(self, source: nn.Linear, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.in_features, self.out_features = source.in_features, source.out_features
+        self.weight = nn.Parameter(source.weight.detach().to(dtype).clone(), requires_grad=False)
+        self.bias = None if source.bias is None else nn.Parameter(source.bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = functional.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
+        if self.bias is not None:
+            out = out + self.bias.to(x.dtype)
+        return out
+
+
+class ReducedPrecisionMLP(nn.Module):
+    """A trained :class:`MLP` with both products in a narrower float type (bfloat16) for inference: the
+    hidden activation stays in that type between them (one rounding of the input, one return of the
+    output to the input's dtype), biases are added inside the products. [..., in] -> [..., out]."""
+
+    def __init__(self, source: "MLP", dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        first, second = source[0], source[2]
+        self.activate_output = len(source) > 3
+        self.weight1 = nn.Parameter(first.weight.detach().to(dtype).clone(), requires_grad=False)
+        self.bias1 = nn.Parameter(first.bias.detach().to(dtype).clone(), requires_grad=False)
+        self.weight2 = nn.Parameter(second.weight.detach().to(dtype).clone(), requires_grad=False)
+        self.bias2 = nn.Parameter(second.bias.detach().to(dtype).clone(), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        hidden = functional.silu(functional.linear(x.to(self.weight1.dtype), self.weight1, self.bias1)) * (1.0 / 0.6)
+        out = functional.linear(hidden, self.weight2, self.bias2).to(x.dtype)
+        if self.activate_output:
+            out = functional.silu(out) * (1.0 / 0.6)
+        return out
+
+
 class MLP(nn.Sequential):
     """Linear -> ScaledSiLU -> Linear, optionally followed by another ScaledSiLU."""
 

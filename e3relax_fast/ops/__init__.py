@@ -1,6 +1,7 @@
 """Registered ops, backend dispatch and their pure-PyTorch references.
 
-Public: :func:`radius_graph`, :func:`vector_message`, :func:`radial_filter`, :func:`edge_vectors`, :func:`check_batch`,
+Public: :func:`radius_graph`, :func:`vector_message`, :func:`radial_filter`, :func:`radial_vector_message`,
+:func:`edge_vectors`, :func:`check_batch`,
 each with ``backend="auto" | "torch" | "cpp" | "cuda" | "triton"`` where a fast kernel exists.
 """
 
@@ -11,6 +12,8 @@ from .message_passing import MessageGraph, message_graph, register_fake_kernels,
 from .neighbors import neighbors
 from .radial_filter import gaussian_basis, polynomial_envelope, radial_filter, radial_filter_reference
 from .radial_filter import register_fake_kernels as _register_radial_filter_fakes
+from .radial_message import radial_vector_message, radial_vector_message_reference
+from .radial_message import register_fake_kernels as _register_radial_message_fakes
 from .radius_graph import radius_graph, radius_graph_reference, register_fake_kernel
 
 # Load the op library now (a dlopen; nothing is compiled) so that torch.ops.e3relax.* exist after
@@ -19,6 +22,7 @@ if _library.status().loaded:
     register_fake_kernel()
     register_fake_kernels()
     _register_radial_filter_fakes()
+    _register_radial_message_fakes()
 
 BACKENDS = _backend.BACKENDS
 backend_report = _backend.report
@@ -37,6 +41,8 @@ __all__ = [
     "polynomial_envelope",
     "radial_filter",
     "radial_filter_reference",
+    "radial_vector_message",
+    "radial_vector_message_reference",
     "message_graph",
     "radius_graph",
     "radius_graph_reference",

@@ -2,9 +2,10 @@
 
 ``phi`` is the basis of ``nn.GaussianRBF`` (``M`` Gaussians on ``t = d / cutoff`` times a polynomial
 envelope). The reference materialises ``phi`` as an ``[E, M]`` tensor and multiplies by ``W``; the fused
-kernel (``torch.ops.e3relax.radial_filter``) never forms it and sums only the 19 basis functions within
-9 widths of each distance: the others are below ``exp(-40.5) = 2.6e-18`` of the largest, under float64
-rounding, so the result equals the reference to rounding. The basis and the filter were about two
+kernel (``torch.ops.e3relax.radial_filter``) never forms it and sums only the basis functions within 9
+widths of each distance in float64 (19 terms; the others are below ``exp(-40.5) = 2.6e-18`` of the
+largest, under float64 rounding) and 6 widths in float32 (13 terms; the others below ``exp(-18) = 1.5e-8``,
+under float32 rounding), so the result equals the reference to rounding. The basis and the filter were about two
 thirds of E3Relax's time on the CPU (128 exponentials and a 128-wide matrix product per edge and layer).
 """
 

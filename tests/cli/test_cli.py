@@ -41,6 +41,16 @@ def test_predict_without_a_model_uses_the_shipped_one(tmp_path, capsys):
     assert len(read(output, ":")) == 20
 
 
+def test_predict_with_bfloat16_products_stays_near_float32(tmp_path):
+    exact, reduced = tmp_path / "exact.extxyz", tmp_path / "reduced.extxyz"
+    assert main(["predict", "-i", EXAMPLES, "-o", str(exact), "--no-progress"]) == 0
+    assert main(["predict", "-i", EXAMPLES, "-o", str(reduced), "--no-progress", "--matmul-precision", "bfloat16"]) == 0
+    pairs = list(zip(read(exact, ":"), read(reduced, ":")))
+    assert len(pairs) == 20
+    change = max(abs(a.positions - b.positions).max() for a, b in pairs)
+    assert 0 < change < 0.03
+
+
 def test_predict_refuses_a_model_and_untrained_together(tmp_path, capsys):
     assert main(["predict", "-i", EXAMPLES, "-o", str(tmp_path / "o.extxyz"), "-m", "e3relax-small",
                  "--untrained"]) == 2

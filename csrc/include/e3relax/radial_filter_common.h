@@ -2,9 +2,11 @@
 // polynomial envelope, restricted to the band of basis functions that are not negligible.
 //
 // Basis (nn/radial.py): phi_m(d) = env(t) exp(-(t - m/(M-1))^2 / (2/(M-1)^2)), t = d / cutoff, m < M.
-// With x = t (M-1) the exponent is -(x - m)^2 / 2, so only m within kBandHalfWidth of x matter: every
-// omitted term is below exp(-9^2 / 2) = 2.6e-18 of the largest, under float64 rounding. The filter
-// out = bias + W phi(d) thus costs 2 * 9 + 1 = 19 multiply-adds per output channel instead of M = 128.
+// With x = t (M-1) the exponent is -(x - m)^2 / 2, so only m within band_half_width<T>() of x matter:
+// in float64 (9) every omitted term is below exp(-9^2 / 2) = 2.6e-18 of the largest, under float64
+// rounding (1.1e-16); in float32 (6) below exp(-6^2 / 2) = 1.5e-8, under float32 rounding (6.0e-8). The
+// filter out = bias + W phi(d) thus costs 19 (float64) or 13 (float32) multiply-adds per output channel
+// instead of M = 128.
 #pragma once
 
 #include <cmath>
@@ -14,20 +16,25 @@
 
 namespace e3relax {
 
-constexpr int kBandHalfWidth = 9;
+constexpr int kBandHalfWidth = 9;  // the widest band (float64): sizes per-edge buffers
+
+template <typename T>
+E3R_HOST_DEVICE constexpr int band_half_width() {
+  return sizeof(T) >= sizeof(double) ? 9 : 6;
+}
 
 struct Band {
   int64_t first;  // first basis index of the band
   int64_t last;   // last basis index (inclusive); last < first when the edge is beyond the cutoff
 };
 
-// Basis indices within kBandHalfWidth of x = t (M-1); empty for t >= 1 (the envelope is zero there).
+// Basis indices within band_half_width<T>() of x = t (M-1); empty for t >= 1 (the envelope is zero there).
 template <typename T>
 E3R_HOST_DEVICE Band basis_band(T t, int64_t num_basis) {
   if (!(t < T(1))) return {0, -1};
   const T x = t * static_cast<T>(num_basis - 1);
-  int64_t first = static_cast<int64_t>(std::ceil(x - T(kBandHalfWidth)));
-  int64_t last = static_cast<int64_t>(std::floor(x + T(kBandHalfWidth)));
+  int64_t first = static_cast<int64_t>(std::ceil(x - T(band_half_width<T>())));
+  int64_t last = static_cast<int64_t>(std::floor(x + T(band_half_width<T>())));
   if (first < 0) first = 0;
   if (last > num_basis - 1) last = num_basis - 1;
   return {first, last};

@@ -1,0 +1,86 @@
+"""The message step of E3Relax with its edge filter fused in, for inference.
+
+``radial_vector_message(phi, distance, weight, bias, ...) == vector_message(phi, radial_filter(distance,
+weight, bias, ...), ...)``: the compiled kernel computes each edge's filter ``w_e = bias + W phi(d_e)``
+channel block by channel block in registers and uses it at once, so the ``[E, 3F]`` filter tensor (the
+largest of a layer: 1.2 GB for 190k edges at F = 512) is never written nor read back. It performs the
+same operations in the same order as the two ops, so it equals them bit for bit.
+
+It has no backward: training runs :func:`radial_filter` and :func:`vector_message`, which do.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import _backend
+from .message_passing import MessageGraph, message_graph, vector_message_reference
+from .radial_filter import radial_filter_reference
+
+
+def radial_vector_message_reference(phi: Tensor, distance: Tensor, weight: Tensor, bias: Tensor, cutoff: float,
+                                    envelope_exponent: int, vec: Tensor, unit: Tensor,
+                                    edge_index: Tensor) -> Tuple[Tensor, Tensor]:
+    """The two references in turn. TorchScript-compatible.
+
+    Args:
+        phi: [N, 3F] projected node scalars.
+        distance: [E] edge lengths (Å).
+        weight: [3F, M] edge-filter weights on the M Gaussians; bias: [3F].
+        cutoff: r_c of the Gaussian basis (Å). envelope_exponent: p of its envelope.
+        vec: [N, 3, F] node vector features. unit: [E, 3] edge unit vectors.
+        edge_index: [2, E] (source j, target i), sorted by target.
+
+    Returns:
+        dh [N, F], dvec [N, 3, F].
+    """
+    w = radial_filter_reference(distance, weight, bias, cutoff, envelope_exponent)
+    return vector_message_reference(phi, w, vec, unit, edge_index)
+
+
+_backend.register(_backend.OpBackends("radial_vector_message", radial_vector_message_reference,
+                                      "radial_vector_message"))
+
+
+def register_fake_kernels() -> None:
+    """Output shapes for FakeTensor tracing (torch.compile, export)."""
+    if getattr(register_fake_kernels, "done", False) or not hasattr(torch.ops.e3relax, "radial_vector_message"):
+        return
+
+    @torch.library.register_fake("e3relax::radial_vector_message")
+    def _(phi, distance, weight, bias, cutoff, envelope_exponent, vec, unit, rowptr, source):
+        return vec.new_empty((vec.shape[0], vec.shape[2])), torch.empty_like(vec)
+
+    register_fake_kernels.done = True  # type: ignore[attr-defined]
+
+
+@torch.jit.unused
+def _dispatch(phi: Tensor, distance: Tensor, weight: Tensor, bias: Tensor, cutoff: float, envelope_exponent: int,
+              vec: Tensor, unit: Tensor, edge_index: Tensor, backend: str,
+              csr: Optional[MessageGraph]) -> Tuple[Tensor, Tensor]:
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (phi, distance, weight, bias, vec, unit)):
+        raise ValueError("radial_vector_message has no backward (inference only): under autograd, call "
+                         "radial_filter and vector_message, or run under torch.no_grad()")
+    name, impl = _backend.select("radial_vector_message", phi.device, backend)
+    if name == "torch":
+        return impl(phi, distance, weight, bias, cutoff, envelope_exponent, vec, unit, edge_index)
+    if csr is None:
+        csr = message_graph(edge_index, vec.shape[0])
+    return impl(phi, distance, weight, bias, cutoff, envelope_exponent, vec, unit, csr[0], csr[1])
+
+
+def radial_vector_message(phi: Tensor, distance: Tensor, weight: Tensor, bias: Tensor, cutoff: float,
+                          envelope_exponent: int, vec: Tensor, unit: Tensor, edge_index: Tensor,
+                          backend: str = "auto", csr: Optional[MessageGraph] = None) -> Tuple[Tensor, Tensor]:
+    """``vector_message(phi, radial_filter(distance, weight, bias, cutoff, envelope_exponent), vec, unit,
+    edge_index)`` without storing the filter; shapes as :func:`radial_vector_message_reference`.
+    ``backend``: ``"auto"``, ``"torch"`` or ``"cpp"`` (no CUDA or Triton kernel yet: ``auto`` takes the
+    reference there). Inference only: raises ``ValueError`` when an input requires grad under autograd.
+    Under TorchScript the reference runs."""
+    if torch.jit.is_scripting():
+        return radial_vector_message_reference(phi, distance, weight, bias, cutoff, envelope_exponent, vec, unit,
+                                               edge_index)
+    return _dispatch(phi, distance, weight, bias, cutoff, envelope_exponent, vec, unit, edge_index, backend, csr)
