@@ -9,6 +9,8 @@ from . import ops
 from ._version import __version__
 from .model import E3Relax, E3RelaxConfig
 from .ops import neighbors
+from .allocator import tune_cpu_allocator
 from .relax import E3Relaxer, RelaxResult
 
-__all__ = ["E3Relax", "E3RelaxConfig", "E3Relaxer", "RelaxResult", "__version__", "neighbors", "ops"]
+__all__ = ["E3Relax", "E3RelaxConfig", "E3Relaxer", "RelaxResult", "__version__", "neighbors", "ops",
+           "tune_cpu_allocator"]

@@ -161,7 +161,7 @@ class E3Relaxer:
             # The compiled neighbour kernel releases the GIL: worker threads build graphs while the
             # model runs. Same kernel and settings as inside the model, so the edges are identical.
             edge_index, shifts, _ = neighbors(arrays[0], arrays[2], arrays[3], self.model.graph_cutoff,
-                                              self.model.max_neighbors, self.model.self_images)
+                                              self.model.max_neighbors, self.model.self_images, threads=1)
             graph = (edge_index, shifts)
         return _Prepared(arrays, graph)
 
@@ -221,7 +221,7 @@ class E3Relaxer:
         return result
 
     def relax_many(self, structures: Iterable[Any], max_atoms_per_batch: int = 4096,
-                   max_structures_per_batch: int = 256, window: int = 1024,
+                   max_structures_per_batch: int = 256, window: int = 256,
                    ids: Iterable[str] | None = None, max_edges_per_batch: int = 0,
                    num_workers: int = 1, refine: Any = None, fmax: float = 0.05,
                    refine_steps: int = 500) -> Iterator[RelaxResult]:
@@ -229,8 +229,10 @@ class E3Relaxer:
         items are tuples), streamed: ``window`` inputs at a time are validated and their graphs built in
         ``num_workers`` threads (the next window while the model runs this one), sorted by size and
         packed into batches of at most ``max_atoms_per_batch`` atoms and ``max_edges_per_batch`` edges
-        (0: no edge budget); a structure over a budget goes alone. Results come back in input order. A
-        structure that fails validation, or whose batch fails even alone, yields a result with ``error``.
+        (0: no edge budget); a structure over a budget goes alone, and a window's last, partly filled
+        batch is topped up from the next window. Results come back in input order, a window's once all
+        of them are done. A structure that fails validation, or whose batch fails even alone, yields a
+        result with ``error``.
 
         ``refine``: an ASE calculator, or a zero-argument factory of one, that then relaxes each
         prediction with FIRE + ``FrechetCellFilter`` to ``fmax`` eV/Å in at most ``refine_steps`` steps
@@ -267,37 +269,61 @@ class E3Relaxer:
             if chunk:
                 yield chunk
 
-        def run_window(prepared: list) -> Iterator[RelaxResult]:
-            good = sorted((p for p in prepared if isinstance(p, tuple)), key=lambda p: p[1].size)
+        def packed(items: list) -> list[list]:
+            """Size-sorted items cut into batches within the atom, structure and edge budgets."""
+            batches: list[list] = []
             batch: list = []
             atoms = edges = 0
-            for item in good:
+            for item in sorted(items, key=lambda p: p[1].size):
                 n, e = item[1].size, item[1].num_edges
                 if batch and (atoms + n > max_atoms_per_batch or len(batch) >= max_structures_per_batch
                               or (max_edges_per_batch and edges + e > max_edges_per_batch)):
-                    self._run(batch)
+                    batches.append(batch)
                     batch, atoms, edges = [], 0, 0
                 batch.append(item)
                 atoms += n
                 edges += e
             if batch:
-                self._run(batch)
-            for p in prepared:
+                batches.append(batch)
+            return batches
+
+        def finished(entry: Any) -> bool:
+            result = entry[0] if isinstance(entry, tuple) else entry
+            return bool(result.error) or result.final_structure is not None
+
+        def emit(window_results: list) -> Iterator[RelaxResult]:
+            for p in window_results:
                 result = p[0] if isinstance(p, tuple) else p
                 if refine is not None and result.ok:
                     calculator = refine() if refine_is_factory else refine
                     result.refined = refine_structure(result.final_structure, calculator, fmax, refine_steps)
                 yield result
 
+        # Windows are prepared one ahead in the pool while the model runs. Each window's batches run at
+        # once, except its last, partly filled one, which waits to be topped up by the next window; a
+        # window's results come out, in input order, once all of them are done.
         with ThreadPoolExecutor(max_workers=num_workers) as pool:
-            pending = None
+            ahead: list[list] = []  # futures of the windows being prepared
+            waiting: list[list] = []  # prepared windows whose results are not all out yet
+            carried: list = []  # prepared items not yet run
+
+            def advance(final: bool) -> Iterator[RelaxResult]:
+                nonlocal carried
+                prepared = [f.result() for f in ahead.pop(0)]
+                waiting.append(prepared)
+                batches = packed(carried + [p for p in prepared if isinstance(p, tuple)])
+                carried = [] if final or not batches else batches.pop()
+                for batch in batches:
+                    self._run(batch)
+                while waiting and all(finished(p) for p in waiting[0]):
+                    yield from emit(waiting.pop(0))
+
             for chunk in windows():
-                futures = [pool.submit(prepare, structure_id, structure) for structure_id, structure in chunk]
-                if pending is not None:
-                    yield from run_window([f.result() for f in pending])
-                pending = futures
-            if pending is not None:
-                yield from run_window([f.result() for f in pending])
+                ahead.append([pool.submit(prepare, structure_id, structure) for structure_id, structure in chunk])
+                if len(ahead) > 1:
+                    yield from advance(final=False)
+            while ahead:
+                yield from advance(final=not ahead[1:])
 
     @torch.no_grad()
     def relax_tensors(self, pos: Any, z: Any, cell: Any, pbc: Any, ptr: Any) -> tuple[torch.Tensor, torch.Tensor]:

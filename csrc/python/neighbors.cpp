@@ -4,7 +4,11 @@
 // runs the registered e3relax::radius_graph_pbc (CPU kernel) with the GIL released, and returns numpy
 // arrays. The op library must be loaded first (e3relax_fast.neighbors does that).
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -28,8 +32,36 @@ py::array_t<T> to_numpy(const at::Tensor& t) {
   return out;
 }
 
+// Caps the OpenMP threads of parallel regions this thread starts, for its lifetime. Worker threads that
+// build graphs while the model runs pass 1, so that they do not take the model's cores. ATen sets each
+// thread's count on its first parallel region (once per library that inlines it): that happens first,
+// or it would undo the cap.
+class ThreadCap {
+ public:
+  explicit ThreadCap(int threads) {
+#ifdef _OPENMP
+    if (threads > 0) {
+      (void)at::get_num_threads();
+      at::internal::lazy_init_num_threads();
+      previous_ = omp_get_max_threads();
+      omp_set_num_threads(threads);
+    }
+#endif
+  }
+  ~ThreadCap() {
+#ifdef _OPENMP
+    if (previous_ > 0) omp_set_num_threads(previous_);
+#endif
+  }
+  ThreadCap(const ThreadCap&) = delete;
+  ThreadCap& operator=(const ThreadCap&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
 py::tuple neighbors(const DoubleArray& positions, const DoubleArray& cell, const BoolArray& pbc, double cutoff,
-                    int64_t max_neighbors, const std::string& self_images) {
+                    int64_t max_neighbors, const std::string& self_images, int threads) {
   if (positions.ndim() != 2 || positions.shape(1) != 3) {
     throw py::value_error("neighbors: field 'positions' must have shape (n, 3)");
   }
@@ -48,6 +80,7 @@ py::tuple neighbors(const DoubleArray& positions, const DoubleArray& cell, const
   at::Tensor edge_index, shifts, distances;
   {
     py::gil_scoped_release release;
+    const ThreadCap cap(threads);
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("e3relax::radius_graph_pbc", "")
                          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
@@ -71,5 +104,5 @@ py::tuple neighbors(const DoubleArray& positions, const DoubleArray& cell, const
 PYBIND11_MODULE(_neighbors, m) {
   m.doc() = "Periodic radius graph on numpy arrays (the GIL is released while it runs).";
   m.def("neighbors", &neighbors, py::arg("positions"), py::arg("cell"), py::arg("pbc"), py::arg("cutoff"),
-        py::arg("max_neighbors") = 0, py::arg("self_images") = "all");
+        py::arg("max_neighbors") = 0, py::arg("self_images") = "all", py::arg("threads") = 0);
 }

@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bfloat16: channel-mixing products in bfloat16 (float32 accumulation; geometry stays "
                              "float32): several times faster on CPUs with AMX or AVX512-BF16, predictions move "
                              "slightly (see the README)")
+    parser.add_argument("--no-tune-allocator", action="store_true",
+                        help="leave glibc's allocator as it is (by default freed CPU memory is kept for reuse: "
+                             "e3relax_fast.tune_cpu_allocator)")
     parser.add_argument("--report", help="CSV with one row per input (default: OUTPUT stem + _report.csv)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -97,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
     if args.refine_from_input and not args.refine:
         raise ValueError("--refine-from-input needs --refine CALC")
     shard_index, shard_count = parse_shard(args.shard)
+    if not args.no_tune_allocator and args.device == "cpu":
+        from ..allocator import tune_cpu_allocator
+
+        tune_cpu_allocator()
     make_calculator = None
     if args.refine:
         from ..refine import calculator_factory, refine

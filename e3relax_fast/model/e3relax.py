@@ -74,16 +74,19 @@ class E3RelaxLayer(nn.Module):
             lattice_dir = -q / q_length.unsqueeze(2)
             lattice_rbf = self.rbf(q_length)  # [N, 3, R]
         else:
+            # the same for every atom of a structure: radial features (and their filters below) per structure
             lengths = safe_norm(cell)  # [B, 3]
             lattice_dir = (cell / lengths.unsqueeze(2)).index_select(0, structure)
-            lattice_rbf = self.rbf(lengths).index_select(0, structure)
+            lattice_rbf = self.rbf(lengths)  # [B, 3, R]
 
         # Step 1: lattice -> atom, k = 1, 2, 3 in turn.
         g_atoms = g.index_select(0, structure)  # [N, 3, F]
         lattice_vec_atoms = lattice_vec.index_select(0, structure)  # [N, 3, 3, F]
         for k, node in enumerate(self.lattice_nodes):
-            h, vec = node.to_atoms(h, vec, lattice_dir[:, k], lattice_rbf[:, k], g_atoms[:, k],
-                                   lattice_vec_atoms[:, k])
+            weights = node.lattice_weights(lattice_rbf[:, k])
+            if not self.paper_coupling:
+                weights = weights.index_select(0, structure)
+            h, vec = node.to_atoms(h, vec, lattice_dir[:, k], weights, g_atoms[:, k], lattice_vec_atoms[:, k])
 
         # Steps 2-4: atom-atom messages, gated self-update, position update.
         h, vec = self.message(h, vec, distance, edge_unit, edge_index, csr)  # radial basis fused in

@@ -37,15 +37,22 @@ class LatticeNodeBlock(nn.Module):
         self.lattice_gate_mlp = MLP(2 * f, f, 3 * f)  # MLP_d
         self.lattice_increment = linear(f, 1, bias=False)  # w_l
 
-    def to_atoms(self, h: Tensor, vec: Tensor, direction: Tensor, radial: Tensor, g_atoms: Tensor,
+    def lattice_weights(self, radial: Tensor) -> Tensor:
+        """``A psi + a`` scaled by 1/sqrt(3): radial features [..., R] -> [..., 3F]. Computed once per
+        structure when the lattice geometry is the same for all its atoms (invariant coupling)."""
+        return self.lattice_filter(radial) * (1.0 / math.sqrt(3.0))
+
+    def to_atoms(self, h: Tensor, vec: Tensor, direction: Tensor, weights: Tensor, g_atoms: Tensor,
                  lattice_vec_atoms: Tensor) -> Tuple[Tensor, Tensor]:
-        """Step 1 for this k. direction [N, 3] unit vectors, radial [N, R], g_atoms [N, F],
-        lattice_vec_atoms [N, 3, F] (the lattice node's features seen by each atom)."""
-        alpha = self.atom_filter_mlp(h) * self.lattice_filter(radial) * (1.0 / math.sqrt(3.0))
+        """Step 1 for this k. direction [N, 3] unit vectors, weights [N, 3F] (:meth:`lattice_weights` of
+        each atom's radial features), g_atoms [N, F], lattice_vec_atoms [N, 3, F] (the lattice node's
+        features seen by each atom)."""
+        alpha = self.atom_filter_mlp(h) * weights
         gate, along, scalar = torch.split(alpha, self.channels, dim=1)
         h = h + scalar
-        # Replaces vec (no residual), as the research code does.
-        vec = (gate.unsqueeze(1) * vec + direction.unsqueeze(2) * along.unsqueeze(1)) * (1.0 / math.sqrt(self.channels))
+        # Replaces vec (no residual), as the research code does; the 1/sqrt(F) goes on the [N, F] factors.
+        scale = 1.0 / math.sqrt(self.channels)
+        vec = torch.addcmul(direction.unsqueeze(2) * (along * scale).unsqueeze(1), (gate * scale).unsqueeze(1), vec)
         h = h + self.atom_scalar_mlp(torch.cat([h, g_atoms], dim=1))
         vec = vec + self.atom_vector_mix(vec + lattice_vec_atoms)
         return h, vec
@@ -127,7 +134,7 @@ class AtomUpdateBlock(nn.Module):
         gamma = self.gate_mlp(torch.cat([h, channel_norm(gate_source)], dim=1))
         vector_gate, scalar_update, scalar_gate = torch.split(gamma, self.channels, dim=1)
         h = (h + scalar_update * (1.0 / math.sqrt(2.0)) + h * torch.tanh(scalar_gate)) * (1.0 / math.sqrt(2.0))
-        return h, vec + vector_gate.unsqueeze(1) * projected
+        return h, torch.addcmul(vec, vector_gate.unsqueeze(1), projected)
 
 
 class PositionUpdateBlock(nn.Module):
@@ -141,5 +148,5 @@ class PositionUpdateBlock(nn.Module):
     def forward(self, h: Tensor, vec: Tensor) -> Tensor:
         attention = torch.softmax(self.weight_mlp(h), dim=1)
         learned = self.channel_weight(vec).squeeze(-1)
-        attended = (vec * attention.unsqueeze(1)).sum(dim=-1)
+        attended = torch.bmm(vec, attention.unsqueeze(2)).squeeze(2)  # sum over channels, no [N, 3, F] product
         return 0.5 * (learned + attended)

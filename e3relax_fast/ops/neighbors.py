@@ -27,12 +27,14 @@ def _binding():
 
 
 def neighbors(positions, cell, pbc=(True, True, True), cutoff: float = 6.0, max_neighbors: int = 0,
-              self_images: str = "all") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              self_images: str = "all", threads: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All periodic neighbours within ``cutoff`` Å.
 
     Args:
         positions: (n, 3) Cartesian positions, Å. cell: (3, 3), lattice vectors as rows, Å.
         pbc: 3 booleans. max_neighbors: keep the nearest per atom (0: all). self_images: "all" or "paper".
+        threads: OpenMP threads for this call (0: torch's setting). Worker threads that build graphs
+            beside a running model pass 1, so that they do not compete with it for its cores.
 
     Returns:
         ``edge_index`` (2, E) int64 (row 0 source j, row 1 target i), ``shifts`` (E, 3) int64 and
@@ -44,7 +46,7 @@ def neighbors(positions, cell, pbc=(True, True, True), cutoff: float = 6.0, max_
     pbc = np.ascontiguousarray(pbc, dtype=bool)
     binding = _binding()
     if binding is not None:
-        return binding.neighbors(positions, cell, pbc, float(cutoff), int(max_neighbors), self_images)
+        return binding.neighbors(positions, cell, pbc, float(cutoff), int(max_neighbors), self_images, int(threads))
     if positions.ndim != 2 or positions.shape[1] != 3:
         raise ValueError("neighbors: field 'positions' must have shape (n, 3)")
     if cell.shape != (3, 3):
