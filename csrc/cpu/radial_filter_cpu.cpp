@@ -60,18 +60,9 @@ template <typename scalar_t>
     scalar_t gauss[2 * kBandHalfWidth + 1];
     for (int64_t e = begin; e < end; ++e) {
       scalar_t* row = out + e * channels;
-      const scalar_t t = distance[e] * inv_cutoff;
-      const Band band = basis_band(t, num_basis);
-      const int64_t width = band.last - band.first + 1;  // <= 0 beyond the cutoff: the bias alone
-      if (width > 0) {
-        const scalar_t envelope = polynomial_envelope(t, exponent).value;
-        const scalar_t x = t * static_cast<scalar_t>(num_basis - 1);
-        for (int64_t k = 0; k < width; ++k) {
-          const scalar_t dx = x - static_cast<scalar_t>(band.first + k);
-          gauss[k] = envelope * std::exp(scalar_t(-0.5) * dx * dx);
-        }
-      }
-      const scalar_t* w_band = weight_t + band.first * channels;
+      int64_t first = 0;
+      const int64_t width = band_gaussians(distance[e] * inv_cutoff, num_basis, exponent, gauss, &first);
+      const scalar_t* w_band = weight_t + first * channels;
       // Per channel: bias, then + g_m w_m for m ascending: the same operations in the same order for a
       // full block and for the tail.
       int64_t c0 = 0;

@@ -46,27 +46,12 @@ template <typename scalar_t, int64_t kBlock>
   const int64_t width3 = 3 * f;
   scalar_t gauss[2 * kBandHalfWidth + 1];
   for (int64_t i = begin; i < end; ++i) {
-    scalar_t* out_h = dh + i * f;
-    scalar_t* out_v = dvec + i * 3 * f;
-    for (int64_t c = 0; c < f; ++c) out_h[c] = 0;
-    for (int64_t c = 0; c < 3 * f; ++c) out_v[c] = 0;
-    for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e) {
-      const int64_t j = source[e];
-      const scalar_t* p = phi + j * 3 * f;
-      const scalar_t* v = vec + j * 3 * f;
-      const scalar_t ux = unit[3 * e], uy = unit[3 * e + 1], uz = unit[3 * e + 2];
-      const scalar_t t = distance[e] * inv_cutoff;
-      const Band band = basis_band(t, num_basis);
-      const int64_t width = band.last - band.first + 1;  // <= 0 beyond the cutoff: the bias alone
-      if (width > 0) {
-        const scalar_t envelope = polynomial_envelope(t, exponent).value;
-        const scalar_t x = t * static_cast<scalar_t>(num_basis - 1);
-        for (int64_t k = 0; k < width; ++k) {
-          const scalar_t dx = x - static_cast<scalar_t>(band.first + k);
-          gauss[k] = envelope * std::exp(scalar_t(-0.5) * dx * dx);
-        }
-      }
-      const scalar_t* w_band = weight_t + band.first * width3;
+    message_target_rows(i, f, rowptr, source, phi, vec, unit, scale_h, scale_v, dh, dvec,
+                        [&](int64_t e, const scalar_t* p, const scalar_t* v, scalar_t ux, scalar_t uy, scalar_t uz,
+                            scalar_t* out_h, scalar_t* out_v) __attribute__((always_inline)) {
+      int64_t first = 0;
+      const int64_t width = band_gaussians(distance[e] * inv_cutoff, num_basis, exponent, gauss, &first);
+      const scalar_t* w_band = weight_t + first * width3;
       int64_t c0 = 0;
       for (; c0 + kBlock <= f; c0 += kBlock) {
         scalar_t wa[kBlock], wb[kBlock], wc[kBlock];
@@ -87,15 +72,7 @@ template <typename scalar_t, int64_t kBlock>
           }
         }
 #pragma omp simd
-        for (int64_t c = 0; c < kBlock; ++c) {
-          const int64_t q = c0 + c;
-          const auto terms = message_terms<scalar_t>(p[q], p[f + q], p[2 * f + q], wa[c], wb[c], wc[c], v[q],
-                                                     v[f + q], v[2 * f + q], ux, uy, uz);
-          out_h[q] += terms.h;
-          out_v[q] += terms.v[0];
-          out_v[f + q] += terms.v[1];
-          out_v[2 * f + q] += terms.v[2];
-        }
+        for (int64_t c = 0; c < kBlock; ++c) add_message(out_h, out_v, f, c0 + c, p, v, wa[c], wb[c], wc[c], ux, uy, uz);
       }
       for (int64_t q = c0; q < f; ++q) {  // channels past the last full block
         scalar_t wa = bias[q], wb = bias[f + q], wc = bias[2 * f + q];
@@ -104,16 +81,9 @@ template <typename scalar_t, int64_t kBlock>
           wb += gauss[k] * w_band[k * width3 + f + q];
           wc += gauss[k] * w_band[k * width3 + 2 * f + q];
         }
-        const auto terms = message_terms<scalar_t>(p[q], p[f + q], p[2 * f + q], wa, wb, wc, v[q], v[f + q],
-                                                   v[2 * f + q], ux, uy, uz);
-        out_h[q] += terms.h;
-        out_v[q] += terms.v[0];
-        out_v[f + q] += terms.v[1];
-        out_v[2 * f + q] += terms.v[2];
+        add_message(out_h, out_v, f, q, p, v, wa, wb, wc, ux, uy, uz);
       }
-    }
-    for (int64_t c = 0; c < f; ++c) out_h[c] *= scale_h;
-    for (int64_t c = 0; c < 3 * f; ++c) out_v[c] *= scale_v;
+    });
   }
 }
 

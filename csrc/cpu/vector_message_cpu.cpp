@@ -36,28 +36,15 @@ void forward_kernel(const scalar_t* phi, const scalar_t* w, const scalar_t* vec,
   const scalar_t scale_v = scale_h / std::sqrt(static_cast<scalar_t>(f));
   at::parallel_for(0, n, kNodesPerTask, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      scalar_t* out_h = dh + i * f;
-      scalar_t* out_v = dvec + i * 3 * f;
-      for (int64_t c = 0; c < f; ++c) out_h[c] = 0;
-      for (int64_t c = 0; c < 3 * f; ++c) out_v[c] = 0;
-      for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e) {
-        const int64_t j = source[e];
-        const scalar_t* p = phi + j * 3 * f;
-        const scalar_t* we = w + e * 3 * f;
-        const scalar_t* v = vec + j * 3 * f;
-        const scalar_t ux = unit[3 * e], uy = unit[3 * e + 1], uz = unit[3 * e + 2];
+      message_target_rows(i, f, rowptr, source, phi, vec, unit, scale_h, scale_v, dh, dvec,
+                          [&](int64_t e, const scalar_t* p, const scalar_t* v, scalar_t ux, scalar_t uy, scalar_t uz,
+                              scalar_t* out_h, scalar_t* out_v) __attribute__((always_inline)) {
+                            const scalar_t* we = w + e * 3 * f;
 #pragma omp simd
-        for (int64_t c = 0; c < f; ++c) {
-          const auto t = message_terms<scalar_t>(p[c], p[f + c], p[2 * f + c], we[c], we[f + c], we[2 * f + c],
-                                                 v[c], v[f + c], v[2 * f + c], ux, uy, uz);
-          out_h[c] += t.h;
-          out_v[c] += t.v[0];
-          out_v[f + c] += t.v[1];
-          out_v[2 * f + c] += t.v[2];
-        }
-      }
-      for (int64_t c = 0; c < f; ++c) out_h[c] *= scale_h;
-      for (int64_t c = 0; c < 3 * f; ++c) out_v[c] *= scale_v;
+                            for (int64_t c = 0; c < f; ++c) {
+                              add_message(out_h, out_v, f, c, p, v, we[c], we[f + c], we[2 * f + c], ux, uy, uz);
+                            }
+                          });
     }
   });
 }

@@ -58,4 +58,23 @@ E3R_HOST_DEVICE Envelope<T> polynomial_envelope(T t, int64_t exponent) {
   return {T(1) + t_p * (a + t * (b + c * t)), t_pm1 * (p * a + t * ((p + 1) * b + (p + 2) * c * t))};
 }
 
+// The band of distance t (in cutoff units): gauss[k] = env(t) exp(-(x - first - k)^2 / 2) for k < width,
+// the basis functions phi_{first+k}(t); returns width (<= 0 beyond the cutoff: no term, the bias alone).
+// gauss holds 2 kBandHalfWidth + 1 values.
+template <typename T>
+E3R_HOST_DEVICE int64_t band_gaussians(T t, int64_t num_basis, int64_t exponent, T* gauss, int64_t* first) {
+  const Band band = basis_band(t, num_basis);
+  *first = band.first;
+  const int64_t width = band.last - band.first + 1;
+  if (width > 0) {
+    const T envelope = polynomial_envelope(t, exponent).value;
+    const T x = t * static_cast<T>(num_basis - 1);
+    for (int64_t k = 0; k < width; ++k) {
+      const T dx = x - static_cast<T>(band.first + k);
+      gauss[k] = envelope * std::exp(T(-0.5) * dx * dx);
+    }
+  }
+  return width;
+}
+
 }  // namespace e3relax

@@ -14,6 +14,8 @@
 // Accumulators are of type acc_t (float for half/bfloat16 inputs, else the input type).
 #pragma once
 
+#include <cstdint>
+
 #include "e3relax/host_device.h"
 
 namespace e3relax {
@@ -35,6 +37,39 @@ E3R_HOST_DEVICE ForwardTerms<acc_t> message_terms(acc_t pa, acc_t pb, acc_t pc, 
   out.v[1] = a * vy + uy * b;
   out.v[2] = a * vz + uz * b;
   return out;
+}
+
+// Adds the forward terms of one edge at channel q to its target's sums: out_h [F], out_v [3,F]; p = phi[j]
+// [3F], v = vec[j] [3,F]; w* the edge's filter at channel q.
+template <typename acc_t>
+E3R_HOST_DEVICE void add_message(acc_t* out_h, acc_t* out_v, int64_t f, int64_t q, const acc_t* p, const acc_t* v,
+                                 acc_t wa, acc_t wb, acc_t wc, acc_t ux, acc_t uy, acc_t uz) {
+  const ForwardTerms<acc_t> t =
+      message_terms<acc_t>(p[q], p[f + q], p[2 * f + q], wa, wb, wc, v[q], v[f + q], v[2 * f + q], ux, uy, uz);
+  out_h[q] += t.h;
+  out_v[q] += t.v[0];
+  out_v[f + q] += t.v[1];
+  out_v[2 * f + q] += t.v[2];
+}
+
+// The forward pass over target i's rows on the CPU (node-parallel kernels): zero i's sums, call
+// edge(e, p = phi[j], v = vec[j], ux, uy, uz) for its edges in CSR order, which adds each edge's terms
+// (add_message), then scale the sums. Shared by vector_message and radial_vector_message.
+// Always inlined (as edge must be), so that it takes the instruction set of each caller's build.
+template <typename scalar_t, typename EdgeFn>
+[[gnu::always_inline]] inline void message_target_rows(int64_t i, int64_t f, const int64_t* rowptr, const int64_t* source,
+                                const scalar_t* phi, const scalar_t* vec, const scalar_t* unit, scalar_t scale_h,
+                                scalar_t scale_v, scalar_t* dh, scalar_t* dvec, EdgeFn&& edge) {
+  scalar_t* out_h = dh + i * f;
+  scalar_t* out_v = dvec + i * 3 * f;
+  for (int64_t c = 0; c < f; ++c) out_h[c] = 0;
+  for (int64_t c = 0; c < 3 * f; ++c) out_v[c] = 0;
+  for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e) {
+    const int64_t j = source[e];
+    edge(e, phi + j * 3 * f, vec + j * 3 * f, unit[3 * e], unit[3 * e + 1], unit[3 * e + 2], out_h, out_v);
+  }
+  for (int64_t c = 0; c < f; ++c) out_h[c] *= scale_h;
+  for (int64_t c = 0; c < 3 * f; ++c) out_v[c] *= scale_v;
 }
 
 template <typename acc_t>
