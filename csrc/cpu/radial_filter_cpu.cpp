@@ -3,8 +3,7 @@
 // (arithmetic and the band argument in e3relax/radial_filter_common.h).
 //
 // Algorithm: forward is parallel over edges; each edge adds 19 (float64) or 13 (float32) scaled rows of
-// W^T to its output row,
-// 64 channels at a time in registers.
+// W^T to its output row, 64 channels at a time in registers.
 // Backward is parallel over fixed chunks of kEdgesPerChunk edges: grad_distance[e] is written once per
 // edge, while grad_weight and grad_bias are summed per chunk into their own partial buffers and then
 // added up chunk by chunk in chunk order, so the result does not depend on the thread count.

@@ -49,7 +49,6 @@ constexpr double kReachMargin = 1e-4;
 
 struct ImageGrid {
   int64_t start = 0;  // first atom of the structure in the flat batch
-  int64_t count = 0;  // atoms in the structure
   bool periodic[3] = {true, true, true};
   int bins[3] = {1, 1, 1};
   double origin[3] = {0.0, 0.0, 0.0};     // fractional coordinate of the grid's lower corner
@@ -78,7 +77,6 @@ template <typename scalar_t>
 void build_grid(ImageGrid& grid, int64_t b, const scalar_t* pos, const scalar_t* cell_s, const bool* pbc,
                 int64_t start, int64_t count, double cutoff) {
   grid.start = start;
-  grid.count = count;
   double m[9];
   for (int k = 0; k < 9; ++k) m[k] = static_cast<double>(cell_s[k]);
   // inverse of the row-major cell: frac = pos @ inverse; column k of the inverse is reciprocal vector b_k.
@@ -241,25 +239,6 @@ void build_grid(ImageGrid& grid, int64_t b, const scalar_t* pos, const scalar_t*
   });
 }
 
-// Sorts candidates by candidate_less. Bucketing by squared distance first (a monotone key, so the
-// buckets come out in order) leaves each bucket to a small sort of its own: about one predictable
-// comparison per candidate for irregular structures, where a comparison sort of ~60 random keys
-// mispredicts half its branches; a perfect lattice's shells of equal distances land in one bucket each
-// and get std::sort.
-template <typename scalar_t>
-void insertion_sort(Candidate<scalar_t>* items, size_t n) {
-  for (size_t k = 1; k < n; ++k) {
-    if (!candidate_less(items[k], items[k - 1])) continue;
-    const Candidate<scalar_t> moving = items[k];
-    size_t slot = k;
-    do {
-      items[slot] = items[slot - 1];
-      --slot;
-    } while (slot > 0 && candidate_less(moving, items[slot - 1]));
-    items[slot] = moving;
-  }
-}
-
 // Sorts a group of candidates by rank: each one's place is the number of others before it, counted
 // without branches on (squared distance, tie key) pairs of doubles that the compiler vectorises. The tie
 // key packs (local source, shift + 512) into 52 bits, exact in a double and ordered as candidate_less;
@@ -301,13 +280,18 @@ bool rank_sort(Candidate<scalar_t>* items, size_t n, int64_t first_source, Candi
   return true;
 }
 
+// Sorts candidates by candidate_less. A counting sort on squared distance first (a monotone key, so the
+// buckets come out in order, about two per candidate) leaves almost every bucket with one or two
+// candidates, and the final insertion pass costs about one predictable comparison each, where a
+// comparison sort of ~60 random keys mispredicts half its branches. A perfect lattice's shells of equal
+// distances land in one bucket each and are sorted by rank_sort (std::sort past kRankSortMax).
 template <typename scalar_t>
 void sort_candidates(std::vector<Candidate<scalar_t>>& items, std::vector<Candidate<scalar_t>>& scratch,
                      std::vector<int32_t>& bucket_start, double cutoff_sq, int64_t first_source) {
   const auto less = [](const Candidate<scalar_t>& x, const Candidate<scalar_t>& y) { return candidate_less(x, y); };
   const size_t n = items.size();
   if (n <= 8) {
-    insertion_sort(items.data(), n);
+    insertion_sort_candidates(items.data(), static_cast<int64_t>(n));
     return;
   }
   size_t num_buckets = 32;
@@ -337,7 +321,7 @@ void sort_candidates(std::vector<Candidate<scalar_t>>& items, std::vector<Candid
     }
     begin = end;
   }
-  insertion_sort(items.data(), n);
+  insertion_sort_candidates(items.data(), static_cast<int64_t>(n));
 }
 
 // The prefilter: appends to `hits` every image k in [begin, end) whose wrapped position lies within

@@ -44,7 +44,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run(const TargetPlan& plan, doubl
     for (int64_t i = begin; i < end; ++i) {
       Candidate<scalar_t>* segment = candidates.data() + co[i];
       scan_target<true>(g, pos, cell, i, cutoff_sq, segment);
-      sort_candidates(segment, cc[i]);
+      insertion_sort_candidates(segment, cc[i]);
       ec[i] = finalize(i, nullptr, nullptr, nullptr);
     }
   });

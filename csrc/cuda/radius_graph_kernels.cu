@@ -36,7 +36,7 @@ __global__ void fill_kernel(const scalar_t* pos, const scalar_t* cell, TargetGra
   const int64_t b = g.structure[i], start = g.ptr[b];
   Candidate<scalar_t>* segment = candidates + candidate_offsets[i];
   scan_target<true>(g, pos, cell, i, cutoff_sq, segment);
-  sort_candidates(segment, candidate_counts[i]);
+  insertion_sort_candidates(segment, candidate_counts[i]);
   edge_counts[i] = finalize_target(segment, candidate_counts[i], g.max_neighbors, g.self_images, pos + 3 * start,
                                    i - start, cell + 9 * b, g.pbc + 3 * b, start, static_cast<int64_t*>(nullptr),
                                    static_cast<int64_t*>(nullptr), static_cast<int64_t*>(nullptr));

@@ -51,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also refine from the unrelaxed input and report its steps (the comparison)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "cpp", "cuda", "triton"))
-    parser.add_argument("--matmul-precision", default="float32", choices=("float32", "bfloat16"),
+    from ..relax import MATMUL_PRECISIONS
+
+    parser.add_argument("--matmul-precision", default="float32", choices=MATMUL_PRECISIONS,
                         help="bfloat16: channel-mixing products in bfloat16 (float32 accumulation; geometry stays "
                              "float32): several times faster on CPUs with AMX or AVX512-BF16, predictions move "
                              "slightly (see the README)")

@@ -4,7 +4,8 @@
 weight, bias, ...), ...)``: the compiled kernel computes each edge's filter ``w_e = bias + W phi(d_e)``
 channel block by channel block in registers and uses it at once, so the ``[E, 3F]`` filter tensor (the
 largest of a layer: 1.2 GB for 190k edges at F = 512) is never written nor read back. It performs the
-same operations in the same order as the two ops, so it equals them bit for bit.
+same operations in the same order as the two ops: its AVX2 and baseline builds equal them bit for bit;
+its AVX-512 build fuses multiply-adds and differs from them by rounding only.
 
 It has no backward: training runs :func:`radial_filter` and :func:`vector_message`, which do.
 """

@@ -59,4 +59,20 @@ E3R_HOST_DEVICE bool candidate_less(const Candidate<scalar_t>& x, const Candidat
   return x.shift[2] < y.shift[2];
 }
 
+// Insertion sort of candidates by candidate_less, in place. An element already in order costs one
+// comparison, so a nearly sorted list (the CPU kernel's after bucketing) costs about one per element.
+template <typename scalar_t>
+E3R_HOST_DEVICE void insertion_sort_candidates(Candidate<scalar_t>* items, int64_t count) {
+  for (int64_t k = 1; k < count; ++k) {
+    if (!candidate_less(items[k], items[k - 1])) continue;
+    const Candidate<scalar_t> moving = items[k];
+    int64_t slot = k;
+    do {
+      items[slot] = items[slot - 1];
+      --slot;
+    } while (slot > 0 && candidate_less(moving, items[slot - 1]));
+    items[slot] = moving;
+  }
+}
+
 }  // namespace e3relax

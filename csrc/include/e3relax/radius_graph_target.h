@@ -11,7 +11,7 @@
 //             cutoff) and then the exact test d2 < cutoff^2 (pair_distance_sq, radius_graph_common.h) on
 //             the caller's positions, the target itself at shift 0 excluded
 //   fill:     the same scan, writing Candidates to the target's segment of a buffer
-//   sort:     insertion sort of the segment by candidate_less (distance, source, shift)
+//   sort:     insertion_sort_candidates of the segment (distance, source, shift; radius_graph_common.h)
 //   finalize: keep the first max_neighbors (0: all); self_images == paper drops self-image edges and adds
 //             the six fixed shifts allowed by pbc, merged in the same order.
 #pragma once
@@ -96,19 +96,6 @@ E3R_HOST_DEVICE int64_t scan_target(const TargetGraphArgs& g, const scalar_t* po
   return count;
 }
 
-template <typename scalar_t>
-E3R_HOST_DEVICE void sort_candidates(Candidate<scalar_t>* c, int64_t count) {
-  for (int64_t a = 1; a < count; ++a) {
-    const Candidate<scalar_t> key = c[a];
-    int64_t b = a - 1;
-    while (b >= 0 && candidate_less(key, c[b])) {
-      c[b + 1] = c[b];
-      --b;
-    }
-    c[b + 1] = key;
-  }
-}
-
 // The fixed self-image edges of target i allowed by pbc, sorted; returns how many (at most 6).
 template <typename scalar_t>
 E3R_HOST_DEVICE int paper_self_edges(const scalar_t* pos, int64_t i, const scalar_t* cell, const bool* pbc,
@@ -126,7 +113,7 @@ E3R_HOST_DEVICE int paper_self_edges(const scalar_t* pos, int64_t i, const scala
     out[k].shift[2] = s[2];
     ++k;
   }
-  sort_candidates(out, k);
+  insertion_sort_candidates(out, k);
   return k;
 }
 

@@ -77,8 +77,8 @@ inline at::Tensor exclusive_cumsum(const at::Tensor& values) {
 // The cell lists of the CPU kernel, built with ATen ops on the tensors' own device (no per-structure
 // round trip): fractional coordinates wrapped on periodic axes, rho_k = cutoff |b_k| (widened by 1e-4
 // so that rounding never hides an image), every image within rho of the unit box, bins at least rho wide
-// (coarser for sparse structures), and the images sorted by bin (stable: deterministic). Two host syncs:
-// the image check and the image/bin totals, to allocate.
+// (coarser for sparse structures), and the images sorted by bin (stable: deterministic). Two host syncs
+// after the data checks: the image check and the image/bin totals, to allocate.
 inline TargetPlan plan_targets(const at::Tensor& pos, const at::Tensor& cell, const at::Tensor& pbc,
                                const at::Tensor& ptr, double cutoff, int64_t max_neighbors, int64_t self_images) {
   constexpr double kMaxImages = 200000.0;  // as the reference and the CPU kernel
