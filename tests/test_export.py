@@ -38,7 +38,9 @@ def crystals():
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(3)
-    config = dataclasses.replace(E3RelaxConfig.small(), num_layers=2, hidden_channels=32, num_rbf=16)
+    # the shipped model's architecture: affine position updates and the strain head
+    config = dataclasses.replace(E3RelaxConfig.small(), num_layers=2, hidden_channels=32, num_rbf=16,
+                                 position_update="affine", strain_head=True)
     model = E3Relax(config).double().eval()
     return model
 

@@ -59,10 +59,16 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
     return payload, metadata
 
 
+def model_config_of(metadata: dict) -> E3RelaxConfig:
+    """The model config of checkpoint metadata; checkpoints written before ``position_update`` and
+    ``strain_head`` existed were trained with Cartesian updates and no strain head."""
+    return E3RelaxConfig.from_dict({"position_update": "cartesian", "strain_head": False, **metadata["model_config"]})
+
+
 def load_model(path: str | Path, backend: str = "auto") -> tuple[E3Relax, dict]:
     """The model of a checkpoint (its prediction weights) in eval mode, and its metadata."""
     payload, metadata = read_checkpoint(path)
-    model = E3Relax(E3RelaxConfig.from_dict(metadata["model_config"]), backend=backend)
+    model = E3Relax(model_config_of(metadata), backend=backend)
     model.load_state_dict(payload["model"])
     return model.eval(), metadata
 

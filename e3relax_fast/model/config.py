@@ -18,6 +18,7 @@ import yaml
 T = TypeVar("T")
 
 LATTICE_COUPLINGS = ("invariant", "paper")
+POSITION_UPDATES = ("affine", "cartesian")
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -133,6 +134,13 @@ class E3RelaxConfig(YamlConfig):
         num_elements: rows of the element table (atomic numbers 1..num_elements).
         lattice_coupling: "invariant" (lattice-node geometry from the lattice vectors alone:
             translation- and image-choice-invariant) or "paper" (q_ik = l_k - x_i, as the research code).
+        position_update: "affine" (each layer moves the atoms by the network's displacement dx, then
+            carries them along with the layer's cell change at fixed fractional coordinates:
+            x <- (x + dx) L^-1 L') or "cartesian" (x <- x + dx, as the research code). Checkpoints
+            without this key were trained "cartesian".
+        strain_head: each layer also strains its cell by a symmetric strain read from the bonds
+            (``nn.StrainBlock``); the atoms follow it with ``position_update="affine"``. Our addition;
+            checkpoints without this key have none.
     """
 
     hidden_channels: int = 512
@@ -145,6 +153,8 @@ class E3RelaxConfig(YamlConfig):
     self_images: str = "paper"
     num_elements: int = 118
     lattice_coupling: str = "invariant"
+    position_update: str = "cartesian"
+    strain_head: bool = False
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "num_layers", "num_rbf", "envelope_exponent", "num_elements"):
@@ -162,6 +172,10 @@ class E3RelaxConfig(YamlConfig):
             raise ValueError(f"self_images must be 'all' or 'paper', got {self.self_images!r}")
         if self.lattice_coupling not in LATTICE_COUPLINGS:
             raise ValueError(f"lattice_coupling must be one of {LATTICE_COUPLINGS}, got {self.lattice_coupling!r}")
+        if self.strain_head and self.position_update != "affine":
+            raise ValueError("strain_head needs position_update='affine' (the atoms must follow the strained cell)")
+        if self.position_update not in POSITION_UPDATES:
+            raise ValueError(f"position_update must be one of {POSITION_UPDATES}, got {self.position_update!r}")
 
     @classmethod
     def paper(cls, **changes: Any) -> "E3RelaxConfig":

@@ -19,7 +19,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..nn import AtomMessageBlock, AtomUpdateBlock, GaussianRBF, LatticeNodeBlock, PositionUpdateBlock, safe_norm
+from ..nn import (AtomMessageBlock, AtomUpdateBlock, GaussianRBF, LatticeNodeBlock, PositionUpdateBlock, StrainBlock,
+                  safe_norm)
 from ..nn.layers import MLP, ReducedPrecisionLinear, ReducedPrecisionMLP
 from ..ops import MessageGraph, atom_structure_index, check_batch, edge_vectors, message_graph, radius_graph
 from ..ops.scripted import (CompiledMessageGraph, CompiledRadialFilter, CompiledRadiusGraph, CompiledVectorMessage,
@@ -41,11 +42,13 @@ class E3RelaxLayer(nn.Module):
         super().__init__()
         f = config.hidden_channels
         self.paper_coupling = config.lattice_coupling == "paper"
+        self.affine_positions = config.position_update == "affine"
         self.rbf = GaussianRBF(config.num_rbf, config.rbf_cutoff, config.envelope_exponent)  # no weights
         self.lattice_nodes = nn.ModuleList([LatticeNodeBlock(f, config.num_rbf) for _ in range(3)])
         self.message = AtomMessageBlock(f, config.num_rbf, backend, config.rbf_cutoff, config.envelope_exponent)
         self.update = AtomUpdateBlock(f)
         self.position = PositionUpdateBlock(f)
+        self.strain: Optional[StrainBlock] = StrainBlock(f, config.graph_cutoff) if config.strain_head else None
 
     def forward(
         self,
@@ -104,7 +107,19 @@ class E3RelaxLayer(nn.Module):
             new_g.append(g_k)
             new_lattice_vec.append(lattice_vec_k)
             increments.append(increment)
-        cell = cell + torch.stack(increments, dim=1)
+        new_cell = cell + torch.stack(increments, dim=1)
+        strain = self.strain
+        if strain is not None:
+            eps = strain(h, distance, edge_unit, edge_index, edge_structure, cell.shape[0])
+            new_cell = new_cell + torch.bmm(new_cell, eps)  # L' (I + eps): rows strained alike
+        if self.affine_positions:
+            # Atoms ride along with the cell change at fixed fractional coordinates: x <- x L^-1 L'.
+            # A homogeneous strain moves every atom by an amount proportional to its position, which
+            # displacements from translation-invariant features cannot express; and an atom moved by
+            # a lattice vector n L at the input comes out moved by n L' (the same periodic image).
+            deformation = torch.linalg.solve(cell, new_cell)  # [B, 3, 3], L F = L'
+            pos = torch.bmm(pos.unsqueeze(1), deformation.index_select(0, structure)).squeeze(1)
+        cell = new_cell
         return pos, cell, h, vec, torch.stack(new_g, dim=1), torch.stack(new_lattice_vec, dim=1)
 
 

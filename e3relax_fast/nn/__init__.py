@@ -1,6 +1,6 @@
 """Layers of E3Relax: radial basis, MLPs and the equivariant atom/lattice blocks."""
 
-from .blocks import AtomMessageBlock, AtomUpdateBlock, LatticeNodeBlock, PositionUpdateBlock
+from .blocks import AtomMessageBlock, AtomUpdateBlock, LatticeNodeBlock, PositionUpdateBlock, StrainBlock
 from .layers import MLP, ScaledSiLU, channel_norm, linear, safe_norm
 from .radial import GaussianRBF, PolynomialEnvelope
 
@@ -13,6 +13,7 @@ __all__ = [
     "PolynomialEnvelope",
     "PositionUpdateBlock",
     "ScaledSiLU",
+    "StrainBlock",
     "channel_norm",
     "linear",
     "safe_norm",

@@ -46,10 +46,31 @@ def test_rotating_the_input_rotates_every_layer(make_model, rng, coupling):
     assert_close(cell_rot, cell_layers @ rotation.T)
 
 
+def carried(vectors, cell_in, cell_layers, structure):
+    """Input displacements [N,3] carried to every layer's cell at fixed fractional coordinates: [L,N,3]."""
+    fractional = torch.linalg.solve(cell_in[structure].transpose(1, 2), vectors.unsqueeze(2))  # [N,3,1]
+    return (cell_layers[:, structure].transpose(2, 3) @ fractional).squeeze(3)
+
+
 def test_translating_the_input_translates_positions_and_keeps_the_cell(make_model, rng):
+    """Affine position updates: a translation t of the input is the fractional shift t L^-1, which
+    every layer's output keeps (t L^-1 L_layer in Å); the cells do not change."""
     pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
     shift = torch.tensor([0.7, -1.3, 2.1], dtype=torch.float64)
     model = make_model("invariant")
+    pos_layers, cell_layers = run(model, pos, z, cell, pbc, ptr)
+    pos_moved, cell_moved = run(model, pos + shift, z, cell, pbc, ptr)
+    structure = torch.repeat_interleave(torch.arange(3), ptr[1:] - ptr[:-1])
+    expected_shift = carried(shift.expand(len(z), 3), cell, cell_layers, structure)
+    assert_close(pos_moved, pos_layers + expected_shift)
+    assert_close(cell_moved, cell_layers)
+    assert float((expected_shift - shift).abs().max()) > 1e-3  # the cells did change: not a plain shift
+
+
+def test_cartesian_updates_translate_positions_by_the_shift(make_model, rng):
+    pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
+    shift = torch.tensor([0.7, -1.3, 2.1], dtype=torch.float64)
+    model = make_model("invariant", position_update="cartesian")
     pos_layers, cell_layers = run(model, pos, z, cell, pbc, ptr)
     pos_moved, cell_moved = run(model, pos + shift, z, cell, pbc, ptr)
     assert_close(pos_moved, pos_layers + shift)
@@ -76,17 +97,34 @@ def test_permuting_atoms_permutes_outputs(make_model, rng):
     assert_close(cell_perm, cell_layers)
 
 
-def test_moving_one_atom_by_a_lattice_vector_moves_only_it_in_the_first_layer(make_model, rng):
+def test_moving_one_atom_by_a_lattice_vector_moves_it_by_the_predicted_lattice_vector(make_model, rng):
+    """Affine updates: choosing another periodic image n L of one input atom changes nothing but that
+    atom's image in every layer's output, n L_layer: the same crystal."""
     (p, zz, c), = crystals(rng, sizes=(6,))
     moved = p.copy()
     moved[2] += c[1] - 2 * c[0]
     model = make_model("invariant")
     pos_layers, cell_layers = run(model, *flat_batch([(p, zz, c)]))
     pos_moved, cell_moved = run(model, *flat_batch([(moved, zz, c)]))
+    expected = pos_layers.clone()
+    expected[:, 2] += cell_layers[:, 0, 1] - 2 * cell_layers[:, 0, 0]
+    assert_close(pos_moved, expected)
+    assert_close(cell_moved, cell_layers)
+
+
+def test_cartesian_updates_keep_the_image_choice_in_the_first_layer_only(make_model, rng):
+    (p, zz, c), = crystals(rng, sizes=(6,))
+    moved = p.copy()
+    moved[2] += c[1] - 2 * c[0]
+    model = make_model("invariant", position_update="cartesian")
+    pos_layers, cell_layers = run(model, *flat_batch([(p, zz, c)]))
+    pos_moved, cell_moved = run(model, *flat_batch([(moved, zz, c)]))
     expected = pos_layers[0].clone()
     expected[2] += torch.from_numpy(c[1] - 2 * c[0])
     assert_close(pos_moved[0], expected)
     assert_close(cell_moved[0], cell_layers[0])
+    # later layers: off by the cell change times the lattice vector (model.md, decision 2)
+    assert float((pos_moved[-1, 2] - pos_layers[-1, 2] - torch.from_numpy(c[1] - 2 * c[0])).abs().max()) > 1e-6
 
 
 def test_batch_gives_each_crystal_its_result_alone(make_model, rng):
@@ -135,9 +173,10 @@ def test_gradients_reach_every_parameter(make_model, rng):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
-def test_scripted_model_matches_eager(make_model, rng):
+@pytest.mark.parametrize("coupling, position_update", [("paper", "cartesian"), ("invariant", "affine")])
+def test_scripted_model_matches_eager(make_model, rng, coupling, position_update):
     pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
-    model = make_model("paper")
+    model = make_model(coupling, position_update=position_update)
     scripted = torch.jit.script(model)
     for a, b in zip(run(scripted, pos, z, cell, pbc, ptr), run(model, pos, z, cell, pbc, ptr)):
         assert_close(a, b, 1e-12)
