@@ -10,6 +10,7 @@ batches and takes structures ``rank::world_size`` of each.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -116,11 +117,16 @@ def collate(store: PairStore, indices: np.ndarray) -> PairBatch:
 
 
 class StoreBatches(torch.utils.data.Dataset):
-    """Dataset over a fixed list of index batches, so a DataLoader's workers can collate them."""
+    """Dataset over a fixed list of index batches, so a DataLoader's workers can collate them.
 
-    def __init__(self, store_path: str, batches: list[np.ndarray]):
+    With ``augment`` (a callable ``(batch, k) -> batch``, picklable for workers), batch ``k`` is passed
+    through it after collation.
+    """
+
+    def __init__(self, store_path: str, batches: list[np.ndarray], augment: Callable | None = None):
         self.store_path = store_path
         self.batches = batches
+        self.augment = augment
         self._store: PairStore | None = None
 
     def __len__(self) -> int:
@@ -129,4 +135,5 @@ class StoreBatches(torch.utils.data.Dataset):
     def __getitem__(self, k: int) -> PairBatch:
         if self._store is None:  # opened lazily: each worker maps the files itself
             self._store = PairStore(self.store_path)
-        return collate(self._store, self.batches[k])
+        batch = collate(self._store, self.batches[k])
+        return self.augment(batch, k) if self.augment is not None else batch

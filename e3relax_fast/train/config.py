@@ -15,6 +15,28 @@ from ..model.config import YamlConfig
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Re-perturbed inputs (``train/augment.py``): a share of the training pairs get, each time they
+    are drawn, a fresh input made from their relaxed side, as the pair generator made its inputs.
+
+    Attributes:
+        fraction: probability that a drawn training pair gets a perturbed input (0: never).
+        source_contains: only pairs whose store source contains this text (empty: every pair); e.g.
+            ``chgnet_pairs`` leaves Perov-5, whose inputs are always the ideal cubic cell, as it is.
+        strain: half-width of each entry of the random symmetric strain (the generator's 0.04).
+        volume: volume drawn from (1 +- volume) times the pair's unrelaxed volume.
+        rattle_min / rattle_max: range of the per-structure rattle distance, Å (the generator's 0.02-0.1).
+    """
+
+    fraction: float = 0.0
+    source_contains: str = ""
+    strain: float = 0.04
+    volume: float = 0.08
+    rattle_min: float = 0.02
+    rattle_max: float = 0.1
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where the pairs come from and how they are batched.
 
@@ -24,6 +46,7 @@ class DataConfig:
         max_structures_per_batch: structures per optimiser step (the paper: 32).
         max_atoms_per_batch: atom budget per step (0: none); a batch closes at whichever limit comes first.
         num_workers: DataLoader worker processes assembling batches.
+        augment: re-perturbed inputs for training pairs (off by default).
     """
 
     store: str = ""
@@ -32,6 +55,7 @@ class DataConfig:
     max_structures_per_batch: int = 32
     max_atoms_per_batch: int = 0
     num_workers: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass(frozen=True)
@@ -97,6 +121,12 @@ class TrainConfig(YamlConfig):
             raise ValueError("data.max_atoms_per_batch must be >= 0 (0: no atom budget)")
         if self.run.steps_per_epoch < 1 or self.run.max_epochs < 1:
             raise ValueError("run.steps_per_epoch and run.max_epochs must be >= 1")
+        augment = self.data.augment
+        if not 0.0 <= augment.fraction <= 1.0:
+            raise ValueError(f"data.augment.fraction must be in [0, 1], got {augment.fraction}")
+        if not (0.0 <= augment.strain < 0.5 and 0.0 <= augment.volume < 1.0
+                and 0.0 <= augment.rattle_min <= augment.rattle_max):
+            raise ValueError("data.augment: need 0 <= strain < 0.5, 0 <= volume < 1 and 0 <= rattle_min <= rattle_max")
         if self.run.dtype not in ("float32", "float64"):
             raise ValueError(f"run.dtype must be float32 or float64, got {self.run.dtype!r}")
         if not 0.0 <= self.optim.ema_decay < 1.0:

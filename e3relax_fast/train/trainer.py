@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ..data.store import PairStore
 from ..model import E3Relax
 from ..model.checkpoint import read_checkpoint, save_checkpoint
+from .augment import BatchAugmenter
 from .batching import BatchOrder, PairBatch, StoreBatches, collate, pack_batches
 from .config import TrainConfig
 
@@ -136,6 +137,8 @@ class Trainer:
         num_atoms = self.store.num_atoms
         self.order = BatchOrder(self.train_indices, num_atoms, config.data.max_structures_per_batch,
                                 config.data.max_atoms_per_batch, config.run.seed, self.world_size)
+        # which pairs may get re-perturbed inputs (train/augment.py)
+        self.augment_eligible = np.array([config.data.augment.source_contains in source for source in self.store.sources])
         self.val_batches = pack_batches(np.sort(self.val_indices), num_atoms, config.data.max_structures_per_batch,
                                         config.data.max_atoms_per_batch)
 
@@ -304,7 +307,12 @@ class Trainer:
                     break
                 batches = self.order.batches(self.state["pass"])[self.state["batch_in_pass"]:]
                 shares = [b[self.rank::self.world_size] for b in batches]
-                loader = torch.utils.data.DataLoader(StoreBatches(cfg.data.store, shares), batch_size=None,
+                augment = None
+                if cfg.data.augment.fraction > 0:
+                    augment = BatchAugmenter(cfg.data.augment, self.augment_eligible, cfg.run.seed, self.state["pass"],
+                                             self.state["batch_in_pass"], self.rank, self.store.graph.cutoff,
+                                             self.store.graph.max_neighbors, self.store.graph.self_images)
+                loader = torch.utils.data.DataLoader(StoreBatches(cfg.data.store, shares, augment), batch_size=None,
                                                      shuffle=False, num_workers=cfg.data.num_workers)
                 for global_batch, batch in zip(batches, loader):
                     parts = self.train_step(batch, int(num_atoms[global_batch].sum()), len(global_batch))
