@@ -24,6 +24,17 @@ from .refine import refine as refine_structure
 
 
 MATMUL_PRECISIONS = ("float32", "bfloat16")
+OVERLAP_POLICIES = ("input", "keep")
+#: Pairs farther apart than this (Å) do not decide a structure's shortest distance check.
+SHORTEST_DISTANCE_RANGE = 4.0
+
+
+def shortest_distance(pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> float:
+    """Shortest distance (Å) between two atoms, or an atom and its own periodic image, if below
+    :data:`SHORTEST_DISTANCE_RANGE`; ``inf`` otherwise."""
+    _, _, distances = neighbors(pos, cell, pbc, SHORTEST_DISTANCE_RANGE, max_neighbors=1, self_images="all",
+                                threads=1)
+    return float(distances.min()) if len(distances) else float("inf")
 
 
 def _validated_arrays(model: E3Relax, structure: Any, structure_id: str):
@@ -56,10 +67,13 @@ def untrained_model(preset: str = "paper", seed: int = 0) -> E3Relax:
 class RelaxResult:
     """One relaxed structure (or why there is none), of the input's type.
 
-    ``trajectory`` holds one structure per layer (the last is ``final_structure``). ``confidence``
+    ``trajectory`` holds one structure per layer (the last is the model's prediction). ``confidence``
     is the change the last layer still made: ``last_layer_max_move`` (Å, largest atom move) and
-    ``last_layer_cell_change`` (Å, largest cell-entry change); small values mean the layers converged.
-    Fields read as ``result.final_structure`` or ``result["final_structure"]``.
+    ``last_layer_cell_change`` (Å, largest cell-entry change); small values mean the layers converged;
+    and ``shortest_distance_ratio``, the prediction's shortest interatomic distance over the input's.
+    ``warning`` says when the prediction was refused (atoms pushed together: see ``E3Relaxer``'s
+    ``on_overlap``); ``final_structure`` is then the input's geometry. Fields read as
+    ``result.final_structure`` or ``result["final_structure"]``.
     """
 
     id: str
@@ -68,6 +82,7 @@ class RelaxResult:
     trajectory: list = field(default_factory=list)
     confidence: dict = field(default_factory=dict)
     error: str = ""
+    warning: str = ""
     seconds: float = 0.0  # this structure's share of its batch's wall time (graph excluded)
     refined: Any = None  # RefineResult (structure, steps, converged, energy) when relaxed with refine=
 
@@ -94,13 +109,24 @@ class E3Relaxer:
             channel-mixing products in bfloat16 with float32 accumulation, geometry and heads kept in
             ``dtype`` (:meth:`E3Relax.reduce_matmul_precision`). Fast on CPUs with AMX or AVX512-BF16
             and on GPUs; the predictions move slightly (the README gives the measured change).
+        on_overlap: what to return when the prediction's shortest interatomic distance is below
+            ``overlap_ratio`` times the input's (on structure types unlike its training data the model
+            can push atoms together, which sends a DFT or force-field refinement astray):
+            ``"input"`` (default) returns the input geometry as ``final_structure``, ``"keep"`` the
+            prediction; both set ``result.warning``.
+        overlap_ratio: the threshold of that check (default 0.6: relaxations in the training data
+            shorten no distance by more than a few tenths).
     """
 
     def __init__(self, model: E3Relax, metadata: dict | None = None, device: str | torch.device | None = None,
                  dtype: torch.dtype = torch.float32, on_unknown_element: str = "error",
-                 matmul_precision: str = "float32"):
+                 matmul_precision: str = "float32", on_overlap: str = "input", overlap_ratio: float = 0.6):
         if on_unknown_element not in ("error", "warn"):
             raise ValueError(f"on_unknown_element must be 'error' or 'warn', got {on_unknown_element!r}")
+        if on_overlap not in OVERLAP_POLICIES:
+            raise ValueError(f"on_overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {on_overlap!r}")
+        if not 0.0 <= overlap_ratio < 1.0:
+            raise ValueError(f"overlap_ratio must be in [0, 1), got {overlap_ratio}")
         if matmul_precision not in MATMUL_PRECISIONS:
             raise ValueError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {matmul_precision!r}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -116,6 +142,8 @@ class E3Relaxer:
         self.metadata = metadata or {}
         self.elements = set(self.metadata.get("elements") or [])
         self.on_unknown_element = on_unknown_element
+        self.on_overlap = on_overlap
+        self.overlap_ratio = float(overlap_ratio)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | None = None, device: str | torch.device | None = None,
@@ -163,7 +191,7 @@ class E3Relaxer:
             edge_index, shifts, _ = neighbors(arrays[0], arrays[2], arrays[3], self.model.graph_cutoff,
                                               self.model.max_neighbors, self.model.self_images, threads=1)
             graph = (edge_index, shifts)
-        return _Prepared(arrays, graph)
+        return _Prepared(arrays, graph, shortest_distance(arrays[0], arrays[2], arrays[3]))
 
     def _forward(self, items: list[tuple[RelaxResult, _Prepared]]) -> None:
         started = time.perf_counter()
@@ -179,7 +207,7 @@ class E3Relaxer:
         pos_layers, cell_layers = pos_layers.double().cpu(), cell_layers.double().cpu()
         seconds = (time.perf_counter() - started) / len(items)
         ptr = batch.ptr
-        for b, (result, _) in enumerate(items):
+        for b, (result, prepared) in enumerate(items):
             a0, a1 = int(ptr[b]), int(ptr[b + 1])
             result.trajectory = [with_geometry(result.input, pos_layers[k, a0:a1], cell_layers[k, b])
                                  for k in range(pos_layers.shape[0])]
@@ -192,6 +220,26 @@ class E3Relaxer:
                 "last_layer_cell_change": float((cell_layers[-1, b] - previous_cell).abs().max()),
             }
             result.seconds = seconds
+            self._check_overlap(result, prepared, pos_layers[-1, a0:a1].numpy(), cell_layers[-1, b].numpy())
+
+    def _check_overlap(self, result: RelaxResult, prepared: "_Prepared", pos: np.ndarray, cell: np.ndarray) -> None:
+        # beyond the search range the input's shortest distance is only known to exceed it: the ratio
+        # to the range is then an upper bound of the true one, and a prediction beyond it passes
+        before = min(prepared.shortest_distance, SHORTEST_DISTANCE_RANGE)
+        after = min(shortest_distance(pos, cell, prepared.arrays[3]), SHORTEST_DISTANCE_RANGE)
+        ratio = after / before if before > 0 else 1.0
+        result.confidence["shortest_distance_ratio"] = ratio
+        if ratio >= self.overlap_ratio:
+            return
+        result.warning = (f"structure {result.id!r}: the prediction puts two atoms {after:.2f} Å apart, "
+                          f"{ratio:.2f} of the input's shortest distance {before:.2f} Å (below "
+                          f"overlap_ratio={self.overlap_ratio:g}): ")
+        if self.on_overlap == "input":
+            pos_in, _, cell_in, _ = prepared.arrays
+            result.final_structure = with_geometry(result.input, pos_in, cell_in)
+            result.warning += "returned the input geometry (on_overlap='input')"
+        else:
+            result.warning += "kept (on_overlap='keep')"
 
     @torch.no_grad()
     def _run(self, items: list[tuple[RelaxResult, _Prepared]]) -> None:
@@ -345,6 +393,7 @@ class E3Relaxer:
 class _Prepared:
     arrays: tuple  # (pos, z, cell, pbc) numpy
     graph: tuple | None  # (edge_index [2,E], shifts [E,3]) numpy, or None when the model builds its own
+    shortest_distance: float = float("inf")  # of the input, Å
 
     @property
     def size(self) -> int:

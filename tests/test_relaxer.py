@@ -165,3 +165,50 @@ def test_matmul_precision_is_checked_and_leaves_the_callers_model_alone(make_mod
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a copy was reduced
     result = reduced.relax(structures()[0])
     assert result.ok and np.isfinite(result.final_structure.positions).all()
+
+
+def _collapse_second_structure(relaxer, monkeypatch):
+    """Make the model put atom 1 of the second structure 0.3 Å from atom 0 (a learned model does this
+    to unseen structure types), leaving the other structures as the model predicts them."""
+    forward = relaxer.model.forward
+
+    def collapsing(pos, z, cell, pbc, ptr, *graph):
+        pos_layers, cell_layers = forward(pos, z, cell, pbc, ptr, *graph)
+        pos_layers = pos_layers.clone()
+        if len(ptr) > 2:
+            first = int(ptr[1])
+            pos_layers[-1, first + 1] = pos_layers[-1, first] + torch.tensor([0.3, 0.0, 0.0], dtype=pos.dtype)
+        return pos_layers, cell_layers
+
+    monkeypatch.setattr(relaxer.model, "forward", collapsing)
+
+
+def test_a_prediction_that_pushes_atoms_together_gets_the_input_back_with_a_warning(relaxer, monkeypatch):
+    cu, nacl, si = structures()
+    _collapse_second_structure(relaxer, monkeypatch)
+    plain = [relaxer.relax(s) for s in (cu, si)]  # alone: nothing collapses
+    results = list(relaxer.relax_many([("cu", cu), ("nacl", nacl), ("si", si)]))
+    assert [bool(r.warning) for r in results] == [False, True, False]
+    flagged = results[1]
+    assert "'nacl'" in flagged.warning and "0.30 Å apart" in flagged.warning and "returned the input" in flagged.warning
+    assert flagged.confidence["shortest_distance_ratio"] < 0.6
+    np.testing.assert_allclose(flagged.final_structure.cart_coords, nacl.cart_coords, atol=1e-12)
+    np.testing.assert_allclose(flagged.final_structure.lattice.matrix, nacl.lattice.matrix, atol=1e-12)
+    assert not np.allclose(flagged.trajectory[-1].cart_coords, nacl.cart_coords)  # the prediction is kept there
+    for single, batched in zip(plain, (results[0], results[2])):
+        assert 0.6 < batched.confidence["shortest_distance_ratio"] < 1.5
+        np.testing.assert_allclose(batched.final_structure.positions, single.final_structure.positions, atol=1e-10)
+
+
+def test_on_overlap_keep_returns_the_prediction_and_bad_settings_are_errors(make_model, tmp_path, monkeypatch):
+    model = make_model(layers=2)
+    relaxer = E3Relaxer(model, device="cpu", dtype=torch.float64, on_overlap="keep")
+    cu, nacl, si = structures()
+    _collapse_second_structure(relaxer, monkeypatch)
+    results = list(relaxer.relax_many([cu, nacl, si]))
+    assert "kept (on_overlap='keep')" in results[1].warning
+    assert results[1].final_structure is results[1].trajectory[-1]
+    with pytest.raises(ValueError, match="on_overlap must be one of input, keep"):
+        E3Relaxer(model, on_overlap="drop")
+    with pytest.raises(ValueError, match="overlap_ratio must be in"):
+        E3Relaxer(model, overlap_ratio=1.5)

@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="relax only inputs I, I+N, I+2N, ... (SLURM arrays, torchrun ranks, several machines)")
     parser.add_argument("--on-unknown-element", default="error", choices=("error", "warn"),
                         help="elements not seen in training (checkpoint metadata): skip with an error or warn")
+    parser.add_argument("--on-overlap", default="input", choices=("input", "keep"),
+                        help="when a prediction puts atoms closer than --overlap-ratio times the input's shortest "
+                             "distance: write the input geometry (default) or the prediction; the report's "
+                             "'warning' column says which")
+    parser.add_argument("--overlap-ratio", type=float, default=0.6, help="threshold of that check")
     parser.add_argument("--wrap", action="store_true", help="wrap the relaxed positions into the cell")
     parser.add_argument("--folder-format", default="cif", choices=("cif", "poscar"),
                         help="file format when OUTPUT is a folder")
@@ -64,8 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-REPORT_COLUMNS = ["id", "source", "formula", "atoms", "status", "error", "last_layer_max_move_A",
-                  "last_layer_cell_change_A", "max_displacement_A", "seconds", "refine_steps", "refine_converged",
+REPORT_COLUMNS = ["id", "source", "formula", "atoms", "status", "error", "warning", "last_layer_max_move_A",
+                  "last_layer_cell_change_A", "shortest_distance_ratio", "max_displacement_A", "seconds", "refine_steps", "refine_converged",
                   "refine_steps_from_input"]
 
 
@@ -114,11 +119,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.untrained:
         relaxer = E3Relaxer.from_pretrained(args.model, device=args.device, backend=args.backend,
                                             on_unknown_element=args.on_unknown_element,
-                                            matmul_precision=args.matmul_precision)
+                                            matmul_precision=args.matmul_precision, on_overlap=args.on_overlap,
+                                            overlap_ratio=args.overlap_ratio)
     else:
         print(UNTRAINED_BANNER.format(preset=args.preset, seed=args.seed), file=sys.stderr)
         relaxer = E3Relaxer(untrained_model(args.preset, args.seed).set_backend(args.backend), device=args.device,
-                            matmul_precision=args.matmul_precision)
+                            matmul_precision=args.matmul_precision, on_overlap=args.on_overlap,
+                            overlap_ratio=args.overlap_ratio)
 
     report = args.report or (args.output.rstrip("/").rsplit(".", 1)[0] + "_report.csv")
     done = finished_ids(report) if args.resume else set()
@@ -129,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"resuming: {len(done)} ids already in {report} are skipped", file=sys.stderr)
 
     started = time.perf_counter()
-    counts = {"ok": 0, "error": 0}
+    counts = {"ok": 0, "error": 0, "warning": 0}
     append = args.resume and os.path.exists(report)
     with StructureWriter(args.output, args.folder_format, append=append) as writer, \
             open(report, "a" if append else "w", newline="") as handle:
@@ -141,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
             table.writerow(row)
             handle.flush()  # an interrupted run keeps every row it finished: --resume relies on it
             counts["ok" if row["status"] == "ok" else "error"] += 1
+            counts["warning"] += bool(row.get("warning"))
 
         bar = tqdm(total=len(records), unit="structure", disable=args.no_progress, file=sys.stderr)
         for record in records:  # unreadable files first: they need no model
@@ -156,11 +164,13 @@ def run(args: argparse.Namespace) -> int:
             atoms = result.input
             row = {"id": result.id, "source": sources[result.id], "formula": atoms.get_chemical_formula(),
                    "atoms": len(atoms), "status": "ok" if result.ok else "error", "error": result.error,
+                   "warning": result.warning,
                    "seconds": f"{result.seconds:.5f}"}
             if result.ok:
                 final = result.final_structure
                 row["last_layer_max_move_A"] = f"{result.confidence['last_layer_max_move']:.4f}"
                 row["last_layer_cell_change_A"] = f"{result.confidence['last_layer_cell_change']:.4f}"
+                row["shortest_distance_ratio"] = f"{result.confidence['shortest_distance_ratio']:.3f}"
                 row["max_displacement_A"] = (f"{np.linalg.norm(final.positions - atoms.positions, axis=1).max():.4f}"
                                              if len(atoms) else "")
                 if result.refined is not None:
@@ -178,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     rate = counts["ok"] / elapsed if elapsed > 0 else float("inf")
     print(f"wrote {counts['ok']} structures to {args.output} ({rate:.1f} structures/s); "
-          f"{counts['error']} failed; report: {report}")
+          f"{counts['error']} failed; {counts['warning']} with a warning; report: {report}")
     if args.untrained:
         print("(UNTRAINED model: displacements are random, not physical)")
     return 0

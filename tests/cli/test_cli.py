@@ -78,10 +78,28 @@ def test_predict_keeps_every_good_structure_and_reports_the_bad_ones(tmp_path, c
     rows = {row["id"]: row for row in csv.DictReader(open(report))}
     assert len(rows) == 6
     assert all(rows[os.path.splitext(n)[0]]["status"] == "ok" for n in good)
+    assert all(float(rows[os.path.splitext(n)[0]]["shortest_distance_ratio"]) > 0 for n in good)
     for bad in ("broken", "empty", "unknown"):
         assert rows[bad]["status"] == "error" and rows[bad]["error"], rows[bad]
     assert "empty" in rows["empty"]["error"]
     assert "not a known element" in rows["unknown"]["error"]
+
+
+def test_predict_writes_the_input_geometry_when_a_prediction_pushes_atoms_together(tmp_path, capsys):
+    """--overlap-ratio 0.999 refuses the untrained model's predictions that shorten the shortest distance by
+    more than 0.1 % (it moves atoms by ~1e-3 Å: some of the examples, not all)."""
+    output, report = tmp_path / "out.extxyz", tmp_path / "report.csv"
+    argv = ["predict", "-i", EXAMPLES, "-o", str(output), "--untrained", "--preset", "small", "--report", str(report),
+            "--no-progress"]
+    assert main(argv + ["--overlap-ratio", "0.999"]) == 0
+    rows = {row["id"]: row for row in csv.DictReader(open(report))}
+    refused = {i for i, row in rows.items() if row["warning"]}
+    assert 0 < len(refused) < len(rows) and all("returned the input geometry" in rows[i]["warning"] for i in refused)
+    assert f"{len(refused)} with a warning" in capsys.readouterr().out
+    inputs = {os.path.splitext(f)[0]: read(os.path.join(EXAMPLES, f)) for f in os.listdir(EXAMPLES) if f.endswith(".cif")}
+    for atoms in read(output, ":"):
+        same = np.allclose(atoms.positions, inputs[atoms.info["id"]].positions, atol=1e-8)
+        assert same == (atoms.info["id"] in refused)
 
 
 @pytest.mark.parametrize("inputs", [["no/such/file.cif"], ["no_such_*.cif"]])
