@@ -2,8 +2,11 @@
 validation prototype pairs, started from our prediction and from the unrelaxed input. Never run by CI.
 
     python scripts/refine_experiment.py predict  [--count 100] [--model e3relax-small]   # our venv
-    runs/genvenv/bin/python scripts/refine_experiment.py relax                          # CHGNet's venv
+    runs/genvenv/bin/python scripts/refine_experiment.py relax [--start input|prediction] # CHGNet's venv
     python scripts/refine_experiment.py summary
+
+``--out DIR`` (default runs/refine_experiment) keeps experiments apart; ``relax --start`` runs one of
+the two starts only, so two processes (one per start) use two cores.
 
 Pairs: the first ``count`` pairs (by id) of ``../shared/data/chgnet_pairs`` whose prototype is in the
 validation split (structure types the shipped model never saw). The CHGNet phase appends one JSON line
@@ -17,11 +20,11 @@ import os
 import sys
 import time
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "runs", "refine_experiment")
+DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "runs", "refine_experiment")
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "chgnet_pairs")
 
 
-def predict(count: int, model: str) -> None:
+def predict(count: int, model: str, out: str) -> None:
     from ase.io import read, write
 
     from e3relax_fast import E3Relaxer
@@ -38,13 +41,13 @@ def predict(count: int, model: str) -> None:
         p = result.final_structure.copy()
         p.info = {"id": atoms.info["id"], "prototype": atoms.info["prototype"]}
         predicted.append(p)
-    os.makedirs(OUT, exist_ok=True)
-    write(os.path.join(OUT, "input.extxyz"), chosen)
-    write(os.path.join(OUT, "predicted.extxyz"), predicted)
-    print(f"{len(chosen)} pairs predicted -> {OUT}")
+    os.makedirs(out, exist_ok=True)
+    write(os.path.join(out, "input.extxyz"), chosen)
+    write(os.path.join(out, "predicted.extxyz"), predicted)
+    print(f"{len(chosen)} pairs predicted -> {out}")
 
 
-def relax() -> None:
+def relax(out: str, only: str) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -57,16 +60,16 @@ def relax() -> None:
     from chgnet.model import CHGNet, CHGNetCalculator
 
     calc = CHGNetCalculator(model=CHGNet.load(verbose=False), use_device="cpu")
-    log = os.path.join(OUT, "relax.jsonl")
+    log = os.path.join(out, f"relax_{only}.jsonl" if only else "relax.jsonl")
     done = set()
     if os.path.exists(log):
         done = {(r["id"], r["start"]) for r in map(json.loads, open(log))}
-    inputs = read(os.path.join(OUT, "input.extxyz"), ":")
-    predicted = read(os.path.join(OUT, "predicted.extxyz"), ":")
+    inputs = read(os.path.join(out, "input.extxyz"), ":")
+    predicted = read(os.path.join(out, "predicted.extxyz"), ":")
     with open(log, "a") as handle:
         for u, p in zip(inputs, predicted):
             for start, atoms in (("input", u), ("prediction", p)):
-                if (u.info["id"], start) in done:
+                if (u.info["id"], start) in done or (only and start != only):
                     continue
                 atoms = atoms.copy()
                 atoms.calc = calc
@@ -80,28 +83,30 @@ def relax() -> None:
                 handle.flush()
 
 
-def summary() -> None:
+def summary(out: str) -> None:
+    import glob
+
     import numpy as np
 
-    rows = [json.loads(line) for line in open(os.path.join(OUT, "relax.jsonl"))]
+    rows = [json.loads(line) for path in sorted(glob.glob(os.path.join(out, "relax*.jsonl"))) for line in open(path)]
     by_id = {}
     for r in rows:
         by_id.setdefault(r["id"], {})[r["start"]] = r
     pairs = [v for v in by_id.values() if len(v) == 2]
-    out = {"pairs": len(pairs)}
+    result = {"pairs": len(pairs)}
     for start in ("input", "prediction"):
         steps = np.array([p[start]["steps"] for p in pairs])
         cpu = np.array([p[start]["cpu_s"] for p in pairs])
-        out[start] = {"median_steps": float(np.median(steps)), "mean_steps": float(steps.mean()),
-                      "total_cpu_s": float(cpu.sum()), "converged": int(sum(p[start]["converged"] for p in pairs))}
-    out["steps_saved_median"] = 1 - out["prediction"]["median_steps"] / out["input"]["median_steps"]
-    out["steps_saved_mean"] = 1 - out["prediction"]["mean_steps"] / out["input"]["mean_steps"]
-    out["cpu_saved"] = 1 - out["prediction"]["total_cpu_s"] / out["input"]["total_cpu_s"]
+        result[start] = {"median_steps": float(np.median(steps)), "mean_steps": float(steps.mean()),
+                         "total_cpu_s": float(cpu.sum()), "converged": int(sum(p[start]["converged"] for p in pairs))}
+    result["steps_saved_median"] = 1 - result["prediction"]["median_steps"] / result["input"]["median_steps"]
+    result["steps_saved_mean"] = 1 - result["prediction"]["mean_steps"] / result["input"]["mean_steps"]
+    result["cpu_saved"] = 1 - result["prediction"]["total_cpu_s"] / result["input"]["total_cpu_s"]
     energy_gap = [p["prediction"]["energy_per_atom"] - p["input"]["energy_per_atom"] for p in pairs]
-    out["final_energy_prediction_minus_input_eV_per_atom_median"] = float(np.median(energy_gap))
-    print(json.dumps(out, indent=1))
-    with open(os.path.join(OUT, "summary.json"), "w") as handle:
-        json.dump(out, handle, indent=1)
+    result["final_energy_prediction_minus_input_eV_per_atom_median"] = float(np.median(energy_gap))
+    print(json.dumps(result, indent=1))
+    with open(os.path.join(out, "summary.json"), "w") as handle:
+        json.dump(result, handle, indent=1)
 
 
 if __name__ == "__main__":
@@ -109,6 +114,9 @@ if __name__ == "__main__":
     parser.add_argument("phase", choices=("predict", "relax", "summary"))
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--model", default="e3relax-small")
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--start", choices=("input", "prediction"), default=None, help="relax: one start only")
     args = parser.parse_args()
-    {"predict": lambda: predict(args.count, args.model), "relax": relax, "summary": summary}[args.phase]()
+    {"predict": lambda: predict(args.count, args.model, args.out), "relax": lambda: relax(args.out, args.start),
+     "summary": lambda: summary(args.out)}[args.phase]()
     sys.exit(0)
