@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..nn import (AtomMessageBlock, AtomUpdateBlock, GaussianRBF, LatticeNodeBlock, PositionUpdateBlock, StrainBlock,
                   safe_norm)
+from ..nn.blocks import EDGES_PER_CHUNK
 from ..nn.layers import MLP, ReducedPrecisionLinear, ReducedPrecisionMLP
 from ..ops import MessageGraph, atom_structure_index, check_batch, edge_vectors, message_graph, radius_graph
 from ..ops.scripted import (CompiledMessageGraph, CompiledRadialFilter, CompiledRadiusGraph, CompiledVectorMessage,
@@ -172,6 +173,8 @@ class E3Relax(nn.Module):
             layer.message.aggregation_op = CompiledVectorMessage() if compiled else ReferenceVectorMessage()
             layer.message.filter_op = filter_op(layer.message.rbf_cutoff, layer.message.envelope_exponent)
             layer.message.held_ops = eager
+            if layer.strain is not None:
+                layer.strain.edges_per_chunk = 0 if eager else EDGES_PER_CHUNK
         return self
 
     def reduce_matmul_precision(self, dtype: torch.dtype = torch.bfloat16) -> "E3Relax":

@@ -46,6 +46,18 @@ def test_strain_is_symmetric_capped_and_rotates_with_the_bonds(rng):
     torch.testing.assert_close(rotated, rotation @ eps @ rotation.T, rtol=0, atol=1e-12)
 
 
+def test_edges_in_chunks_give_the_strain_of_one_pass(rng):
+    block = StrainBlock(16, 6.0).double()
+    h, edge_index, structure, vectors = edges(rng)
+    one_pass = strain_of(block, h, edge_index, structure, vectors)
+    block.edges_per_chunk = 0
+    whole = strain_of(block, h, edge_index, structure, vectors)
+    block.edges_per_chunk = 7  # chunks that end inside a structure's edges
+    chunked = strain_of(block, h, edge_index, structure, vectors)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-15)
+    torch.testing.assert_close(one_pass, whole, rtol=0, atol=1e-15)
+
+
 def test_structures_without_edges_get_no_strain(rng):
     block = StrainBlock(16, 6.0).double()
     h, edge_index, structure, vectors = edges(rng)
