@@ -24,7 +24,7 @@ DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ru
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "chgnet_pairs")
 
 
-def predict(count: int, model: str, out: str) -> None:
+def predict(count: int, model: str, out: str, on_overlap: str) -> None:
     from ase.io import read, write
 
     from e3relax_fast import E3Relaxer
@@ -33,18 +33,22 @@ def predict(count: int, model: str, out: str) -> None:
     unrelaxed = read(os.path.join(DATA, "unrelaxed.extxyz"), ":")
     chosen = sorted((a for a in unrelaxed if group_draw(a.info["prototype"], 0) < 0.1), key=lambda a: a.info["id"])
     chosen = chosen[:count]
-    results = list(E3Relaxer.from_pretrained(model).relax_many([(a.info["id"], a) for a in chosen]))
+    relaxer = E3Relaxer.from_pretrained(model, on_overlap=on_overlap)
+    results = list(relaxer.relax_many([(a.info["id"], a) for a in chosen]))
     predicted = []
     for atoms, result in zip(chosen, results):
         if not result.ok:
             raise RuntimeError(result.error)
         p = result.final_structure.copy()
-        p.info = {"id": atoms.info["id"], "prototype": atoms.info["prototype"]}
+        # refused: the relaxer returned the input geometry (atoms pushed together, see E3Relaxer)
+        p.info = {"id": atoms.info["id"], "prototype": atoms.info["prototype"],
+                  "refused": bool(result.warning) and on_overlap == "input"}
         predicted.append(p)
     os.makedirs(out, exist_ok=True)
     write(os.path.join(out, "input.extxyz"), chosen)
     write(os.path.join(out, "predicted.extxyz"), predicted)
-    print(f"{len(chosen)} pairs predicted -> {out}")
+    refused = sum(p.info["refused"] for p in predicted)
+    print(f"{len(chosen)} pairs predicted -> {out}; {refused} refused (input geometry kept)")
 
 
 def relax(out: str, only: str) -> None:
@@ -93,7 +97,10 @@ def summary(out: str) -> None:
     for r in rows:
         by_id.setdefault(r["id"], {})[r["start"]] = r
     pairs = [v for v in by_id.values() if len(v) == 2]
-    result = {"pairs": len(pairs)}
+    from ase.io import read
+
+    refused = sum(bool(a.info.get("refused")) for a in read(os.path.join(out, "predicted.extxyz"), ":"))
+    result = {"pairs": len(pairs), "predictions_refused_input_kept": refused}
     for start in ("input", "prediction"):
         steps = np.array([p[start]["steps"] for p in pairs])
         cpu = np.array([p[start]["cpu_s"] for p in pairs])
@@ -116,7 +123,9 @@ if __name__ == "__main__":
     parser.add_argument("--model", default="e3relax-small")
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--start", choices=("input", "prediction"), default=None, help="relax: one start only")
+    parser.add_argument("--on-overlap", choices=("input", "keep"), default="input",
+                        help="predict: what the relaxer returns for predictions that push atoms together")
     args = parser.parse_args()
-    {"predict": lambda: predict(args.count, args.model, args.out), "relax": lambda: relax(args.out, args.start),
+    {"predict": lambda: predict(args.count, args.model, args.out, args.on_overlap), "relax": lambda: relax(args.out, args.start),
      "summary": lambda: summary(args.out)}[args.phase]()
     sys.exit(0)
