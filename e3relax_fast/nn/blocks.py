@@ -189,15 +189,19 @@ class StrainBlock(nn.Module):
         source = self.source(h)
         target = self.target(h)
         total = torch.zeros((num_structures, 9), dtype=h.dtype, device=h.device)
-        num_edges = distance.shape[0]
-        # Edges in chunks: the [chunk, hidden] temporaries stay in cache (4x faster than one pass over
-        # millions of edges on a CPU). torch.export cannot loop over a symbolic edge count: one chunk there.
-        chunk = self.edges_per_chunk if self.edges_per_chunk > 0 else max(num_edges, 1)
-        for begin in range(0, num_edges, chunk):
-            end = min(begin + chunk, num_edges)
-            total = total.index_add(0, edge_structure[begin:end],
-                                    self._weighted_outer(source, target, distance[begin:end], edge_unit[begin:end],
-                                                         edge_index[:, begin:end]))
+        chunk = self.edges_per_chunk
+        if chunk <= 0:  # torch.export cannot loop over a symbolic edge count: one pass
+            total = total.index_add(0, edge_structure,
+                                    self._weighted_outer(source, target, distance, edge_unit, edge_index))
+        else:
+            # Edges in chunks: the [chunk, hidden] temporaries stay in cache (4x faster than one pass
+            # over millions of edges on a CPU).
+            num_edges = distance.shape[0]
+            for begin in range(0, num_edges, chunk):
+                end = min(begin + chunk, num_edges)
+                total = total.index_add(0, edge_structure[begin:end],
+                                        self._weighted_outer(source, target, distance[begin:end],
+                                                             edge_unit[begin:end], edge_index[:, begin:end]))
         count = torch.zeros((num_structures,), dtype=h.dtype, device=h.device).index_add(
             0, edge_structure, torch.ones_like(distance))
         strain = total.view(-1, 3, 3) / count.clamp(min=1.0).view(-1, 1, 1)
