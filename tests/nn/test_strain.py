@@ -81,3 +81,16 @@ def test_checkpoints_from_before_the_options_load_as_they_were_trained(tmp_path)
     loaded, _ = load_model(tmp_path / "old.ckpt")
     assert loaded.config.position_update == "cartesian" and loaded.config.strain_head is False
     assert loaded.num_parameters() == model.num_parameters()
+
+
+def test_bfloat16_products_leave_the_strain_head_in_full_precision():
+    from torch import nn
+
+    from e3relax_fast import E3Relax
+
+    model = E3Relax(E3RelaxConfig.small(hidden_channels=16, num_layers=1, num_rbf=16, position_update="affine",
+                                        strain_head=True)).reduce_matmul_precision()
+    strain = model.layers[0].strain
+    assert all(type(m) is nn.Linear for m in (strain.source, strain.target, strain.distance, strain.edge_weight))
+    assert type(model.layers[0].message.edge_filter) is nn.Linear
+    assert type(model.layers[0].update.vector_proj) is not nn.Linear  # the rest is reduced as before
