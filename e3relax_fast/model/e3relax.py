@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..nn import (AtomMessageBlock, AtomUpdateBlock, GaussianRBF, LatticeNodeBlock, PositionUpdateBlock, StrainBlock,
                   safe_norm)
-from ..nn.blocks import EDGES_PER_CHUNK
+from ..nn.blocks import EDGES_PER_CHUNK, edges_per_structure
 from ..nn.layers import MLP, ReducedPrecisionLinear, ReducedPrecisionMLP
 from ..ops import MessageGraph, atom_structure_index, check_batch, edge_vectors, message_graph, radius_graph
 from ..ops.scripted import (CompiledMessageGraph, CompiledRadialFilter, CompiledRadiusGraph, CompiledVectorMessage,
@@ -65,6 +65,7 @@ class E3RelaxLayer(nn.Module):
         structure: Tensor,
         inv_sizes: Tensor,
         csr: Optional[MessageGraph] = None,
+        edge_counts: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         # Step 0: geometry from the current structure on the fixed graph.
         r = edge_vectors(pos, cell, edge_index, shifts, edge_structure)  # [E, 3]
@@ -111,7 +112,8 @@ class E3RelaxLayer(nn.Module):
         new_cell = cell + torch.stack(increments, dim=1)
         strain = self.strain
         if strain is not None:
-            eps = strain(h, distance, edge_unit, edge_index, edge_structure, cell.shape[0])
+            assert edge_counts is not None, "E3Relax.forward passes the edge counts to layers with a strain head"
+            eps = strain(h, distance, edge_unit, edge_index, edge_structure, edge_counts)
             new_cell = new_cell + torch.bmm(new_cell, eps)  # L' (I + eps): rows strained alike
         if self.affine_positions:
             # Atoms ride along with the cell change at fixed fractional coordinates: x <- x L^-1 L'.
@@ -144,6 +146,7 @@ class E3Relax(nn.Module):
         self.max_neighbors = int(config.max_neighbors)
         self.self_images = str(config.self_images)
         self.num_elements = int(config.num_elements)
+        self.strain_head = bool(config.strain_head)
         self.backend = backend
         f = config.hidden_channels
         self.element_embedding = nn.Embedding(config.num_elements, f)
@@ -251,11 +254,15 @@ class E3Relax(nn.Module):
             csr = self.message_graph_op(edge_index, num_atoms)
         elif not torch.jit.is_scripting() and self.backend != "torch":
             csr = message_graph(edge_index, num_atoms)  # once per batch, for every layer's fused kernel
+        # the graph is fixed: the strain heads' edge counts are the same in every layer
+        edge_counts: Optional[Tensor] = None
+        if self.strain_head:
+            edge_counts = edges_per_structure(edge_structure, num_structures, pos.dtype)
         pos_layers: List[Tensor] = []
         cell_layers: List[Tensor] = []
         for layer in self.layers:
             pos, cell, h, vec, g, lattice_vec = layer(pos, cell, h, vec, g, lattice_vec, edge_index, shifts,
-                                                      edge_structure, structure, inv_sizes, csr)
+                                                      edge_structure, structure, inv_sizes, csr, edge_counts)
             pos_layers.append(pos)
             cell_layers.append(cell)
         return torch.stack(pos_layers), torch.stack(cell_layers)

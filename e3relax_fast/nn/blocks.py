@@ -152,6 +152,13 @@ class PositionUpdateBlock(nn.Module):
         return 0.5 * (learned + attended)
 
 
+def edges_per_structure(edge_structure: Tensor, num_structures: int, dtype: torch.dtype) -> Tensor:
+    """Edges of each structure [B] as ``dtype``, at least 1 (a structure without edges gets no strain)."""
+    ones = torch.ones(edge_structure.shape, dtype=dtype, device=edge_structure.device)
+    counts = torch.zeros((num_structures,), dtype=dtype, device=edge_structure.device).index_add(0, edge_structure, ones)
+    return counts.clamp(min=1.0)
+
+
 #: Edges per chunk of :class:`StrainBlock` (16k x 32 float32 hidden values: 2 MB, an L2 cache).
 EDGES_PER_CHUNK = 16384
 
@@ -185,7 +192,10 @@ class StrainBlock(nn.Module):
         self.edges_per_chunk = EDGES_PER_CHUNK  # 0: all at once (E3Relax.hold_ops(eager=True), for torch.export)
 
     def forward(self, h: Tensor, distance: Tensor, edge_unit: Tensor, edge_index: Tensor, edge_structure: Tensor,
-                num_structures: int) -> Tensor:
+                edge_counts: Tensor) -> Tensor:
+        """``edge_counts [B]``: edges per structure, at least 1 (the same for every layer: found once by
+        the model, :func:`edges_per_structure`)."""
+        num_structures = edge_counts.shape[0]
         source = self.source(h)
         target = self.target(h)
         total = torch.zeros((num_structures, 9), dtype=h.dtype, device=h.device)
@@ -202,9 +212,7 @@ class StrainBlock(nn.Module):
                 total = total.index_add(0, edge_structure[begin:end],
                                         self._weighted_outer(source, target, distance[begin:end],
                                                              edge_unit[begin:end], edge_index[:, begin:end]))
-        count = torch.zeros((num_structures,), dtype=h.dtype, device=h.device).index_add(
-            0, edge_structure, torch.ones_like(distance))
-        strain = total.view(-1, 3, 3) / count.clamp(min=1.0).view(-1, 1, 1)
+        strain = total.view(-1, 3, 3) / edge_counts.view(-1, 1, 1)
         norm = torch.sqrt(strain.square().sum(dim=(1, 2)) + 1e-12)
         return strain * (self.max_strain * torch.tanh(norm / self.max_strain) / norm).view(-1, 1, 1)
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..data.store import PairStore
 from ..model import E3Relax
-from ..model.checkpoint import read_checkpoint, save_checkpoint
+from ..model.checkpoint import model_config_of, read_checkpoint, save_checkpoint
 from .augment import BatchAugmenter
 from .batching import BatchOrder, PairBatch, StoreBatches, collate, pack_batches
 from .config import TrainConfig
@@ -147,9 +147,10 @@ class Trainer:
         self.init_metadata: dict = {}
         if config.run.init_from:
             payload, self.init_metadata = read_checkpoint(config.run.init_from)
-            if self.init_metadata.get("model_config") != config.model.to_dict():
+            init_config = model_config_of(self.init_metadata).to_dict()  # older checkpoints: their defaults
+            if init_config != config.model.to_dict():
                 raise ValueError(f"run.init_from {config.run.init_from!r} holds a model with config "
-                                 f"{self.init_metadata.get('model_config')}, not the configured {config.model.to_dict()}")
+                                 f"{init_config}, not the configured {config.model.to_dict()}")
             model.load_state_dict(payload["model"])
         self.model = model
         self.ema = ExponentialMovingAverage(model, config.optim.ema_decay)

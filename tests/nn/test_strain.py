@@ -6,6 +6,7 @@ import torch
 from e3relax_fast import E3RelaxConfig
 from e3relax_fast.model.checkpoint import load_model, save_checkpoint
 from e3relax_fast.nn import StrainBlock
+from e3relax_fast.nn.blocks import edges_per_structure
 from e3relax_fast.testing import random_rotation
 
 
@@ -28,7 +29,8 @@ def edges(rng, num_atoms=(4, 3), per_atom=5):
 @torch.no_grad()
 def strain_of(block, h, edge_index, structure, vectors):
     distance = vectors.norm(dim=1)
-    return block(h, distance, vectors / distance.unsqueeze(1), edge_index, structure, 2)
+    counts = edges_per_structure(structure, 2, torch.float64)
+    return block(h, distance, vectors / distance.unsqueeze(1), edge_index, structure, counts)
 
 
 def test_strain_is_symmetric_capped_and_rotates_with_the_bonds(rng):

@@ -163,3 +163,23 @@ def test_two_process_ddp_matches_one_process(pair_store, tmp_path):
         torch.testing.assert_close(two["training"]["model"][name], value, rtol=1e-9, atol=1e-11)
     assert not (tmp_path / "ddp" / "metrics.jsonl").read_text().count("\n") > \
         (tmp_path / "single" / "metrics.jsonl").read_text().count("\n")  # rank 0 logs alone
+
+
+def test_init_from_reads_older_checkpoints_with_their_defaults(pair_store, tmp_path):
+    """A checkpoint written before position_update and strain_head existed holds neither key: it starts
+    a run of the same architecture, and a run of another architecture is refused."""
+    config = tiny_config(pair_store, tmp_path / "first")
+    train(config)
+    payload, metadata = read_checkpoint(tmp_path / "first" / "best.ckpt")
+    old_keys = {k: v for k, v in metadata["model_config"].items() if k not in ("position_update", "strain_head")}
+    from e3relax_fast.model.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "old.ckpt", payload["model"], {**metadata, "model_config": old_keys})
+    resumed = tiny_config(pair_store, tmp_path / "second", run={"init_from": str(tmp_path / "old.ckpt"),
+                                                                "max_steps": 1})
+    train(resumed)
+    assert (tmp_path / "second" / "best.ckpt").exists()
+    affine = tiny_config(pair_store, tmp_path / "third", run={"init_from": str(tmp_path / "old.ckpt")},
+                         model={"hidden_channels": 16, "num_layers": 2, "num_rbf": 16, "position_update": "affine"})
+    with pytest.raises(ValueError, match="holds a model with config"):
+        train(affine)
