@@ -1,37 +1,50 @@
 """How close a predicted structure is to the relaxed reference, and the Dummy baseline.
 
 Per structure (prediction ``P``, reference ``R``, both with the same atoms in the same order and in the
-same Cartesian frame):
+same Cartesian frame; the columns of ``e3relax evaluate``'s CSV):
 
 - ``coord_mae`` (Å): mean over atoms x 3 of ``|x_P - x_R|``, the reference unwrapped first to the
   periodic image (of its own cell) nearest each predicted atom;
 - ``metric_tensor_error`` (Å²): ``||L_P L_P^T - L_R L_R^T||_F``, rotation-invariant;
 - ``volume_error``: ``|V_P - V_R| / V_R`` (relative);
 - ``cell_mae`` (Å): mean of ``|L_P - L_R|`` over the 9 cell entries;
-- ``match``: pymatgen ``StructureMatcher`` (``MATCHER_TOLERANCES``) finds P and R the same structure;
-- ``spacegroup_preserved``: spglib gives P the space group of R at ``SYMPREC`` Å.
+- ``matched``: pymatgen ``StructureMatcher`` (:data:`MATCHER_TOLERANCES`, its defaults) maps P onto R;
+  ``rmsd``: its root-mean-square site displacement normalised by ``(V / n)^(1/3)`` as pymatgen's
+  ``get_rms_dist`` does (dimensionless; empty where unmatched), ``max_dist`` the largest one;
+- per tolerance ``t`` of :data:`SYMPRECS` (1e-2 and 1e-5 Å, as Matbench Discovery): spglib's space
+  group of P (``spacegroup_t``) and R (``spacegroup_ref_t``) and ``symmetry_t``, one of
+  :data:`SYMMETRY_CHANGES`: ``kept`` (same space group), ``lowered`` / ``raised`` (P has fewer / more
+  symmetry operations than R in the same cell), ``changed`` (another group with as many operations);
+- ``volume_per_atom`` and ``volume_per_atom_ref`` (Å³), ``a b c`` and ``a_ref b_ref c_ref`` (Å): what
+  the parity plots of :mod:`e3relax_fast.plots` show.
 
-The Dummy baseline takes the unrelaxed input as the prediction.
+The Dummy baseline takes the unrelaxed input as the prediction. :func:`summarize` gives count, mean,
+median and 90th percentile per (group, method, metric) as a pandas table.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .data.convert import structure_arrays, unwrap_positions
 
 #: StructureMatcher tolerances: pymatgen's defaults, printed with every summary.
 MATCHER_TOLERANCES = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0}
-#: spglib symmetry tolerance, Å.
-SYMPREC = 0.1
+#: spglib symmetry tolerances (Å) and their column tags: Matbench Discovery's two.
+SYMPRECS = {"1e-2": 1e-2, "1e-5": 1e-5}
+SYMMETRY_CHANGES = ("kept", "lowered", "raised", "changed")
 
 GEOMETRY_METRICS = ("coord_mae", "metric_tensor_error", "volume_error", "cell_mae")
-ALL_METRICS = GEOMETRY_METRICS + ("match", "spacegroup_preserved")
+#: The metrics of the summary, in display order, with their units.
+SUMMARY_METRICS = {
+    "coord_mae": "Å", "rmsd": "normalised", "max_dist": "normalised", "volume_error": "relative",
+    "metric_tensor_error": "Å²", "cell_mae": "Å",
+}
 
 
 def geometry_metrics(pred_pos: np.ndarray, pred_cell: np.ndarray, ref_pos: np.ndarray, ref_cell: np.ndarray
@@ -56,6 +69,16 @@ def geometry_metrics(pred_pos: np.ndarray, pred_cell: np.ndarray, ref_pos: np.nd
     }
 
 
+def cell_descriptors(pred_cell: np.ndarray, ref_cell: np.ndarray, num_atoms: int) -> dict[str, float]:
+    """Volume per atom (Å³) and lattice lengths (Å) of prediction and reference, for parity plots."""
+    out = {}
+    for suffix, cell in (("", np.asarray(pred_cell, np.float64)), ("_ref", np.asarray(ref_cell, np.float64))):
+        out[f"volume_per_atom{suffix}"] = abs(float(np.linalg.det(cell))) / max(num_atoms, 1)
+        for name, length in zip("abc", np.linalg.norm(cell, axis=1)):
+            out[f"{name}{suffix}"] = float(length)
+    return out
+
+
 def _pymatgen(arrays: tuple) -> Any:
     from pymatgen.core import Lattice, Structure
 
@@ -63,8 +86,9 @@ def _pymatgen(arrays: tuple) -> Any:
     return Structure(Lattice(cell), [int(v) for v in z], pos, coords_are_cartesian=True)
 
 
-def spacegroup_number(arrays: tuple, symprec: float = SYMPREC) -> int:
-    """International space-group number from spglib (0 when spglib finds none)."""
+def symmetry_of(arrays: tuple, symprec: float) -> tuple[int, int]:
+    """``(space-group number, symmetry operations in the given cell)`` from spglib; ``(0, 0)`` when
+    spglib finds none. ``arrays`` is ``(pos [n,3], z [n], cell [3,3], pbc)`` in Å."""
     import spglib
 
     pos, z, cell, _ = arrays
@@ -75,22 +99,46 @@ def spacegroup_number(arrays: tuple, symprec: float = SYMPREC) -> int:
     try:
         dataset = spglib.get_symmetry_dataset((np.asarray(cell), frac, np.asarray(z)), symprec=symprec)
     except Exception:  # noqa: BLE001 - spglib finding no symmetry is an answer, not a failure
-        return 0
-    return int(dataset.number) if dataset is not None else 0
+        return 0, 0
+    if dataset is None:
+        return 0, 0
+    return int(dataset.number), len(dataset.rotations)
 
 
-def structure_metrics(pred: Any, ref: Any, symmetry: bool = True) -> dict[str, float]:
+def symmetry_change(pred: tuple[int, int], ref: tuple[int, int]) -> str:
+    """One of :data:`SYMMETRY_CHANGES` for ``(space group, operations)`` of prediction and reference."""
+    if pred[0] == ref[0]:
+        return "kept"
+    if pred[1] != ref[1]:
+        return "lowered" if pred[1] < ref[1] else "raised"
+    return "changed"
+
+
+def symmetry_metrics(p: tuple, r: tuple) -> dict[str, Any]:
+    """StructureMatcher match and RMSD, and the symmetry columns at each of :data:`SYMPRECS`."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    rms = StructureMatcher(**MATCHER_TOLERANCES).get_rms_dist(_pymatgen(p), _pymatgen(r))
+    out: dict[str, Any] = {"matched": float(rms is not None),
+                           "rmsd": float(rms[0]) if rms is not None else float("nan"),
+                           "max_dist": float(rms[1]) if rms is not None else float("nan")}
+    for tag, symprec in SYMPRECS.items():
+        pred_sym, ref_sym = symmetry_of(p, symprec), symmetry_of(r, symprec)
+        out[f"spacegroup_{tag}"], out[f"spacegroup_ref_{tag}"] = pred_sym[0], ref_sym[0]
+        out[f"symmetry_{tag}"] = symmetry_change(pred_sym, ref_sym)
+    return out
+
+
+def structure_metrics(pred: Any, ref: Any, symmetry: bool = True) -> dict[str, Any]:
     """All metrics of one prediction against its reference (Structures, Atoms or ``(pos, z, cell, pbc)``)."""
     p = pred if isinstance(pred, tuple) else structure_arrays(pred, "prediction")
     r = ref if isinstance(ref, tuple) else structure_arrays(ref, "reference")
     if not np.array_equal(np.asarray(p[1]), np.asarray(r[1])):
         raise ValueError("prediction and reference hold different atoms (or a different order)")
-    out = geometry_metrics(p[0], p[2], r[0], r[2])
+    out: dict[str, Any] = geometry_metrics(p[0], p[2], r[0], r[2])
     if symmetry:
-        from pymatgen.analysis.structure_matcher import StructureMatcher
-
-        out["match"] = float(StructureMatcher(**MATCHER_TOLERANCES).fit(_pymatgen(p), _pymatgen(r)))
-        out["spacegroup_preserved"] = float(spacegroup_number(p) == spacegroup_number(r))
+        out.update(symmetry_metrics(p, r))
+    out.update(cell_descriptors(p[2], r[2], len(r[1])))
     return out
 
 
@@ -99,42 +147,101 @@ class EvaluationRow:
     id: str
     method: str  # "model" or "dummy"
     group: str
-    metrics: dict[str, float]
+    metrics: dict[str, Any]
+    confidence: dict[str, float] = field(default_factory=dict)  # the model's, where it is known
 
 
-def evaluate_pairs(items: Iterable[tuple[str, str, Any, Any, Any]], symmetry: bool = True) -> list[EvaluationRow]:
-    """Rows for ``(id, group, prediction, reference, unrelaxed input)`` items: one for the model and
-    one for the Dummy baseline (input as prediction) per structure."""
+def evaluate_pairs(items: Iterable[tuple], symmetry: bool = True) -> list[EvaluationRow]:
+    """Rows for ``(id, group, prediction, reference, unrelaxed input[, confidence])`` items: one for the
+    model and one for the Dummy baseline (input as prediction) per structure. ``confidence`` is a dict
+    such as :attr:`e3relax_fast.relax.RelaxResult.confidence` (``None`` or absent: unknown)."""
     rows = []
-    for structure_id, group, pred, ref, unrelaxed in items:
-        rows.append(EvaluationRow(structure_id, "model", group, structure_metrics(pred, ref, symmetry)))
-        if unrelaxed is not None:
-            rows.append(EvaluationRow(structure_id, "dummy", group, structure_metrics(unrelaxed, ref, symmetry)))
+    for item in items:
+        structure_id, group, pred, ref, unrelaxed = item[:5]
+        confidence = dict(item[5] or {}) if len(item) > 5 else {}
+        try:
+            rows.append(EvaluationRow(structure_id, "model", group, structure_metrics(pred, ref, symmetry),
+                                      confidence))
+            if unrelaxed is not None:
+                rows.append(EvaluationRow(structure_id, "dummy", group,
+                                          structure_metrics(unrelaxed, ref, symmetry)))
+        except ValueError as err:
+            raise ValueError(f"structure {structure_id!r}: {err}") from None
     return rows
 
 
-def summarize(rows: list[EvaluationRow]) -> dict[tuple[str, str], dict[str, float]]:
-    """Means per (group, method), plus group ``"all"``; each with ``count``."""
-    buckets: dict[tuple[str, str], list[dict]] = {}
-    for row in rows:
-        for group in {row.group, "all"}:
-            buckets.setdefault((group, row.method), []).append(row.metrics)
-    summary = {}
-    for key, metrics in sorted(buckets.items()):
-        names = [n for n in ALL_METRICS if n in metrics[0]]
-        summary[key] = {"count": float(len(metrics)), **{n: float(np.mean([m[n] for m in metrics])) for n in names}}
-    return summary
+def rows_frame(rows: list[EvaluationRow]) -> pd.DataFrame:
+    """One row per structure and method: ``id, method, group``, every metric, and the model's
+    confidence entries (empty for the Dummy rows)."""
+    records = [{"id": r.id, "method": r.method, "group": r.group, **r.metrics, **r.confidence} for r in rows]
+    return pd.DataFrame.from_records(records, columns=None if records else ["id", "method", "group"])
 
 
-def format_summary(summary: dict[tuple[str, str], dict[str, float]]) -> str:
-    """A plain-text table of :func:`summarize`, with the tolerances used."""
-    names = [n for n in ALL_METRICS if any(n in v for v in summary.values())]
-    header = f"{'group':<34} {'method':<6} {'count':>6} " + " ".join(f"{n:>21}" for n in names)
-    lines = [header, "-" * len(header)]
-    for (group, method), values in summary.items():
-        cells = " ".join(f"{values[n]:>21.4f}" if n in values and not math.isnan(values[n]) else f"{'':>21}"
-                         for n in names)
-        lines.append(f"{group[-34:]:<34} {method:<6} {int(values['count']):>6} {cells}")
-    lines.append(f"units: coord_mae, cell_mae Å; metric_tensor_error Å²; volume_error relative; match and "
-                 f"spacegroup_preserved fractions (StructureMatcher {MATCHER_TOLERANCES}, spglib symprec {SYMPREC} Å)")
-    return "\n".join(lines)
+def _statistics(values: pd.Series) -> dict[str, float]:
+    finite = pd.to_numeric(values, errors="coerce").dropna()
+    if finite.empty:
+        return {"count": 0, "mean": float("nan"), "median": float("nan"), "p90": float("nan")}
+    return {"count": int(len(finite)), "mean": float(finite.mean()), "median": float(finite.median()),
+            "p90": float(finite.quantile(0.9))}
+
+
+def _summary_records(group: str, method: str, frame: pd.DataFrame) -> list[dict]:
+    records = [{"group": group, "method": method, "metric": name, "unit": unit, **_statistics(frame[name])}
+               for name, unit in SUMMARY_METRICS.items() if name in frame]
+    if "matched" in frame:
+        records.append({"group": group, "method": method, "metric": "matched", "unit": "fraction",
+                        "count": int(len(frame)), "mean": float(frame["matched"].mean()),
+                        "median": float("nan"), "p90": float("nan")})
+    for tag in SYMPRECS:
+        column = f"symmetry_{tag}"
+        if column in frame:
+            shares = frame[column].value_counts(normalize=True)
+            records += [{"group": group, "method": method, "metric": f"symmetry {change} @{tag}",
+                         "unit": "fraction", "count": int(len(frame)), "mean": float(shares.get(change, 0.0)),
+                         "median": float("nan"), "p90": float("nan")} for change in SYMMETRY_CHANGES]
+    return records
+
+
+def summarize(rows: list[EvaluationRow] | pd.DataFrame) -> pd.DataFrame:
+    """Per (group, method, metric): ``count`` (finite values; structures for fractions), ``mean``,
+    ``median``, ``p90`` (90th percentile), and the ``unit``; group ``"all"`` pools every group. RMSD
+    statistics are over matched structures only (``matched`` says how many)."""
+    frame = rows if isinstance(rows, pd.DataFrame) else rows_frame(rows)
+    records: list[dict] = []
+    groups = sorted(frame["group"].unique()) if len(frame) else []
+    for group in (["all"] if len(groups) > 1 else []) + groups:
+        subset = frame if group == "all" else frame[frame["group"] == group]
+        for method in ("model", "dummy"):
+            if (subset["method"] == method).any():
+                records += _summary_records(group, method, subset[subset["method"] == method])
+    return pd.DataFrame.from_records(records, columns=["group", "method", "metric", "unit", "count", "mean",
+                                                       "median", "p90"])
+
+
+def _group_title(group: str, table: pd.DataFrame) -> str:
+    """``group: model N structures (U unmatched), dummy ...``."""
+    parts = []
+    for method in ("model", "dummy"):
+        rows = table[table["method"] == method].set_index("metric")
+        if rows.empty:
+            continue
+        count = int(rows["count"].max())
+        text = f"{method} {count} structures"
+        if "matched" in rows.index:
+            text += f" ({round(count * (1 - rows.loc['matched', 'mean']))} unmatched by StructureMatcher)"
+        parts.append(text)
+    return f"{group}: " + ", ".join(parts)
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """One table per group: a row per metric, model and Dummy side by side (mean, median, p90)."""
+    blocks = []
+    for group, table in summary.groupby("group", sort=False):
+        stats = ["mean", "median", "p90"]
+        parts = {m: t.set_index(["metric", "unit"])[stats] for m, t in table.groupby("method", sort=False)}
+        wide = pd.concat({m: parts[m] for m in ("model", "dummy") if m in parts}, axis=1)
+        blocks.append(_group_title(group, table) + "\n" + wide.to_string(float_format=lambda v: f"{v:.4g}", na_rep=""))
+    blocks.append(f"StructureMatcher {MATCHER_TOLERANCES} (rmsd, max_dist: over matched structures, "
+                  f"normalised by (V/n)^(1/3)); symmetry by spglib at symprec {', '.join(SYMPRECS)} Å: "
+                  "kept = same space group, lowered/raised = fewer/more operations than the reference")
+    return "\n\n".join(blocks)

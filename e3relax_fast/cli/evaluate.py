@@ -2,19 +2,20 @@
 
 Two ways in:
 
-- files: ``--pred P --ref R [--input U]`` (any readable structure files, aligned by id);
+- files: ``--pred P --ref R [--input U]`` (any readable structure files, aligned by id); the model's
+  confidence is read from the predictions' ``info`` where ``e3relax predict`` wrote it;
 - a model on a store split: ``-m CKPT --store S --split val`` (predictions made here, references and
   inputs from the store; rows grouped by the pair source).
 
-Writes a CSV with one row per structure and method, prints the summary table, and writes it as JSON
-next to the CSV (``<stem>_summary.json``).
+Writes a CSV with one row per structure and method (every column of :mod:`e3relax_fast.metrics`),
+prints per group a table of mean, median and 90th percentile of model and Dummy side by side, writes
+that table as CSV next to the first (``<stem>_summary.csv``), and with ``--plot DIR`` one PNG per group
+(:mod:`e3relax_fast.plots`).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-symmetry", action="store_true", help="skip StructureMatcher and spglib (faster)")
     parser.add_argument("-o", "--output", required=True, help="CSV with one row per structure and method")
+    parser.add_argument("--plot", metavar="DIR", help="write one PNG of parity plots, error histograms and "
+                        "error against confidence per source group into DIR")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -40,26 +43,42 @@ def _source_label(source: str) -> str:
     return Path(first).parent.name or first or "pairs"
 
 
-def _items_from_files(args: argparse.Namespace):
+#: ``info`` keys of a prediction file that hold the model's confidence (written by ``e3relax predict``).
+CONFIDENCE_KEYS = ("expected_error", "last_layer_max_move", "last_layer_cell_change")
+
+
+def _structures_by_id(inputs: list[str], what: str) -> dict:
     from ..io import read_structures
 
-    def by_id(inputs, what):
-        records = {}
-        for record in read_structures(inputs):
-            if record.structure is None:
-                raise ValueError(f"--{what}: {record.error}")
-            records[record.id] = record.structure
-        return records
+    records = {}
+    for record in read_structures(inputs):
+        if record.structure is None:
+            raise ValueError(f"--{what}: {record.error}")
+        if record.id in records:
+            raise ValueError(f"--{what}: id {record.id!r} appears twice ({record.source}); ids must be unique")
+        records[record.id] = record.structure
+    return records
 
-    preds, refs = by_id(args.pred, "pred"), by_id(args.ref, "ref")
-    inputs = by_id(args.input, "input") if args.input else {}
+
+def _items_from_files(args: argparse.Namespace):
+    preds, refs = _structures_by_id(args.pred, "pred"), _structures_by_id(args.ref, "ref")
+    inputs = _structures_by_id(args.input, "input") if args.input else {}
     missing = sorted(set(preds) - set(refs))
     if missing:
         raise ValueError(f"--ref has no structure with id {missing[0]!r} ({len(missing)} predictions unmatched)")
     for structure_id, pred in preds.items():
         if args.input and structure_id not in inputs:
             raise ValueError(f"--input has no structure with id {structure_id!r}")
-        yield structure_id, "files", pred, refs[structure_id], inputs.get(structure_id)
+        confidence = {k: float(pred.info[k]) for k in CONFIDENCE_KEYS if k in getattr(pred, "info", {})}
+        yield structure_id, "files", pred, refs[structure_id], inputs.get(structure_id), confidence
+
+
+def _layer_confidence(pos_layers, cell_layers, ptr, k: int) -> dict[str, float]:
+    """The change the last layer made to structure ``k`` (Å), as :class:`E3Relaxer` reports it."""
+    a0, a1 = int(ptr[k]), int(ptr[k + 1])
+    move = (pos_layers[-1, a0:a1] - pos_layers[-2, a0:a1]).norm(dim=1)
+    return {"last_layer_max_move": float(move.max()) if a1 > a0 else 0.0,
+            "last_layer_cell_change": float((cell_layers[-1, k] - cell_layers[-2, k]).abs().max())}
 
 
 def _items_from_store(args: argparse.Namespace):
@@ -91,13 +110,20 @@ def _items_from_store(args: argparse.Namespace):
             a0, a1 = int(batch.ptr[k]), int(batch.ptr[k + 1])
             z, pbc = z_all[a0:a1], pbc_all[k]
             yield (store.ids[index], _source_label(store.sources[index]), (pos[a0:a1], z, cell[k], pbc),
-                   (target_pos[a0:a1], z, target_cell[k], pbc), (input_pos[a0:a1], z, input_cell[k], pbc))
+                   (target_pos[a0:a1], z, target_cell[k], pbc), (input_pos[a0:a1], z, input_cell[k], pbc),
+                   _layer_confidence(pos_layers, cell_layers, batch.ptr, k) if pos_layers.shape[0] > 1 else {})
         bar.update(len(batch_indices))
     bar.close()
 
 
+def _set_name(args: argparse.Namespace) -> str:
+    if args.store:
+        return f"{Path(args.store).name} ({args.split})"
+    return Path(args.pred[0]).name + (f" +{len(args.pred) - 1}" if len(args.pred) > 1 else "")
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..metrics import ALL_METRICS, evaluate_pairs, format_summary, summarize
+    from ..metrics import evaluate_pairs, format_summary, rows_frame, summarize
 
     if args.model or args.store:
         if not (args.model and args.store):
@@ -107,16 +133,16 @@ def run(args: argparse.Namespace) -> int:
         items = _items_from_files(args)
     else:
         raise ValueError("give --pred and --ref (files), or -m and --store (a model on a store split)")
-    rows = evaluate_pairs(items, symmetry=not args.no_symmetry)
-    names = [n for n in ALL_METRICS if rows and n in rows[0].metrics]
-    with open(args.output, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "method", "group", *names])
-        for row in rows:
-            writer.writerow([row.id, row.method, row.group, *(f"{row.metrics[n]:.6g}" for n in names)])
-    summary = summarize(rows)
+    frame = rows_frame(evaluate_pairs(items, symmetry=not args.no_symmetry))
+    frame.to_csv(args.output, index=False, float_format="%.6g")
+    summary = summarize(frame)
     print(format_summary(summary))
-    summary_path = Path(args.output).with_name(Path(args.output).stem + "_summary.json")
-    summary_path.write_text(json.dumps([{"group": g, "method": m, **v} for (g, m), v in summary.items()], indent=1))
+    summary_path = Path(args.output).with_name(Path(args.output).stem + "_summary.csv")
+    summary.to_csv(summary_path, index=False, float_format="%.6g")
     print(f"per-structure rows: {args.output}; summary: {summary_path}")
+    if args.plot:
+        from ..plots import plot_evaluation
+
+        paths = plot_evaluation(frame, args.plot, _set_name(args))
+        print(f"figures: {', '.join(str(p) for p in paths)}")
     return 0

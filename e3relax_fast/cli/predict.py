@@ -178,8 +178,10 @@ def run(args: argparse.Namespace) -> int:
                     row.update(refine_steps=result.refined.steps, refine_converged=result.refined.converged)
                     if args.refine_from_input:
                         row["refine_steps_from_input"] = refine(atoms, make_calculator(), args.fmax, args.steps).steps
+                final = final.copy()
+                # the confidence travels with the structure: `e3relax evaluate` reads it from there
+                final.info.update({k: float(v) for k, v in result.confidence.items()})
                 if args.wrap:
-                    final = final.copy()
                     final.wrap()
                 writer.write(result.id, final)
             record_row(row)

@@ -47,8 +47,10 @@ def test_preprocess_train_resume_evaluate(tmp_path, capsys):
     rows = list(csv.DictReader(open(out_csv)))
     assert {r["method"] for r in rows} == {"model", "dummy"}
     assert len(rows) == 2 * json.loads((store / "store.json").read_text())["split_counts"]["val"]
-    summary = json.loads((tmp_path / "eval_summary.json").read_text())
-    assert any(s["group"] == "all" and s["method"] == "dummy" for s in summary)
+    summary = list(csv.DictReader(open(tmp_path / "eval_summary.csv")))
+    assert any(s["method"] == "dummy" and s["metric"] == "coord_mae" and float(s["p90"]) > 0 for s in summary)
+    # the store path computes the model's confidence from its last two layers
+    assert all(float(r["last_layer_max_move"]) >= 0 for r in rows if r["method"] == "model")
 
     # the trained checkpoint predicts through e3relax predict, without the untrained banner
     inputs = tmp_path / "inputs.extxyz"
@@ -85,3 +87,43 @@ def test_evaluate_files_by_id(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(tmp_path / "pred.extxyz"), "--ref", str(tmp_path / "short.extxyz"),
                  "-o", str(tmp_path / "m2.csv")]) == 2
     assert "no structure with id" in capsys.readouterr().err
+
+
+def test_evaluate_plots_and_confidence_from_predict(tmp_path, capsys):
+    """predict writes the confidence into each output frame; evaluate reads it, writes every column and
+    one valid PNG per group whose error panel uses it."""
+    from matplotlib.image import imread
+
+    examples = Path(__file__).parent.parent.parent / "examples"
+    assert main(["predict", "-i", str(examples), "-o", str(tmp_path / "pred.extxyz"), "--no-progress"]) == 0
+    assert all("last_layer_max_move" in a.info for a in read(tmp_path / "pred.extxyz", ":"))
+    assert main(["evaluate", "--pred", str(tmp_path / "pred.extxyz"), "--ref", str(DATA / "examples_relaxed.extxyz"),
+                 "--input", str(examples), "-o", str(tmp_path / "m.csv"), "--plot", str(tmp_path / "plots")]) == 0
+    printed = capsys.readouterr().out
+    assert "median" in printed and "p90" in printed and "unmatched" in printed
+    rows = list(csv.DictReader(open(tmp_path / "m.csv")))
+    assert len(rows) == 40
+    for column in ("rmsd", "symmetry_1e-2", "symmetry_1e-5", "volume_per_atom_ref", "last_layer_max_move"):
+        assert column in rows[0]
+    assert all(r["last_layer_max_move"] == "" for r in rows if r["method"] == "dummy")
+    pngs = sorted((tmp_path / "plots").iterdir())
+    assert [p.name for p in pngs] == ["files.png"]
+    assert pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(pngs[0])
+    assert image.shape[0] > 500 and image.shape[1] > 500 and image.std() > 0.05  # drawn, not blank
+
+
+def test_evaluate_refuses_duplicate_ids_and_names_mismatched_atoms(tmp_path, capsys):
+    relaxed = read(DATA / "pairs_relaxed.extxyz", ":3")
+    write(tmp_path / "ref.extxyz", relaxed)
+    write(tmp_path / "dup.extxyz", [relaxed[0], relaxed[0]])
+    assert main(["evaluate", "--pred", str(tmp_path / "dup.extxyz"), "--ref", str(tmp_path / "ref.extxyz"),
+                 "-o", str(tmp_path / "m.csv")]) == 2
+    assert "appears twice" in capsys.readouterr().err
+    swapped = relaxed[0].copy()
+    swapped.numbers = swapped.numbers[::-1].copy()
+    assert len(set(swapped.numbers)) > 1
+    write(tmp_path / "swapped.extxyz", [swapped])
+    assert main(["evaluate", "--pred", str(tmp_path / "swapped.extxyz"), "--ref", str(tmp_path / "ref.extxyz"),
+                 "-o", str(tmp_path / "m.csv")]) == 2
+    assert repr(str(relaxed[0].info["id"])) in capsys.readouterr().err
