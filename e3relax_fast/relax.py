@@ -27,6 +27,11 @@ MATMUL_PRECISIONS = ("float32", "bfloat16")
 OVERLAP_POLICIES = ("input", "keep")
 #: Pairs farther apart than this (Å) do not decide a structure's shortest distance check.
 SHORTEST_DISTANCE_RANGE = 4.0
+#: Inputs with two atoms (or an atom and its own image) closer than this (Å) are refused as coincident.
+MIN_INPUT_DISTANCE = 0.1
+#: A prediction whose cell volume is more than this factor above or below the input's is refused:
+#: relaxations change volumes by tens of percent, a factor of 2 is a model far outside its data.
+MAX_VOLUME_FACTOR = 2.0
 
 
 def shortest_distance(pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> float:
@@ -116,17 +121,24 @@ class E3Relaxer:
             prediction; both set ``result.warning``.
         overlap_ratio: the threshold of that check (default 0.6: relaxations in the training data
             shorten no distance by more than a few tenths).
+        max_volume_factor: a prediction whose cell volume is more than this factor above or below the
+            input's, or that is not finite, is refused: the input geometry comes back with a warning
+            (default :data:`MAX_VOLUME_FACTOR` = 2; ``inf`` turns the volume check off).
     """
 
     def __init__(self, model: E3Relax, metadata: dict | None = None, device: str | torch.device | None = None,
                  dtype: torch.dtype = torch.float32, on_unknown_element: str = "error",
-                 matmul_precision: str = "float32", on_overlap: str = "input", overlap_ratio: float = 0.6):
+                 matmul_precision: str = "float32", on_overlap: str = "input", overlap_ratio: float = 0.6,
+                 max_volume_factor: float = MAX_VOLUME_FACTOR):
         if on_unknown_element not in ("error", "warn"):
             raise ValueError(f"on_unknown_element must be 'error' or 'warn', got {on_unknown_element!r}")
         if on_overlap not in OVERLAP_POLICIES:
             raise ValueError(f"on_overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {on_overlap!r}")
         if not 0.0 <= overlap_ratio < 1.0:
             raise ValueError(f"overlap_ratio must be in [0, 1), got {overlap_ratio}")
+        if not max_volume_factor > 1.0:
+            raise ValueError(f"max_volume_factor must be above 1 (inf: no volume check), got {max_volume_factor}")
+        self.max_volume_factor = float(max_volume_factor)
         if matmul_precision not in MATMUL_PRECISIONS:
             raise ValueError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {matmul_precision!r}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -191,7 +203,11 @@ class E3Relaxer:
             edge_index, shifts, _ = neighbors(arrays[0], arrays[2], arrays[3], self.model.graph_cutoff,
                                               self.model.max_neighbors, self.model.self_images, threads=1)
             graph = (edge_index, shifts)
-        return _Prepared(arrays, graph, shortest_distance(arrays[0], arrays[2], arrays[3]))
+        closest = shortest_distance(arrays[0], arrays[2], arrays[3])
+        if closest < MIN_INPUT_DISTANCE:
+            raise ValueError(f"structure {structure_id!r}: field 'positions' puts two atoms {closest:.3g} Å apart "
+                             f"(below {MIN_INPUT_DISTANCE} Å: coincident atoms, a duplicated site?)")
+        return _Prepared(arrays, graph, closest)
 
     def _forward(self, items: list[tuple[RelaxResult, _Prepared]]) -> None:
         started = time.perf_counter()
@@ -220,7 +236,27 @@ class E3Relaxer:
                 "last_layer_cell_change": float((cell_layers[-1, b] - previous_cell).abs().max()),
             }
             result.seconds = seconds
-            self._check_overlap(result, prepared, pos_layers[-1, a0:a1].numpy(), cell_layers[-1, b].numpy())
+            pos, cell = pos_layers[-1, a0:a1].numpy(), cell_layers[-1, b].numpy()
+            if not self._refuse_out_of_bounds(result, prepared, pos, cell):
+                self._check_overlap(result, prepared, pos, cell)
+
+    def _refuse_out_of_bounds(self, result: RelaxResult, prepared: "_Prepared", pos: np.ndarray,
+                              cell: np.ndarray) -> bool:
+        """Refuse (input geometry back, with a warning) a prediction that is not finite or whose volume
+        left ``[1/max_volume_factor, max_volume_factor]`` times the input's; True when refused."""
+        pos_in, _, cell_in, _ = prepared.arrays
+        if not (np.isfinite(pos).all() and np.isfinite(cell).all()):
+            reason = "holds non-finite positions or cell entries"
+        else:
+            ratio = abs(float(np.linalg.det(cell))) / abs(float(np.linalg.det(cell_in)))
+            if 1 / self.max_volume_factor <= ratio <= self.max_volume_factor:
+                return False
+            reason = (f"changes the cell volume by a factor of {ratio:.3g} (max_volume_factor="
+                      f"{self.max_volume_factor:g})")
+        result.confidence["shortest_distance_ratio"] = float("nan")
+        result.final_structure = with_geometry(result.input, pos_in, cell_in)
+        result.warning = f"structure {result.id!r}: the prediction {reason}: returned the input geometry"
+        return True
 
     def _check_overlap(self, result: RelaxResult, prepared: "_Prepared", pos: np.ndarray, cell: np.ndarray) -> None:
         # beyond the search range the input's shortest distance is only known to exceed it: the ratio

@@ -1,6 +1,7 @@
 """E3Relaxer: the type in is the type out, inputs untouched, batches equal singles, order kept, bad
 inputs and unseen elements reported per structure."""
 
+from pathlib import Path
 import numpy as np
 import pytest
 import torch
@@ -19,7 +20,8 @@ def relaxer(make_model, tmp_path):
     path = tmp_path / "model.ckpt"
     save_checkpoint(path, model.state_dict(), {"model_config": model.config.to_dict(),
                                                "elements": [11, 13, 14, 17, 29]})
-    return E3Relaxer.from_pretrained(path, device="cpu", dtype=torch.float64)
+    # random weights change volumes freely: the volume bound is tested on its own below
+    return E3Relaxer.from_pretrained(path, device="cpu", dtype=torch.float64, max_volume_factor=float("inf"))
 
 
 def structures():
@@ -202,7 +204,7 @@ def test_a_prediction_that_pushes_atoms_together_gets_the_input_back_with_a_warn
 
 def test_on_overlap_keep_returns_the_prediction_and_bad_settings_are_errors(make_model, tmp_path, monkeypatch):
     model = make_model(layers=2)
-    relaxer = E3Relaxer(model, device="cpu", dtype=torch.float64, on_overlap="keep")
+    relaxer = E3Relaxer(model, device="cpu", dtype=torch.float64, on_overlap="keep", max_volume_factor=float("inf"))
     cu, nacl, si = structures()
     _collapse_second_structure(relaxer, monkeypatch)
     results = list(relaxer.relax_many([cu, nacl, si]))
@@ -212,3 +214,46 @@ def test_on_overlap_keep_returns_the_prediction_and_bad_settings_are_errors(make
         E3Relaxer(model, on_overlap="drop")
     with pytest.raises(ValueError, match="overlap_ratio must be in"):
         E3Relaxer(model, overlap_ratio=1.5)
+
+
+def test_a_cell_compressed_to_half_is_refused_not_reported_ok():
+    """The shipped model blew this cell up by a factor of 1.5e8 and called it ok."""
+    from ase.io import read
+
+    atoms = read(Path(__file__).parent.parent / "examples" / "train-101-00023.cif")
+    atoms.set_cell(atoms.cell * 0.5, scale_atoms=True)
+    result = E3Relaxer.from_pretrained().relax(atoms)
+    assert "cell volume by a factor" in result.warning and "returned the input geometry" in result.warning
+    np.testing.assert_allclose(result.final_structure.cell.array, atoms.cell.array)
+    np.testing.assert_allclose(result.final_structure.positions, atoms.positions)
+
+
+def test_non_finite_or_exploding_predictions_are_refused(relaxer, monkeypatch):
+    relaxer.max_volume_factor = 2.0
+    cu, nacl, si = structures()
+
+    def broken(pos, z, cell, pbc, ptr, *graph):
+        """Every layer returns the input (a model that does nothing), but for two structures."""
+        pos_layers, cell_layers = pos.expand(2, -1, -1).clone(), cell.expand(2, -1, -1, -1).clone()
+        pos_layers[-1, int(ptr[1])] = float("nan")  # second structure: a NaN position
+        cell_layers[-1, 2] *= 1.5  # third: volume x 3.375
+        return pos_layers, cell_layers
+
+    monkeypatch.setattr(relaxer.model, "forward", broken)
+    results = list(relaxer.relax_many([("cu", cu), ("nacl", nacl), ("si", si)]))
+    assert results[0].warning == "" and results[0].ok
+    assert "non-finite" in results[1].warning and "'nacl'" in results[1].warning
+    assert "factor of 3.38" in results[2].warning and "returned the input geometry" in results[2].warning
+    np.testing.assert_allclose(results[2].final_structure.cell.array, si.cell.array, atol=1e-12)
+    with pytest.raises(ValueError, match="max_volume_factor must be above 1"):
+        E3Relaxer(relaxer.model, max_volume_factor=0.5)
+
+
+def test_coincident_atoms_are_an_error_naming_the_field(relaxer):
+    cu, _, _ = structures()
+    doubled = cu.copy()
+    doubled.append(doubled[0])
+    with pytest.raises(ValueError, match="'positions' puts two atoms 0 Å apart"):
+        relaxer.relax(doubled, "doubled")
+    (result,) = relaxer.relax_many([("doubled", doubled)])
+    assert not result.ok and "coincident" in result.error

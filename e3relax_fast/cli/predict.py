@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "distance: write the input geometry (default) or the prediction; the report's "
                              "'warning' column says which")
     parser.add_argument("--overlap-ratio", type=float, default=0.6, help="threshold of that check")
+    parser.add_argument("--max-volume-factor", type=float, default=2.0,
+                        help="a prediction whose cell volume is more than this factor above or below the input's, "
+                             "or that is not finite, is refused: the input geometry is written, with a warning "
+                             "(default 2; inf: no volume check)")
     parser.add_argument("--wrap", action="store_true", help="wrap the relaxed positions into the cell")
     parser.add_argument("--folder-format", default="cif", choices=("cif", "poscar"),
                         help="file format when OUTPUT is a folder")
@@ -120,12 +124,13 @@ def run(args: argparse.Namespace) -> int:
         relaxer = E3Relaxer.from_pretrained(args.model, device=args.device, backend=args.backend,
                                             on_unknown_element=args.on_unknown_element,
                                             matmul_precision=args.matmul_precision, on_overlap=args.on_overlap,
-                                            overlap_ratio=args.overlap_ratio)
+                                            overlap_ratio=args.overlap_ratio,
+                                            max_volume_factor=args.max_volume_factor)
     else:
         print(UNTRAINED_BANNER.format(preset=args.preset, seed=args.seed), file=sys.stderr)
         relaxer = E3Relaxer(untrained_model(args.preset, args.seed).set_backend(args.backend), device=args.device,
                             matmul_precision=args.matmul_precision, on_overlap=args.on_overlap,
-                            overlap_ratio=args.overlap_ratio)
+                            overlap_ratio=args.overlap_ratio, max_volume_factor=args.max_volume_factor)
 
     report = args.report or (args.output.rstrip("/").rsplit(".", 1)[0] + "_report.csv")
     done = finished_ids(report) if args.resume else set()
