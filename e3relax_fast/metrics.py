@@ -114,30 +114,43 @@ def symmetry_change(pred: tuple[int, int], ref: tuple[int, int]) -> str:
     return "changed"
 
 
-def symmetry_metrics(p: tuple, r: tuple) -> dict[str, Any]:
-    """StructureMatcher match and RMSD, and the symmetry columns at each of :data:`SYMPRECS`."""
+def reference_symmetry(r: tuple) -> dict[str, tuple[int, int]]:
+    """:func:`symmetry_of` the reference at each of :data:`SYMPRECS`, by tag (found once per structure,
+    shared by the model's row and the Dummy's)."""
+    return {tag: symmetry_of(r, symprec) for tag, symprec in SYMPRECS.items()}
+
+
+def symmetry_metrics(p: tuple, r: tuple, ref_symmetry: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
+    """StructureMatcher match and RMSD, and the symmetry columns at each of :data:`SYMPRECS`
+    (``ref_symmetry``: :func:`reference_symmetry` of ``r``, computed here when not given)."""
     from pymatgen.analysis.structure_matcher import StructureMatcher
 
     rms = StructureMatcher(**MATCHER_TOLERANCES).get_rms_dist(_pymatgen(p), _pymatgen(r))
     out: dict[str, Any] = {"matched": float(rms is not None),
                            "rmsd": float(rms[0]) if rms is not None else float("nan"),
                            "max_dist": float(rms[1]) if rms is not None else float("nan")}
+    ref_symmetry = ref_symmetry or reference_symmetry(r)
     for tag, symprec in SYMPRECS.items():
-        pred_sym, ref_sym = symmetry_of(p, symprec), symmetry_of(r, symprec)
+        pred_sym, ref_sym = symmetry_of(p, symprec), ref_symmetry[tag]
         out[f"spacegroup_{tag}"], out[f"spacegroup_ref_{tag}"] = pred_sym[0], ref_sym[0]
         out[f"symmetry_{tag}"] = symmetry_change(pred_sym, ref_sym)
     return out
 
 
-def structure_metrics(pred: Any, ref: Any, symmetry: bool = True) -> dict[str, Any]:
-    """All metrics of one prediction against its reference (Structures, Atoms or ``(pos, z, cell, pbc)``)."""
-    p = pred if isinstance(pred, tuple) else structure_arrays(pred, "prediction")
-    r = ref if isinstance(ref, tuple) else structure_arrays(ref, "reference")
+def _arrays(structure: Any, label: str) -> tuple:
+    return structure if isinstance(structure, tuple) else structure_arrays(structure, label)
+
+
+def structure_metrics(pred: Any, ref: Any, symmetry: bool = True,
+                      ref_symmetry: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
+    """All metrics of one prediction against its reference (Structures, Atoms or ``(pos, z, cell, pbc)``);
+    ``ref_symmetry`` as :func:`symmetry_metrics`."""
+    p, r = _arrays(pred, "prediction"), _arrays(ref, "reference")
     if not np.array_equal(np.asarray(p[1]), np.asarray(r[1])):
         raise ValueError("prediction and reference hold different atoms (or a different order)")
     out: dict[str, Any] = geometry_metrics(p[0], p[2], r[0], r[2])
     if symmetry:
-        out.update(symmetry_metrics(p, r))
+        out.update(symmetry_metrics(p, r, ref_symmetry))
     out.update(cell_descriptors(p[2], r[2], len(r[1])))
     return out
 
@@ -160,11 +173,13 @@ def evaluate_pairs(items: Iterable[tuple], symmetry: bool = True) -> list[Evalua
         structure_id, group, pred, ref, unrelaxed = item[:5]
         confidence = dict(item[5] or {}) if len(item) > 5 else {}
         try:
-            rows.append(EvaluationRow(structure_id, "model", group, structure_metrics(pred, ref, symmetry),
-                                      confidence))
+            ref = _arrays(ref, "reference")
+            ref_symmetry = reference_symmetry(ref) if symmetry else None
+            rows.append(EvaluationRow(structure_id, "model", group,
+                                      structure_metrics(pred, ref, symmetry, ref_symmetry), confidence))
             if unrelaxed is not None:
                 rows.append(EvaluationRow(structure_id, "dummy", group,
-                                          structure_metrics(unrelaxed, ref, symmetry)))
+                                          structure_metrics(unrelaxed, ref, symmetry, ref_symmetry)))
         except ValueError as err:
             raise ValueError(f"structure {structure_id!r}: {err}") from None
     return rows
@@ -188,17 +203,16 @@ def _statistics(values: pd.Series) -> dict[str, float]:
 def _summary_records(group: str, method: str, frame: pd.DataFrame) -> list[dict]:
     records = [{"group": group, "method": method, "metric": name, "unit": unit, **_statistics(frame[name])}
                for name, unit in SUMMARY_METRICS.items() if name in frame]
+    def fraction(metric: str, share: float) -> dict:
+        return {"group": group, "method": method, "metric": metric, "unit": "fraction", "count": int(len(frame)),
+                "mean": float(share), "median": float("nan"), "p90": float("nan")}
+
     if "matched" in frame:
-        records.append({"group": group, "method": method, "metric": "matched", "unit": "fraction",
-                        "count": int(len(frame)), "mean": float(frame["matched"].mean()),
-                        "median": float("nan"), "p90": float("nan")})
+        records.append(fraction("matched", frame["matched"].mean()))
     for tag in SYMPRECS:
-        column = f"symmetry_{tag}"
-        if column in frame:
-            shares = frame[column].value_counts(normalize=True)
-            records += [{"group": group, "method": method, "metric": f"symmetry {change} @{tag}",
-                         "unit": "fraction", "count": int(len(frame)), "mean": float(shares.get(change, 0.0)),
-                         "median": float("nan"), "p90": float("nan")} for change in SYMMETRY_CHANGES]
+        if f"symmetry_{tag}" in frame:
+            shares = frame[f"symmetry_{tag}"].value_counts(normalize=True)
+            records += [fraction(f"symmetry {change} @{tag}", shares.get(change, 0.0)) for change in SYMMETRY_CHANGES]
     return records
 
 

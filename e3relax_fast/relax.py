@@ -42,6 +42,20 @@ def shortest_distance(pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> flo
     return float(distances.min()) if len(distances) else float("inf")
 
 
+def last_layer_change(pos_layers: torch.Tensor, cell_layers: torch.Tensor, ptr: torch.Tensor, b: int,
+                      input_pos: torch.Tensor, input_cell: torch.Tensor) -> dict[str, float]:
+    """How much the last layer still changed structure ``b`` of a batch: ``last_layer_max_move`` (Å,
+    largest atom move) and ``last_layer_cell_change`` (Å, largest cell-entry change) against the layer
+    before it, or against the input (``input_pos [N,3]``, ``input_cell [B,3,3]``) for a one-layer model.
+    Layers are ``[L,N,3]`` and ``[L,B,3,3]`` (Å); small values mean the layers converged."""
+    a0, a1 = int(ptr[b]), int(ptr[b + 1])
+    previous_pos = pos_layers[-2] if pos_layers.shape[0] > 1 else input_pos
+    previous_cell = cell_layers[-2] if cell_layers.shape[0] > 1 else input_cell
+    move = (pos_layers[-1, a0:a1] - previous_pos[a0:a1]).norm(dim=1)
+    return {"last_layer_max_move": float(move.max()) if a1 > a0 else 0.0,
+            "last_layer_cell_change": float((cell_layers[-1, b] - previous_cell[b]).abs().max())}
+
+
 def _validated_arrays(model: E3Relax, structure: Any, structure_id: str):
     """Arrays of one structure, checked alone so that one bad input never fails its batch."""
     arrays = structure_arrays(structure, f"structure {structure_id!r}")
@@ -228,13 +242,7 @@ class E3Relaxer:
             result.trajectory = [with_geometry(result.input, pos_layers[k, a0:a1], cell_layers[k, b])
                                  for k in range(pos_layers.shape[0])]
             result.final_structure = result.trajectory[-1]
-            previous_pos = pos_layers[-2, a0:a1] if pos_layers.shape[0] > 1 else batch.pos[a0:a1]
-            previous_cell = cell_layers[-2, b] if cell_layers.shape[0] > 1 else batch.cell[b]
-            result.confidence = {
-                "last_layer_max_move": float((pos_layers[-1, a0:a1] - previous_pos).norm(dim=1).max())
-                if a1 > a0 else 0.0,
-                "last_layer_cell_change": float((cell_layers[-1, b] - previous_cell).abs().max()),
-            }
+            result.confidence = last_layer_change(pos_layers, cell_layers, ptr, b, batch.pos, batch.cell)
             result.seconds = seconds
             pos, cell = pos_layers[-1, a0:a1].numpy(), cell_layers[-1, b].numpy()
             if not self._refuse_out_of_bounds(result, prepared, pos, cell):
@@ -254,7 +262,7 @@ class E3Relaxer:
             reason = (f"changes the cell volume by a factor of {ratio:.3g} (max_volume_factor="
                       f"{self.max_volume_factor:g})")
         result.confidence["shortest_distance_ratio"] = float("nan")
-        result.final_structure = with_geometry(result.input, pos_in, cell_in)
+        _return_input_geometry(result, prepared)
         result.warning = f"structure {result.id!r}: the prediction {reason}: returned the input geometry"
         return True
 
@@ -271,8 +279,7 @@ class E3Relaxer:
                           f"{ratio:.2f} of the input's shortest distance {before:.2f} Å (below "
                           f"overlap_ratio={self.overlap_ratio:g}): ")
         if self.on_overlap == "input":
-            pos_in, _, cell_in, _ = prepared.arrays
-            result.final_structure = with_geometry(result.input, pos_in, cell_in)
+            _return_input_geometry(result, prepared)
             result.warning += "returned the input geometry (on_overlap='input')"
         else:
             result.warning += "kept (on_overlap='keep')"
@@ -423,6 +430,13 @@ class E3Relaxer:
         tensors = (pos.to(self.device, self.dtype), z.to(self.device, torch.long), cell.to(self.device, self.dtype),
                    pbc.to(self.device, torch.bool), ptr.to(self.device, torch.long))
         return self.model(*tensors)
+
+
+def _return_input_geometry(result: RelaxResult, prepared: "_Prepared") -> None:
+    """A refused prediction: ``final_structure`` becomes the input's geometry (the prediction stays
+    ``trajectory[-1]``)."""
+    pos_in, _, cell_in, _ = prepared.arrays
+    result.final_structure = with_geometry(result.input, pos_in, cell_in)
 
 
 @dataclass

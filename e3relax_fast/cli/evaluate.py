@@ -73,20 +73,13 @@ def _items_from_files(args: argparse.Namespace):
         yield structure_id, "files", pred, refs[structure_id], inputs.get(structure_id), confidence
 
 
-def _layer_confidence(pos_layers, cell_layers, ptr, k: int) -> dict[str, float]:
-    """The change the last layer made to structure ``k`` (Å), as :class:`E3Relaxer` reports it."""
-    a0, a1 = int(ptr[k]), int(ptr[k + 1])
-    move = (pos_layers[-1, a0:a1] - pos_layers[-2, a0:a1]).norm(dim=1)
-    return {"last_layer_max_move": float(move.max()) if a1 > a0 else 0.0,
-            "last_layer_cell_change": float((cell_layers[-1, k] - cell_layers[-2, k]).abs().max())}
-
-
 def _items_from_store(args: argparse.Namespace):
     import torch
     from tqdm import tqdm
 
     from ..data.store import PairStore
     from ..model.checkpoint import load_model
+    from ..relax import last_layer_change
     from ..train.batching import collate, pack_batches
 
     model, _ = load_model(args.model)
@@ -111,7 +104,7 @@ def _items_from_store(args: argparse.Namespace):
             z, pbc = z_all[a0:a1], pbc_all[k]
             yield (store.ids[index], _source_label(store.sources[index]), (pos[a0:a1], z, cell[k], pbc),
                    (target_pos[a0:a1], z, target_cell[k], pbc), (input_pos[a0:a1], z, input_cell[k], pbc),
-                   _layer_confidence(pos_layers, cell_layers, batch.ptr, k) if pos_layers.shape[0] > 1 else {})
+                   last_layer_change(pos_layers, cell_layers, batch.ptr, k, batch.pos, batch.cell))
         bar.update(len(batch_indices))
     bar.close()
 

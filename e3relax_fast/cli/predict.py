@@ -8,6 +8,8 @@ import os
 import sys
 import time
 
+from ..relax import MAX_VOLUME_FACTOR
+
 HELP = "predict relaxed structures for CIF/POSCAR/extxyz files, globs or folders"
 
 UNTRAINED_BANNER = (
@@ -42,10 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "distance: write the input geometry (default) or the prediction; the report's "
                              "'warning' column says which")
     parser.add_argument("--overlap-ratio", type=float, default=0.6, help="threshold of that check")
-    parser.add_argument("--max-volume-factor", type=float, default=2.0,
+    parser.add_argument("--max-volume-factor", type=float, default=MAX_VOLUME_FACTOR,
                         help="a prediction whose cell volume is more than this factor above or below the input's, "
                              "or that is not finite, is refused: the input geometry is written, with a warning "
-                             "(default 2; inf: no volume check)")
+                             "(default %(default)g; inf: no volume check)")
     parser.add_argument("--wrap", action="store_true", help="wrap the relaxed positions into the cell")
     parser.add_argument("--folder-format", default="cif", choices=("cif", "poscar"),
                         help="file format when OUTPUT is a folder")
