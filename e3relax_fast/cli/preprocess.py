@@ -6,14 +6,29 @@ import argparse
 import itertools
 import json
 
-HELP = "convert (unrelaxed, relaxed) pairs to a training store, graphs built with the radius-graph op"
+HELP = ("convert (unrelaxed, relaxed) pairs, and relaxed structures as perturbation pairs, to a training "
+        "store, graphs built with the radius-graph op")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pairs", nargs="+", action="append", required=True, metavar="SOURCE",
+    from ..data.perturb import PerturbConfig
+
+    defaults = PerturbConfig()
+    parser.add_argument("--pairs", nargs="+", action="append", default=[], metavar="SOURCE",
                         help="a pair source: UNRELAXED.extxyz RELAXED.extxyz, a folder of <id>_unrelaxed.cif/"
                              "<id>_relaxed.cif (+ split CSVs), an ASE .db, a Perov-5 .csv or a make_pairs .jsonl "
                              "(repeatable)")
+    parser.add_argument("--structures", action="append", default=[], metavar="FILE",
+                        help="relaxed structures (extxyz, ASE .db or a folder of CIFs), stored as pairs whose "
+                             "unrelaxed side is a perturbation (docs/training.md; repeatable)")
+    parser.add_argument("--max-atoms", type=int, default=0,
+                        help="leave out --structures entries with more atoms (0: keep all)")
+    parser.add_argument("--strain", type=float, default=defaults.strain,
+                        help="--structures: half-width of each symmetric strain entry")
+    parser.add_argument("--volume", type=float, default=defaults.volume,
+                        help="--structures: volume drawn from (1 +- this) times the relaxed volume")
+    parser.add_argument("--rattle", type=float, nargs=2, default=(defaults.rattle_min, defaults.rattle_max),
+                        metavar=("MIN", "MAX"), help="--structures: range of the rattle distance, Å")
     parser.add_argument("-o", "--output", required=True, help="store folder to create")
     parser.add_argument("--preset", default="paper", choices=("paper", "small"),
                         help="model preset whose graph settings to use (both share 6 Å, 50 neighbours)")
@@ -30,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.pairs import read_pairs
+    from ..data.pairs import labelled, read_pairs
+    from ..data.perturb import PerturbConfig, structure_pairs
     from ..data.store import GraphSettings, write_store
     from ..model import E3RelaxConfig
 
@@ -40,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         max_neighbors=args.max_neighbors if args.max_neighbors is not None else preset.max_neighbors,
         self_images=args.self_images or preset.self_images,
     )
+    if not args.pairs and not args.structures:
+        raise ValueError("give at least one --pairs or --structures source")
     for source in args.pairs:
         if len(source) > 2:
             raise ValueError(f"--pairs takes one source or two extxyz files, got {len(source)}: {source}")
@@ -48,10 +66,15 @@ def run(args: argparse.Namespace) -> int:
     fractions = {"val": args.val_fraction}
     if args.test_fraction:
         fractions["test"] = args.test_fraction
-    records = itertools.chain.from_iterable(read_pairs(*source) for source in args.pairs)
-    meta = write_store(records, args.output, graph, split_fractions=fractions, seed=args.seed, workers=args.workers,
-                       sources=[" ".join(s) for s in args.pairs], progress=not args.no_progress,
-                       overwrite=args.overwrite)
+    how = PerturbConfig(args.strain, args.volume, *args.rattle)
+    readers = [read_pairs(*source) for source in args.pairs]
+    readers += [labelled(structure_pairs(path, how, args.seed, args.max_atoms), f"structures:{path}")
+                for path in args.structures]
+    meta = write_store(itertools.chain.from_iterable(readers), args.output, graph, split_fractions=fractions,
+                       seed=args.seed, workers=args.workers,
+                       sources=[" ".join(s) for s in args.pairs] + [f"structures:{p}" for p in args.structures],
+                       progress=not args.no_progress, overwrite=args.overwrite,
+                       perturbation=how.to_dict() if args.structures else None)
     print(f"wrote {meta['num_pairs']} pairs ({meta['num_atoms']} atoms, {meta['num_edges']} edges) to "
           f"{args.output}; splits {json.dumps(meta['split_counts'])}; {meta['num_failures']} failed "
           f"(see {args.output}/failures.csv)")

@@ -154,3 +154,27 @@ def unwrap_positions(pos: Tensor, cell: Tensor, reference: Tensor) -> Tensor:
     candidates = base.unsqueeze(1) + (steps @ cell).unsqueeze(0)  # [n, 27, 3]
     best = ((candidates - reference.unsqueeze(1)) ** 2).sum(-1).argmin(dim=1)
     return candidates[torch.arange(pos.shape[0], device=pos.device), best]
+
+
+def reduce_basis(cell: np.ndarray, pbc: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The Niggli-reduced basis of a lattice and the integer matrix that makes it.
+
+    Returns ``(reduced [3,3], change [3,3] int)`` with ``reduced = change @ cell`` (rows are lattice
+    vectors, Å), ``det(change) = +-1`` and ``det(reduced) > 0``: the three vectors negated together
+    when Niggli's algorithm (ASE's ``niggli_reduce_cell``) gives a left-handed basis, since both signs
+    satisfy its conditions. Every basis of one lattice gives the same reduced basis (to rounding)
+    unless the lattice's metric has symmetry (equal lengths, right angles), where Niggli's conditions
+    leave a choice among equivalent bases. A structure that is not periodic along all three axes is
+    returned as it is (identity): its cell vectors are not lattice vectors to mix.
+    """
+    cell = np.asarray(cell, dtype=np.float64)
+    identity = np.eye(3, dtype=np.int64)
+    if pbc is not None and not np.all(pbc):
+        return cell.copy(), identity
+    from ase.build.tools import niggli_reduce_cell
+
+    _, transform = niggli_reduce_cell(cell)  # its cell is rotated to a standard orientation; ours is not
+    change = np.asarray(transform, dtype=np.int64).T  # ASE's matrix acts on columns
+    if np.linalg.det(change @ cell) < 0:
+        change = -change
+    return change.astype(np.float64) @ cell, change

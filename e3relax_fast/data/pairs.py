@@ -51,6 +51,7 @@ class PairRecord:
     split: str = ""
     error: str = ""
     source: str = ""
+    kind: str = "pair"  # "perturbation": made from a relaxed structure by data/perturb.py
 
     @property
     def ok(self) -> bool:
@@ -262,7 +263,7 @@ def perov5_pairs(csv_path: str | Path, lattice_constant: float = PEROV5_IDEAL_LA
             yield PairRecord(pair_id, unrelaxed, relaxed, _reduced_formula(relaxed[1]))
 
 
-def _labelled(records: Iterator[PairRecord], label: str) -> Iterator[PairRecord]:
+def labelled(records: Iterator[PairRecord], label: str) -> Iterator[PairRecord]:
     for record in records:
         record.source = label
         yield record
@@ -277,14 +278,14 @@ def read_pairs(source: str | Path, relaxed: str | Path | None = None) -> Iterato
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"pair source {str(path)!r} does not exist")
     if relaxed is not None:
-        return _labelled(extxyz_pairs(source, relaxed), label)
+        return labelled(extxyz_pairs(source, relaxed), label)
     if source.is_dir():
-        return _labelled(cif_folder_pairs(source), label)
+        return labelled(cif_folder_pairs(source), label)
     if source.suffix == ".db":
-        return _labelled(ase_db_pairs(source), label)
+        return labelled(ase_db_pairs(source), label)
     if source.suffix == ".csv":
-        return _labelled(perov5_pairs(source), label)
+        return labelled(perov5_pairs(source), label)
     if source.suffix == ".jsonl":
-        return _labelled(jsonl_pairs(source), label)
+        return labelled(jsonl_pairs(source), label)
     raise ValueError(f"pair source {str(source)!r}: give two extxyz files (unrelaxed, relaxed), a folder of "
                      "<id>_unrelaxed.cif/<id>_relaxed.cif, an ASE .db, a Perov-5 .csv or a .jsonl")

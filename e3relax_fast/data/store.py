@@ -8,10 +8,13 @@ A store is a folder:
 - one raw little-endian file per array (``<name>.bin``), read with ``numpy.memmap``:
   ``atom_ptr [B+1]``, ``edge_ptr [B+1]`` (int64), ``z [N]`` (int16), ``pos_unrelaxed``,
   ``pos_relaxed [N,3]`` (float64, Å; relaxed unwrapped to the image nearest the unrelaxed atom),
-  ``cell_unrelaxed``, ``cell_relaxed [B,3,3]`` (float64, Å, rows), ``pbc [B,3]`` (bool),
+  ``cell_unrelaxed``, ``cell_relaxed [B,3,3]`` (float64, Å, rows; both in the Niggli-reduced basis
+  of the unrelaxed lattice, :func:`~e3relax_fast.data.convert.reduce_basis`, as the relaxer reduces
+  its inputs), ``pbc [B,3]`` (bool),
   ``edges [E,2]`` (int32, (source j, target i) local to the structure, sorted by target then distance),
   ``shifts [E,3]`` (int32), ``split [B]`` (int8 index into ``store.json["split_names"]``);
-- ``pairs.csv``: one row per stored pair (index, id, group, split, atoms, edges, source);
+- ``pairs.csv``: one row per stored pair (index, id, group, split, atoms, edges, source, kind:
+  ``pair``, or ``perturbation`` for a pair made from a relaxed structure by ``data/perturb.py``);
 - ``failures.csv``: one row per pair that was skipped, with the reason.
 
 Writing streams: pairs are converted (validated, unwrapped, graph built with our radius-graph op) in
@@ -36,7 +39,7 @@ import numpy as np
 import torch
 
 from ..ops import check_batch, radius_graph
-from .convert import unwrap_positions
+from .convert import reduce_basis, unwrap_positions
 from .pairs import PairRecord
 
 STORE_FORMAT = "e3relax-pair-store"
@@ -76,7 +79,9 @@ class GraphSettings:
 
 
 def prepare_pair(record: PairRecord, graph: GraphSettings) -> dict[str, np.ndarray]:
-    """Validate one pair, unwrap its relaxed positions, build its graph on the unrelaxed side.
+    """Validate one pair, reduce its basis, unwrap its relaxed positions, build its graph on the
+    unrelaxed side. Both cells are expressed in the Niggli-reduced basis of the unrelaxed lattice
+    (the same integer change of basis for both, so the target keeps the input's basis).
 
     Returns the per-pair arrays of the store; raises ``ValueError`` naming the pair and the field.
     """
@@ -96,6 +101,8 @@ def prepare_pair(record: PairRecord, graph: GraphSettings) -> dict[str, np.ndarr
         sides[side] = (pos_t, z_t, cell_t, pbc_t, ptr)
     pos_u, z, cell_u, pbc, ptr = sides["unrelaxed"]
     pos_r, _, cell_r, _, _ = sides["relaxed"]
+    reduced, change = reduce_basis(cell_u.numpy(), pbc.numpy())
+    cell_u, cell_r = torch.from_numpy(reduced), torch.from_numpy(change.astype(np.float64)) @ cell_r
     edge_index, shifts, _ = radius_graph(pos_u, cell_u.unsqueeze(0), pbc.unsqueeze(0), ptr, graph.cutoff,
                                          max_neighbors=graph.max_neighbors, self_images=graph.self_images)
     return {
@@ -129,6 +136,14 @@ def _chunks(records: Iterable[PairRecord], size: int, graph: GraphSettings):
     iterator = iter(records)
     while chunk := list(islice(iterator, size)):
         yield chunk, graph
+
+
+def source_name(label: str, kind: str = "pair") -> str:
+    """Short name of a store source for logs and reports: the folder of its first file (``mp``,
+    ``perov5``, ``chgnet_pairs``), ``:perturbed`` added for perturbation pairs."""
+    first = label.split(" ")[0].removeprefix("structures:") if label else ""
+    name = Path(first).parent.name or first or "pairs"
+    return f"{name}:perturbed" if kind == "perturbation" else name
 
 
 def group_draw(group: str, seed: int) -> float:
@@ -170,12 +185,15 @@ def write_store(
     sources: Sequence[str] = (),
     progress: bool = True,
     overwrite: bool = False,
+    perturbation: dict | None = None,
 ) -> dict:
     """Stream ``records`` into a store at ``out_dir``; returns the store's metadata.
 
     ``split_fractions`` (default ``{"val": 0.1}``, the rest train; fractions of groups) applies to pairs
     whose source names no split. Bad pairs go to ``failures.csv`` and are skipped. ``workers`` > 0 converts in that
-    many processes.
+    many processes. ``perturbation`` (the :class:`~e3relax_fast.data.perturb.PerturbConfig` of any
+    ``--structures`` source, as a dict) is recorded in ``store.json``: training draws fresh inputs of
+    those pairs with it.
     """
     from tqdm import tqdm
 
@@ -191,7 +209,7 @@ def write_store(
     split_fractions = dict(split_fractions if split_fractions is not None else {"val": 0.1})
     handles = {name: open(out / f"{name}.bin", "wb") for name in _ARRAYS}
     atom_ptr, edge_ptr = [0], [0]
-    rows: list[tuple[str, str, str, int, int, str]] = []
+    rows: list[tuple[str, str, str, int, int, str, str]] = []
     failures: list[tuple[str, str]] = []
     bar = tqdm(unit="pair", desc="preprocess", disable=not progress, file=sys.stderr)
     pool = (multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init)
@@ -210,7 +228,7 @@ def write_store(
                 atom_ptr.append(atom_ptr[-1] + len(arrays["z"]))
                 edge_ptr.append(edge_ptr[-1] + len(arrays["edges"]))
                 rows.append((record.id, record.group, record.split, len(arrays["z"]), len(arrays["edges"]),
-                             record.source))
+                             record.source, record.kind))
     finally:
         bar.close()
         for handle in handles.values():
@@ -228,9 +246,9 @@ def write_store(
     np.asarray(edge_ptr, dtype=np.int64).tofile(out / "edge_ptr.bin")
     with open(out / "pairs.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["index", "id", "group", "split", "atoms", "edges", "source"])
-        for index, ((pair_id, group, _, atoms, edges, source), split) in enumerate(zip(rows, splits)):
-            writer.writerow([index, pair_id, group, split, atoms, edges, source])
+        writer.writerow(["index", "id", "group", "split", "atoms", "edges", "source", "kind"])
+        for index, ((pair_id, group, _, atoms, edges, source, kind), split) in enumerate(zip(rows, splits)):
+            writer.writerow([index, pair_id, group, split, atoms, edges, source, kind])
     with open(out / "failures.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "error"])
@@ -250,6 +268,7 @@ def write_store(
         "split_fractions": split_fractions,
         "split_seed": seed,
         "sources": list(sources),
+        "perturbation": perturbation,
         "arrays": {name: {"dtype": dtype, "shape": [counts[axis], *shape]}
                    for name, (dtype, shape, axis) in _ARRAYS.items()},
         "versions": {"e3relax_fast": __version__, "torch": torch.__version__, "numpy": np.__version__},
@@ -283,6 +302,7 @@ class PairStore:
         self.ids = [row["id"] for row in table]
         self.groups = [row["group"] for row in table]
         self.sources = [row.get("source", "") for row in table]
+        self.kinds = [row.get("kind") or "pair" for row in table]
 
     def _map(self, name: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
         path = self.path / f"{name}.bin"

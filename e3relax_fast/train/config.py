@@ -10,20 +10,22 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..data.perturb import PerturbConfig
 from ..model import E3RelaxConfig
 from ..model.config import YamlConfig
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Re-perturbed inputs (``train/augment.py``): a share of the training pairs get, each time they
-    are drawn, a fresh input made from their relaxed side, as the pair generator made its inputs.
+    """Fresh perturbed inputs for pairs of other sources than ``--structures`` (``train/augment.py``,
+    the same mechanism as the store's perturbation pairs, ``data/perturb.py``): a share of the
+    training pairs get, each time they are drawn, a new input made from their relaxed side.
 
     Attributes:
         fraction: probability that a drawn training pair gets a perturbed input (0: never).
         source_contains: only pairs whose store source contains this text (empty: every pair); e.g.
             ``chgnet_pairs`` leaves Perov-5, whose inputs are always the ideal cubic cell, as it is.
-        strain: half-width of each entry of the random symmetric strain (the generator's 0.04).
+        strain: half-width of each entry of the random symmetric strain (the pair generator's 0.04).
         volume: volume drawn from (1 +- volume) times the pair's unrelaxed volume.
         rattle_min / rattle_max: range of the per-structure rattle distance, Å (the generator's 0.02-0.1).
     """
@@ -34,6 +36,9 @@ class AugmentConfig:
     volume: float = 0.08
     rattle_min: float = 0.02
     rattle_max: float = 0.1
+
+    def perturbation(self) -> PerturbConfig:
+        return PerturbConfig(self.strain, self.volume, self.rattle_min, self.rattle_max)
 
 
 @dataclass(frozen=True)
@@ -124,9 +129,10 @@ class TrainConfig(YamlConfig):
         augment = self.data.augment
         if not 0.0 <= augment.fraction <= 1.0:
             raise ValueError(f"data.augment.fraction must be in [0, 1], got {augment.fraction}")
-        if not (0.0 <= augment.strain < 0.5 and 0.0 <= augment.volume < 1.0
-                and 0.0 <= augment.rattle_min <= augment.rattle_max):
-            raise ValueError("data.augment: need 0 <= strain < 0.5, 0 <= volume < 1 and 0 <= rattle_min <= rattle_max")
+        try:
+            augment.perturbation()
+        except ValueError as err:
+            raise ValueError(f"data.augment: {err}") from None
         if self.run.dtype not in ("float32", "float64"):
             raise ValueError(f"run.dtype must be float32 or float64, got {self.run.dtype!r}")
         if not 0.0 <= self.optim.ema_decay < 1.0:

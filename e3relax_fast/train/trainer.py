@@ -27,7 +27,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..data.store import PairStore
+from ..data.perturb import PERTURBATION_KIND, PerturbConfig
+from ..data.store import PairStore, source_name
 from ..model import E3Relax
 from ..model.checkpoint import model_config_of, read_checkpoint, save_checkpoint
 from .augment import BatchAugmenter
@@ -137,8 +138,12 @@ class Trainer:
         num_atoms = self.store.num_atoms
         self.order = BatchOrder(self.train_indices, num_atoms, config.data.max_structures_per_batch,
                                 config.data.max_atoms_per_batch, config.run.seed, self.world_size)
-        # which pairs may get re-perturbed inputs (train/augment.py)
+        # which pairs get fresh perturbed inputs (train/augment.py)
         self.augment_eligible = np.array([config.data.augment.source_contains in source for source in self.store.sources])
+        self.is_perturbation = np.array([kind == PERTURBATION_KIND for kind in self.store.kinds])
+        settings = self.store.meta.get("perturbation")
+        self.perturbation = PerturbConfig(**settings) if settings else None
+        self.val_source = {int(i): source_name(self.store.sources[i], self.store.kinds[i]) for i in self.val_indices}
         self.val_batches = pack_batches(np.sort(self.val_indices), num_atoms, config.data.max_structures_per_batch,
                                         config.data.max_atoms_per_batch)
 
@@ -254,27 +259,45 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, model: nn.Module | None = None) -> dict:
-        """Coordinate MAE (pooled over validation atoms x 3, last layer) and cell MAE of ``model``
-        (default: the EMA model) on the validation split, in Å."""
+        """Validation of ``model`` (default: the EMA model), last layer, in Å: coordinate MAE pooled
+        over atoms x 3 (``val_coord_mae``) and per source (``val_coord_mae/<source>``), cell MAE, each
+        source's MAE over Dummy's (the input taken as the prediction, ``val_ratio/<source>``) and
+        ``val_score``, the mean of those ratios: the selection criterion, so that a source with many
+        atoms does not outweigh the others."""
         model = model if model is not None else self.ema.module
         model.eval()
-        sums = torch.zeros(4, dtype=torch.float64)  # |dx| sum, 3N, |dL| sum, 9B
+        names = sorted(set(self.val_source.values()))
+        sums = torch.zeros(len(names), 5, dtype=torch.float64)  # model |dx|, Dummy |dx|, 3N, |dL|, 9B per source
         for global_batch in self.val_batches:
             share = global_batch[self.rank::self.world_size]
             if len(share) == 0:
                 continue
             b = collate(self.store, share).to(self.device, self.dtype)
             pos_layers, cell_layers = model(b.pos, b.z, b.cell, b.pbc, b.ptr, b.edge_index, b.shifts)
-            sums += torch.tensor([float((pos_layers[-1] - b.target_pos).abs().sum()), 3.0 * b.pos.shape[0],
-                                  float((cell_layers[-1] - b.target_cell).abs().sum()), 9.0 * b.num_structures],
-                                 dtype=torch.float64)
+            structure = torch.repeat_interleave(torch.arange(b.num_structures), torch.diff(b.ptr).cpu())
+            rows = torch.tensor([names.index(self.val_source[int(i)]) for i in share])
+            per_structure = torch.zeros(b.num_structures, 5, dtype=torch.float64)
+            per_structure[:, 4] = 9.0
+            per_structure[:, 0].index_add_(0, structure, (pos_layers[-1] - b.target_pos).abs().sum(1).double().cpu())
+            per_structure[:, 1].index_add_(0, structure, (b.pos - b.target_pos).abs().sum(1).double().cpu())
+            per_structure[:, 2] = 3.0 * torch.diff(b.ptr).double().cpu()
+            per_structure[:, 3] = (cell_layers[-1] - b.target_cell).abs().sum((1, 2)).double().cpu()
+            sums.index_add_(0, rows, per_structure)
         self._all_reduce(sums)
-        return {"val_coord_mae": float(sums[0] / sums[1]), "val_cell_mae": float(sums[2] / sums[3])}
+        total = sums.sum(0)
+        metrics = {"val_coord_mae": float(total[0] / total[2]), "val_cell_mae": float(total[3] / total[4])}
+        ratios = []
+        for name, row in zip(names, sums):
+            metrics[f"val_coord_mae/{name}"] = float(row[0] / row[2])
+            ratios.append(float(row[0] / row[1].clamp(min=1e-12)))
+            metrics[f"val_ratio/{name}"] = ratios[-1]
+        metrics["val_score"] = sum(ratios) / len(ratios)
+        return metrics
 
     def _end_epoch(self) -> None:
         metrics = self.validate()
         self.state["epoch"] += 1
-        value = metrics["val_coord_mae"]
+        value = metrics["val_score"]
         self.scheduler.step(value)
         improved = value < self.state["best_val"]
         if improved:
@@ -285,7 +308,7 @@ class Trainer:
         else:
             self.state["epochs_since_best"] += 1
         self._log({"step": self.state["step"], "epoch": self.state["epoch"], **metrics,
-                   "best_val_coord_mae": self.state["best_val"], "lr": self.optimizer.param_groups[0]["lr"]})
+                   "best_val_score": self.state["best_val"], "lr": self.optimizer.param_groups[0]["lr"]})
         if self.state["epochs_since_best"] > self.config.run.early_stopping_patience:
             self.state["stopped"] = f"early stopping: {self.state['epochs_since_best']} pseudo-epochs without improvement"
         elif self.state["epoch"] >= self.config.run.max_epochs:
@@ -309,10 +332,11 @@ class Trainer:
                 batches = self.order.batches(self.state["pass"])[self.state["batch_in_pass"]:]
                 shares = [b[self.rank::self.world_size] for b in batches]
                 augment = None
-                if cfg.data.augment.fraction > 0:
-                    augment = BatchAugmenter(cfg.data.augment, self.augment_eligible, cfg.run.seed, self.state["pass"],
-                                             self.state["batch_in_pass"], self.rank, self.store.graph.cutoff,
-                                             self.store.graph.max_neighbors, self.store.graph.self_images)
+                if cfg.data.augment.fraction > 0 or self.perturbation is not None:
+                    augment = BatchAugmenter(cfg.data.augment, self.augment_eligible, self.perturbation,
+                                             self.is_perturbation, cfg.run.seed, self.state["pass"],
+                                             (self.store.graph.cutoff, self.store.graph.max_neighbors,
+                                              self.store.graph.self_images))
                 loader = torch.utils.data.DataLoader(StoreBatches(cfg.data.store, shares, augment), batch_size=None,
                                                      shuffle=False, num_workers=cfg.data.num_workers)
                 for global_batch, batch in zip(batches, loader):
@@ -353,7 +377,7 @@ class Trainer:
         if self.is_main and not (self.run_dir / "best.ckpt").exists():
             # no pseudo-epoch finished yet: still leave a usable model behind
             save_checkpoint(self.run_dir / "best.ckpt", self.ema.module.state_dict(), self.metadata())
-        return {"step": self.state["step"], "epoch": self.state["epoch"], "best_val_coord_mae": self.state["best_val"],
+        return {"step": self.state["step"], "epoch": self.state["epoch"], "best_val_score": self.state["best_val"],
                 "stopped": self.state["stopped"], "run_dir": str(self.run_dir)}
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from e3relax_fast.data.convert import reduce_basis
 from e3relax_fast.data.pairs import PairRecord, read_pairs
 from e3relax_fast.data.store import GraphSettings, PairStore, assign_splits, write_store
 from e3relax_fast.ops import radius_graph
@@ -30,7 +31,11 @@ def test_store_round_trips_the_pairs(store_path, pair_records):
     for index in (0, 5, 14, 21):
         record, pair = records[index], store.pair(index)
         np.testing.assert_array_equal(pair["pos_unrelaxed"], record.unrelaxed[0])
-        np.testing.assert_array_equal(pair["cell_relaxed"], record.relaxed[2])
+        # both cells in the reduced basis of the unrelaxed lattice, by one integer change of basis
+        reduced, change = reduce_basis(record.unrelaxed[2])
+        np.testing.assert_array_equal(pair["cell_unrelaxed"], reduced)
+        np.testing.assert_allclose(pair["cell_relaxed"], change @ record.relaxed[2], rtol=0, atol=1e-12)
+        assert abs(round(np.linalg.det(change))) == 1 and np.linalg.det(reduced) > 0
         np.testing.assert_array_equal(pair["z"], record.unrelaxed[1])
         # the relaxed side is unwrapped: same atom up to a lattice translation, and near the input
         frac = np.linalg.solve(record.relaxed[2].T, (pair["pos_relaxed"] - record.relaxed[0]).T).T
@@ -41,7 +46,7 @@ def test_store_round_trips_the_pairs(store_path, pair_records):
                                                                         axis=1), atol=1e-12)
         # the graph is our op's, on the unrelaxed structure
         pos = torch.from_numpy(record.unrelaxed[0])
-        edge_index, shifts, _ = radius_graph(pos, torch.from_numpy(record.unrelaxed[2])[None],
+        edge_index, shifts, _ = radius_graph(pos, torch.from_numpy(reduced)[None],
                                              torch.ones(1, 3, dtype=torch.bool), torch.tensor([0, len(pos)]),
                                              6.0, 50, "paper")
         np.testing.assert_array_equal(pair["edges"], edge_index.t().numpy())

@@ -1,78 +1,92 @@
-"""Re-perturbed inputs: what they keep of the target, that only the chosen pairs change, and that a
-resumed run draws the same perturbations."""
+"""Fresh perturbed inputs in training: what they keep of the target, which pairs get them, and that a
+resumed run draws the same ones (with ``data.augment`` and with perturbation pairs in the store)."""
 
 import numpy as np
 import pytest
 import torch
 
-from e3relax_fast.data.store import PairStore
+from e3relax_fast.data.perturb import PerturbConfig, structure_pairs
+from e3relax_fast.data.pairs import labelled
+from e3relax_fast.data.store import PairStore, write_store
 from e3relax_fast.ops import radius_graph
 from e3relax_fast.train import train
-from e3relax_fast.train.augment import BatchAugmenter, perturb_batch, perturbed_input
+from e3relax_fast.train.augment import BatchAugmenter
 from e3relax_fast.train.batching import collate
 from e3relax_fast.train.config import AugmentConfig
 
+from ..conftest import DATA, fixture_pair_records
 from .test_trainer import _training_state, tiny_config
 
 
-def relaxed_side(rng, n=6):
-    cell = np.diag([4.0, 5.0, 6.0]) + rng.uniform(-0.3, 0.3, (3, 3))
-    return rng.uniform(0, 1, (n, 3)) @ cell, cell
+def _augmenter(store, augment=AugmentConfig(fraction=1.0), eligible=None, pass_index=3):
+    eligible = np.ones(len(store), dtype=bool) if eligible is None else eligible
+    settings = store.meta.get("perturbation")
+    return BatchAugmenter(augment, eligible, PerturbConfig(**settings) if settings else None,
+                          np.array([k == "perturbation" for k in store.kinds]), 0, pass_index,
+                          (store.graph.cutoff, store.graph.max_neighbors, store.graph.self_images))
 
 
-def test_without_strain_or_rattle_the_input_is_the_target_rescaled_to_a_drawn_volume(rng):
-    pos, cell = relaxed_side(rng)
-    how = AugmentConfig(fraction=1.0, strain=0.0, volume=0.05, rattle_min=0.0, rattle_max=0.0)
-    unrelaxed_volume = 1.3 * abs(np.linalg.det(cell))
-    new_pos, new_cell = perturbed_input(pos, cell, unrelaxed_volume, rng, how)
-    scale = new_cell[0, 0] / cell[0, 0]
-    np.testing.assert_allclose(new_cell, scale * cell, rtol=1e-12)
-    np.testing.assert_allclose(new_pos, scale * pos, rtol=1e-12, atol=1e-12)  # fractional coordinates kept
-    assert 0.95 - 1e-12 <= abs(np.linalg.det(new_cell)) / unrelaxed_volume <= 1.05 + 1e-12
+@pytest.fixture(scope="module")
+def mixed_store(tmp_path_factory):
+    """The fixture pairs and the 20 relaxed examples as perturbation pairs, in one store."""
+    path = tmp_path_factory.mktemp("mixed") / "store"
+    how = PerturbConfig()
+    records = [*fixture_pair_records(),
+               *labelled(structure_pairs(DATA / "examples_relaxed.extxyz", how), "structures:examples")]
+    write_store(records, path, split_fractions={"val": 0.25}, seed=10, progress=False, perturbation=how.to_dict())
+    return path
 
 
-def test_strain_is_symmetric_and_rattle_has_zero_mean(rng):
-    pos, cell = relaxed_side(rng, n=9)
-    how = AugmentConfig(fraction=1.0, strain=0.04, volume=0.0, rattle_min=0.05, rattle_max=0.05)
-    new_pos, new_cell = perturbed_input(pos, cell, abs(np.linalg.det(cell)), rng, how)
-    deformation = np.linalg.solve(cell, new_cell)  # L D = L'
-    np.testing.assert_allclose(deformation, deformation.T, atol=1e-12)
-    assert 0 < np.abs(deformation - np.eye(3)).max() <= 0.04 + 1e-12
-    rattle = new_pos - pos @ deformation
-    np.testing.assert_allclose(rattle.mean(axis=0), 0.0, atol=1e-12)
-    assert np.linalg.norm(rattle, axis=1).max() > 0.01
-
-
-def test_only_chosen_pairs_change_and_the_graph_is_rebuilt(pair_store, rng):
+def test_only_eligible_pairs_change_targets_keep_their_lattice_and_the_graph_is_rebuilt(pair_store):
     store = PairStore(pair_store)
     batch = collate(store, np.arange(4))
-    chosen = np.array([False, True, False, True])
-    new = perturb_batch(batch, chosen, rng, AugmentConfig(fraction=1.0), store.graph.cutoff,
-                        store.graph.max_neighbors, store.graph.self_images)
+    eligible = np.zeros(len(store), dtype=bool)
+    eligible[[1, 3]] = True
+    new = _augmenter(store, eligible=eligible)(batch)
     ptr = batch.ptr.tolist()
     for b in range(4):
         atoms = slice(ptr[b], ptr[b + 1])
-        same_pos = torch.equal(new.pos[atoms], batch.pos[atoms])
-        assert same_pos != bool(chosen[b]) and torch.equal(new.cell[b], batch.cell[b]) != bool(chosen[b])
-    assert torch.equal(new.target_pos, batch.target_pos) and torch.equal(new.target_cell, batch.target_cell)
+        assert torch.equal(new.pos[atoms], batch.pos[atoms]) != bool(eligible[b])
+        # the target's cell may only change basis: the same lattice, the same volume
+        change = torch.linalg.solve(batch.target_cell[b].T, new.target_cell[b].T).T
+        torch.testing.assert_close(change, change.round(), atol=1e-9, rtol=0)
+        assert abs(abs(float(torch.det(change))) - 1) < 1e-9
+    assert torch.equal(new.target_pos, batch.target_pos)
     edge_index, shifts, _ = radius_graph(new.pos, new.cell, new.pbc, new.ptr, store.graph.cutoff,
                                          max_neighbors=store.graph.max_neighbors, self_images=store.graph.self_images)
     assert torch.equal(new.edge_index, edge_index) and torch.equal(new.shifts, shifts)
 
 
-def test_a_pass_restarted_mid_way_draws_the_same_perturbations(pair_store):
+def test_a_draw_depends_on_seed_pass_and_pair_only(pair_store):
     store = PairStore(pair_store)
-    indices = np.arange(4)
-    how = AugmentConfig(fraction=0.5)
-    eligible = np.ones(len(store), dtype=bool)
-    graph = (store.graph.cutoff, store.graph.max_neighbors, store.graph.self_images)
-    whole_pass = BatchAugmenter(how, eligible, 0, 3, 0, 0, *graph)
-    resumed = BatchAugmenter(how, eligible, 0, 3, 2, 0, *graph)
-    a = whole_pass(collate(store, indices), 2)
-    b = resumed(collate(store, indices), 0)
-    assert torch.equal(a.pos, b.pos) and torch.equal(a.cell, b.cell)
-    other = whole_pass(collate(store, indices), 1)
-    assert not torch.equal(a.pos, other.pos)
+    augment = AugmentConfig(fraction=0.5)
+    a = _augmenter(store, augment)(collate(store, np.array([0, 1, 2, 3])))
+    b = _augmenter(store, augment)(collate(store, np.array([2, 3])))  # another batch, as after a resume
+    n = int(a.ptr[2])
+    assert torch.equal(a.pos[n:], b.pos) and torch.equal(a.cell[2:], b.cell)
+    other_pass = _augmenter(store, augment, pass_index=4)(collate(store, np.array([0, 1, 2, 3])))
+    assert not torch.equal(a.pos, other_pass.pos)
+
+
+def test_perturbation_pairs_are_always_redrawn_around_their_relaxed_volume(mixed_store):
+    store = PairStore(mixed_store)
+    chosen = np.array([i for i, k in enumerate(store.kinds) if k == "perturbation"][:6])
+    batch = collate(store, chosen)
+    new = _augmenter(store, AugmentConfig(fraction=0.0))(batch)  # data.augment off: they change anyway
+    ratio = torch.det(new.cell).abs() / torch.det(new.target_cell).abs()
+    assert not torch.equal(new.pos, batch.pos)
+    assert ((ratio > 0.9 * 0.96 ** 3) & (ratio < 1.1 * 1.04 ** 3)).all()
+
+
+def test_training_with_perturbation_pairs_resumes_exactly(mixed_store, tmp_path):
+    data = {"store": str(mixed_store), "max_structures_per_batch": 4}
+    train(tiny_config(mixed_store, tmp_path / "straight", data=data))
+    train(tiny_config(mixed_store, tmp_path / "split", data=data, run={"max_steps": 3}))
+    train(tiny_config(mixed_store, tmp_path / "split", data=data), resume=True)
+    straight, _ = _training_state(tmp_path / "straight")
+    resumed, _ = _training_state(tmp_path / "split")
+    for name, value in straight["training"]["model"].items():
+        torch.testing.assert_close(resumed["training"]["model"][name], value, rtol=0, atol=0)
 
 
 def test_source_filter_picks_the_pairs_of_one_source(pair_store, tmp_path):

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Train (or resume) release 3 of the shipped model in the background; safe to run again after a kill
+# or a reboot: it continues from runs/release3/last.ckpt. Never run by CI.
+#   nohup setsid scripts/train_release3.sh > runs/release3.log 2>&1 &
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. .venv/bin/activate
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS=1
+if [ ! -f runs/store_r3/store.json ]; then
+  e3relax preprocess --no-progress --workers 2 -o runs/store_r3 \
+    --structures ../shared/data/mp/structures.extxyz --max-atoms 40 \
+    --pairs ../shared/data/mp_pairs/unrelaxed.extxyz ../shared/data/mp_pairs/relaxed.extxyz \
+    --pairs ../shared/data/chgnet_pairs/unrelaxed.extxyz ../shared/data/chgnet_pairs/relaxed.extxyz \
+    --pairs ../shared/data/perov5/val.csv
+fi
+resume=()
+[ -f runs/release3/last.ckpt ] && resume=(--resume)
+exec e3relax train --config configs/train/release3.yaml "${resume[@]}" "$@"
