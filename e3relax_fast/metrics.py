@@ -209,6 +209,14 @@ def _summary_records(group: str, method: str, frame: pd.DataFrame) -> list[dict]
 
     if "matched" in frame:
         records.append(fraction("matched", frame["matched"].mean()))
+    if "expected_error" in frame and method == "model":
+        ranked = frame[["expected_error", "coord_mae"]].apply(pd.to_numeric, errors="coerce").dropna()
+        if len(ranked) > 2:
+            # how well the confidence ranks the error: Spearman = Pearson of the ranks
+            rho = ranked["expected_error"].rank().corr(ranked["coord_mae"].rank())
+            records.append({"group": group, "method": method, "metric": "expected_error spearman", "unit": "rank",
+                            "count": int(len(ranked)), "mean": float(rho), "median": float("nan"),
+                            "p90": float("nan")})
     for tag in SYMPRECS:
         if f"symmetry_{tag}" in frame:
             shares = frame[f"symmetry_{tag}"].value_counts(normalize=True)

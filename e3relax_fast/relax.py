@@ -16,7 +16,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
-from .data import batch_from_arrays, structure_arrays, with_geometry
+from .confidence import ErrorModel, prediction_confidence
+from .data import batch_from_arrays, reduce_basis, structure_arrays, with_geometry
 from .model import E3Relax
 from .ops import neighbors
 from .ops.checks import check_batch
@@ -40,20 +41,6 @@ def shortest_distance(pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> flo
     _, _, distances = neighbors(pos, cell, pbc, SHORTEST_DISTANCE_RANGE, max_neighbors=1, self_images="all",
                                 threads=1)
     return float(distances.min()) if len(distances) else float("inf")
-
-
-def last_layer_change(pos_layers: torch.Tensor, cell_layers: torch.Tensor, ptr: torch.Tensor, b: int,
-                      input_pos: torch.Tensor, input_cell: torch.Tensor) -> dict[str, float]:
-    """How much the last layer still changed structure ``b`` of a batch: ``last_layer_max_move`` (Å,
-    largest atom move) and ``last_layer_cell_change`` (Å, largest cell-entry change) against the layer
-    before it, or against the input (``input_pos [N,3]``, ``input_cell [B,3,3]``) for a one-layer model.
-    Layers are ``[L,N,3]`` and ``[L,B,3,3]`` (Å); small values mean the layers converged."""
-    a0, a1 = int(ptr[b]), int(ptr[b + 1])
-    previous_pos = pos_layers[-2] if pos_layers.shape[0] > 1 else input_pos
-    previous_cell = cell_layers[-2] if cell_layers.shape[0] > 1 else input_cell
-    move = (pos_layers[-1, a0:a1] - previous_pos[a0:a1]).norm(dim=1)
-    return {"last_layer_max_move": float(move.max()) if a1 > a0 else 0.0,
-            "last_layer_cell_change": float((cell_layers[-1, b] - previous_cell[b]).abs().max())}
 
 
 def _validated_arrays(model: E3Relax, structure: Any, structure_id: str):
@@ -87,9 +74,12 @@ class RelaxResult:
     """One relaxed structure (or why there is none), of the input's type.
 
     ``trajectory`` holds one structure per layer (the last is the model's prediction). ``confidence``
-    is the change the last layer still made: ``last_layer_max_move`` (Å, largest atom move) and
-    ``last_layer_cell_change`` (Å, largest cell-entry change); small values mean the layers converged;
-    and ``shortest_distance_ratio``, the prediction's shortest interatomic distance over the input's.
+    holds ``expected_error`` (Å: the expected coordinate MAE of the prediction against the relaxed
+    structure, from the checkpoint's fitted error model, ``e3relax_fast/confidence.py``; absent when
+    the checkpoint has none), the change the last layer still made: ``last_layer_max_move`` (Å,
+    largest atom move) and ``last_layer_cell_change`` (Å, largest cell-entry change), small values
+    meaning the layers converged; and ``shortest_distance_ratio``, the prediction's shortest
+    interatomic distance over the input's.
     ``warning`` says when the prediction was refused (atoms pushed together: see ``E3Relaxer``'s
     ``on_overlap``); ``final_structure`` is then the input's geometry. Fields read as
     ``result.final_structure`` or ``result["final_structure"]``.
@@ -167,6 +157,7 @@ class E3Relaxer:
         self.model = model
         self.metadata = metadata or {}
         self.elements = set(self.metadata.get("elements") or [])
+        self.error_model = ErrorModel.from_metadata(self.metadata)  # None: no expected_error
         self.on_unknown_element = on_unknown_element
         self.on_overlap = on_overlap
         self.overlap_ratio = float(overlap_ratio)
@@ -198,7 +189,12 @@ class E3Relaxer:
         return isinstance(self.model, E3Relax)
 
     def _prepare(self, structure_id: str, structure: Any) -> _Prepared:
-        arrays = _validated_arrays(self.model, structure, structure_id)
+        """Validate one input and reduce its basis: the model sees the Niggli-reduced basis of the
+        lattice (as in training), so every basis of one crystal gets the same prediction; ``_forward``
+        maps the predicted cells back to the input's basis."""
+        pos, z, cell, pbc = _validated_arrays(self.model, structure, structure_id)
+        reduced, change = reduce_basis(cell, pbc)
+        arrays = (pos, z, reduced, pbc)
         if self.elements:
             unknown = sorted({int(z) for z in arrays[1]} - self.elements)
             if unknown:
@@ -221,7 +217,7 @@ class E3Relaxer:
         if closest < MIN_INPUT_DISTANCE:
             raise ValueError(f"structure {structure_id!r}: field 'positions' puts two atoms {closest:.3g} Å apart "
                              f"(below {MIN_INPUT_DISTANCE} Å: coincident atoms, a duplicated site?)")
-        return _Prepared(arrays, graph, closest)
+        return _Prepared(arrays, graph, closest, np.rint(np.linalg.inv(change)))
 
     def _forward(self, items: list[tuple[RelaxResult, _Prepared]]) -> None:
         started = time.perf_counter()
@@ -239,10 +235,12 @@ class E3Relaxer:
         ptr = batch.ptr
         for b, (result, prepared) in enumerate(items):
             a0, a1 = int(ptr[b]), int(ptr[b + 1])
-            result.trajectory = [with_geometry(result.input, pos_layers[k, a0:a1], cell_layers[k, b])
+            to_input = torch.from_numpy(prepared.to_input_basis)
+            result.trajectory = [with_geometry(result.input, pos_layers[k, a0:a1], to_input @ cell_layers[k, b])
                                  for k in range(pos_layers.shape[0])]
             result.final_structure = result.trajectory[-1]
-            result.confidence = last_layer_change(pos_layers, cell_layers, ptr, b, batch.pos, batch.cell)
+            result.confidence = prediction_confidence(pos_layers, cell_layers, ptr, b, batch.pos, batch.cell,
+                                                      self.error_model)
             result.seconds = seconds
             pos, cell = pos_layers[-1, a0:a1].numpy(), cell_layers[-1, b].numpy()
             if not self._refuse_out_of_bounds(result, prepared, pos, cell):
@@ -436,14 +434,16 @@ def _return_input_geometry(result: RelaxResult, prepared: "_Prepared") -> None:
     """A refused prediction: ``final_structure`` becomes the input's geometry (the prediction stays
     ``trajectory[-1]``)."""
     pos_in, _, cell_in, _ = prepared.arrays
-    result.final_structure = with_geometry(result.input, pos_in, cell_in)
+    result.final_structure = with_geometry(result.input, pos_in, prepared.to_input_basis @ cell_in)
 
 
 @dataclass
 class _Prepared:
-    arrays: tuple  # (pos, z, cell, pbc) numpy
+    arrays: tuple  # (pos, z, cell, pbc) numpy, the cell in the reduced basis the model sees
     graph: tuple | None  # (edge_index [2,E], shifts [E,3]) numpy, or None when the model builds its own
     shortest_distance: float = float("inf")  # of the input, Å
+    # integer [3,3]: input cell = to_input_basis @ reduced cell (unimodular)
+    to_input_basis: np.ndarray = field(default_factory=lambda: np.eye(3))
 
     @property
     def size(self) -> int:

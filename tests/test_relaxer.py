@@ -10,7 +10,7 @@ from ase.build import bulk
 from pymatgen.core import Lattice, Structure
 
 from e3relax_fast import E3Relaxer, RelaxResult
-from e3relax_fast.data import batch_from_structures
+from e3relax_fast.data import batch_from_arrays, batch_from_structures, reduce_basis, structure_arrays
 from e3relax_fast.model.checkpoint import save_checkpoint
 
 
@@ -83,7 +83,10 @@ def test_from_pretrained_names_what_it_cannot_find(tmp_path):
 
 def test_prebuilt_graphs_budgets_and_workers_change_nothing(relaxer):
     items = [(f"s{k}", s) for k, s in enumerate(structures() * 3)]
-    batch = batch_from_structures([s for _, s in items], dtype=torch.float64)
+    arrays = [structure_arrays(s) for _, s in items]
+    # the relaxer hands the model the reduced basis of each lattice (tests/test_basis.py)
+    arrays = [(pos, z, reduce_basis(cell, pbc)[0], pbc) for pos, z, cell, pbc in arrays]
+    batch = batch_from_arrays(arrays, dtype=torch.float64)
     with torch.no_grad():
         pos_layers, _ = relaxer.model(*batch.tensors())  # the graph built inside the model
     reference = list(relaxer.relax_many(items))

@@ -38,11 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def _source_label(source: str) -> str:
-    first = source.split(" ")[0] if source else ""
-    return Path(first).parent.name or first or "pairs"
-
-
 #: ``info`` keys of a prediction file that hold the model's confidence (written by ``e3relax predict``).
 CONFIDENCE_KEYS = ("expected_error", "last_layer_max_move", "last_layer_cell_change")
 
@@ -77,12 +72,13 @@ def _items_from_store(args: argparse.Namespace):
     import torch
     from tqdm import tqdm
 
-    from ..data.store import PairStore
+    from ..data.store import PairStore, source_name
     from ..model.checkpoint import load_model
-    from ..relax import last_layer_change
+    from ..confidence import ErrorModel, prediction_confidence
     from ..train.batching import collate, pack_batches
 
-    model, _ = load_model(args.model)
+    model, metadata = load_model(args.model)
+    error_model = ErrorModel.from_metadata(metadata)
     store = PairStore(args.store)
     store.graph.require_model(model.config, args.store)
     indices = store.indices(args.split)
@@ -102,9 +98,9 @@ def _items_from_store(args: argparse.Namespace):
         for k, index in enumerate(batch_indices):
             a0, a1 = int(batch.ptr[k]), int(batch.ptr[k + 1])
             z, pbc = z_all[a0:a1], pbc_all[k]
-            yield (store.ids[index], _source_label(store.sources[index]), (pos[a0:a1], z, cell[k], pbc),
+            yield (store.ids[index], source_name(store.sources[index], store.kinds[index]), (pos[a0:a1], z, cell[k], pbc),
                    (target_pos[a0:a1], z, target_cell[k], pbc), (input_pos[a0:a1], z, input_cell[k], pbc),
-                   last_layer_change(pos_layers, cell_layers, batch.ptr, k, batch.pos, batch.cell))
+                   prediction_confidence(pos_layers, cell_layers, batch.ptr, k, batch.pos, batch.cell, error_model))
         bar.update(len(batch_indices))
     bar.close()
 

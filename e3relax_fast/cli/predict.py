@@ -75,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-REPORT_COLUMNS = ["id", "source", "formula", "atoms", "status", "error", "warning", "last_layer_max_move_A",
+REPORT_COLUMNS = ["id", "source", "formula", "atoms", "status", "error", "warning", "expected_error_A",
+                  "last_layer_max_move_A",
                   "last_layer_cell_change_A", "shortest_distance_ratio", "max_displacement_A", "seconds", "refine_steps", "refine_converged",
                   "refine_steps_from_input"]
 
@@ -175,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
                    "seconds": f"{result.seconds:.5f}"}
             if result.ok:
                 final = result.final_structure
+                if "expected_error" in result.confidence:
+                    row["expected_error_A"] = f"{result.confidence['expected_error']:.4f}"
                 row["last_layer_max_move_A"] = f"{result.confidence['last_layer_max_move']:.4f}"
                 row["last_layer_cell_change_A"] = f"{result.confidence['last_layer_cell_change']:.4f}"
                 row["shortest_distance_ratio"] = f"{result.confidence['shortest_distance_ratio']:.3f}"
