@@ -1,5 +1,6 @@
 // The one place where e3relax operator schemas live (TORCH_LIBRARY may appear once per namespace).
-// Kernels register per device in csrc/cpu/<op>_cpu.cpp and csrc/cuda/<op>_cuda.cu with
+// Kernels register per device in csrc/cpu/<op>_cpu.cpp and csrc/cuda/<op>_cuda.cpp (launching the
+// kernels of csrc/cuda/<op>_kernels.cu) with
 // TORCH_LIBRARY_IMPL, so the dispatcher (not #ifdefs) picks the implementation.
 //
 // Ops:

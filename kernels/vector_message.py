@@ -1,5 +1,5 @@
 """Triton kernels of the fused scalar-vector message op (arithmetic as csrc/include/e3relax/
-vector_message_common.h; the registered op is ``e3relax_fast.ops.triton_ops``).
+vector_message_common.h; the registered op is in ``e3relax_fast/ops/vector_message_triton.py``).
 
 Forward: one program per target node i holding all F channels in one block (BLOCK = next power of two
 of F); it walks i's edges rowptr[i]..rowptr[i+1] in order, accumulating in registers, and writes dh[i],

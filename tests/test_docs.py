@@ -21,7 +21,7 @@ def test_the_documents_hold_python_blocks():
     for path in DOCUMENTS:
         fences = re.findall(r"^```\s*(\w*)", path.read_text(), re.M)
         assert not {f for f in fences if f and f != "python" and f.startswith("py")}, path.name
-    assert len(python_blocks(ROOT / "README.md")) >= 2
+    assert len(python_blocks(ROOT / "README.md")) >= 1  # the README keeps one short example; docs/ the rest
     assert sum(len(python_blocks(p)) for p in DOCUMENTS) >= 5
 
 

@@ -1,11 +1,11 @@
-"""E3Relax: unrelaxed crystal in, relaxed positions and cell after every layer out (model.md).
+"""E3Relax: unrelaxed crystal in, relaxed positions and cell after every layer out (docs/model.md).
 
 Atoms and the three lattice vectors of each crystal are nodes with a scalar and a vector feature.
 The graph is found once on the input structure; every layer recomputes edge geometry from the moved
 positions and cell on that fixed graph, then runs lattice -> atom, atom-atom messages, the gated
 self-update, the position update, atom -> lattice and the lattice update.
 
-Our two departures from the research code (model.md, "Our decisions"): lattice increment k is added
+Our two departures from the research code (docs/model.md, "Our departures"): lattice increment k is added
 to row k of the cell (rotation-equivariant), and ``lattice_coupling="invariant"`` (default) takes the
 lattice-node geometry from the lattice vectors alone. The element table is indexed by Z - 1, so all
 118 elements fit in its 118 rows.

@@ -1,4 +1,4 @@
-"""The equivariant blocks of one E3Relax layer (model.md, steps 1-6).
+"""The equivariant blocks of one E3Relax layer (docs/model.md, steps 1-7).
 
 Shapes: atoms carry ``h [N, F]`` and ``vec [N, 3, F]``; lattice nodes carry ``g [B, 3, F]`` and
 ``lattice_vec [B, 3, 3, F]`` (structure, lattice node k, spatial axis, channel). A Linear acting on a

@@ -1,4 +1,4 @@
-"""Typed training configuration with the paper's recipe as defaults (model.md, section 2).
+"""Typed training configuration with the paper's recipe as defaults (docs/training.md, "The recipe").
 
 YAML layout: ``model`` (:class:`E3RelaxConfig`), ``data``, ``optim``, ``run`` sections. Unknown keys
 are errors; ``--set section.key=value`` overrides any value; the resolved config is written next to

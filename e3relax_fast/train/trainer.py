@@ -1,6 +1,6 @@
 """Layer-wise supervised training of E3Relax: resumable, single-process or DDP (``torchrun``).
 
-The recipe is the paper's (model.md, section 2): the loss sums, over every layer, the mean per-atom
+The recipe is the paper's (docs/training.md, "The recipe"): the loss sums, over every layer, the mean per-atom
 Euclidean position error and the mean absolute cell-entry error; AdamW with amsgrad, global-norm
 clipping, an EMA of the weights that is validated and saved, ReduceLROnPlateau and early stopping on
 the EMA model's validation coordinate MAE, once per pseudo-epoch of ``steps_per_epoch`` steps.

@@ -78,7 +78,7 @@ def test_cartesian_updates_translate_positions_by_the_shift(make_model, rng):
 
 
 def test_paper_coupling_is_not_translation_invariant(make_model, rng):
-    """The research code's q_ik = l_k - x_i depends on absolute positions (model.md, D2)."""
+    """The research code's q_ik = l_k - x_i depends on absolute positions (docs/model.md, "Our departures")."""
     pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
     shift = torch.tensor([0.7, -1.3, 2.1], dtype=torch.float64)
     model = make_model("paper")
@@ -123,7 +123,7 @@ def test_cartesian_updates_keep_the_image_choice_in_the_first_layer_only(make_mo
     expected[2] += torch.from_numpy(c[1] - 2 * c[0])
     assert_close(pos_moved[0], expected)
     assert_close(cell_moved[0], cell_layers[0])
-    # later layers: off by the cell change times the lattice vector (model.md, decision 2)
+    # later layers: off by the cell change times the lattice vector (docs/model.md, the affine position update)
     assert float((pos_moved[-1, 2] - pos_layers[-1, 2] - torch.from_numpy(c[1] - 2 * c[0])).abs().max()) > 1e-6
 
 
