@@ -15,4 +15,6 @@ if [ ! -f runs/store_r3/store.json ]; then
 fi
 resume=()
 [ -f runs/release3/last.ckpt ] && resume=(--resume)
-exec e3relax train --config configs/train/release3.yaml "${resume[@]}" "$@"
+# two processes, one core each (DDP over gloo): NPROC=1 for one core
+exec torchrun --standalone --nproc_per_node "${NPROC:-2}" -m e3relax_fast.cli train \
+  --config configs/train/release3.yaml "${resume[@]}" "$@"
