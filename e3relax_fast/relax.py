@@ -193,6 +193,7 @@ class E3Relaxer:
         lattice (as in training), so every basis of one crystal gets the same prediction; ``_forward``
         maps the predicted cells back to the input's basis."""
         pos, z, cell, pbc = _validated_arrays(self.model, structure, structure_id)
+        note = ""
         reduced, change = reduce_basis(cell, pbc)
         arrays = (pos, z, reduced, pbc)
         if self.elements:
@@ -206,6 +207,7 @@ class E3Relaxer:
                 if self.on_unknown_element == "error":
                     raise ValueError(message)
                 warnings.warn(message, stacklevel=3)
+                note = message.replace(" (on_unknown_element='warn' relaxes it anyway)", ": relaxed anyway")
         graph = None
         if self._builds_graphs():
             # The compiled neighbour kernel releases the GIL: worker threads build graphs while the
@@ -217,7 +219,7 @@ class E3Relaxer:
         if closest < MIN_INPUT_DISTANCE:
             raise ValueError(f"structure {structure_id!r}: field 'positions' puts two atoms {closest:.3g} Å apart "
                              f"(below {MIN_INPUT_DISTANCE} Å: coincident atoms, a duplicated site?)")
-        return _Prepared(arrays, graph, closest, np.rint(np.linalg.inv(change)))
+        return _Prepared(arrays, graph, closest, np.rint(np.linalg.inv(change)), note)
 
     def _forward(self, items: list[tuple[RelaxResult, _Prepared]]) -> None:
         started = time.perf_counter()
@@ -245,6 +247,8 @@ class E3Relaxer:
             pos, cell = pos_layers[-1, a0:a1].numpy(), cell_layers[-1, b].numpy()
             if not self._refuse_out_of_bounds(result, prepared, pos, cell):
                 self._check_overlap(result, prepared, pos, cell)
+            if prepared.note:  # e.g. an element not seen in training, relaxed with on_unknown_element="warn"
+                result.warning = "; ".join(w for w in (prepared.note, result.warning) if w)
 
     def _refuse_out_of_bounds(self, result: RelaxResult, prepared: "_Prepared", pos: np.ndarray,
                               cell: np.ndarray) -> bool:
@@ -444,6 +448,7 @@ class _Prepared:
     shortest_distance: float = float("inf")  # of the input, Å
     # integer [3,3]: input cell = to_input_basis @ reduced cell (unimodular)
     to_input_basis: np.ndarray = field(default_factory=lambda: np.eye(3))
+    note: str = ""  # a warning the result carries whatever the prediction (an unknown element)
 
     @property
     def size(self) -> int:

@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"e3relax_fast {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in _COMMANDS.items():
-        module.add_arguments(commands.add_parser(name, help=module.HELP, description=module.HELP))
+        module.add_arguments(commands.add_parser(name, help=module.HELP, description=module.HELP,
+                                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter))
     return parser
 
 

@@ -52,7 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folder-format", default="cif", choices=("cif", "poscar"),
                         help="file format when OUTPUT is a folder")
     parser.add_argument("--resume", action="store_true",
-                        help="skip the ids already in the report of an earlier run and append to its output")
+                        help="skip the ids already in the report of an earlier run and append to its output "
+                             "(first removing what that run wrote but did not report)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output and report (without it, or --resume, they are an error)")
     parser.add_argument("--refine", metavar="CALC",
                         help="then relax each prediction with an ASE calculator ('emt' or module:Class), FIRE + "
                              "FrechetCellFilter; writes the refined structures")
@@ -60,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=500, help="refinement step limit")
     parser.add_argument("--refine-from-input", action="store_true",
                         help="also refine from the unrelaxed input and report its steps (the comparison)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda, cuda:1, ... (default auto: cuda when available, else cpu)")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "cpp", "cuda", "triton"))
     from ..relax import MATMUL_PRECISIONS
 
@@ -91,21 +95,27 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def finished_ids(report: str) -> set[str]:
-    """Ids an earlier run already reported (ok or error): ``--resume`` skips them."""
-    if not os.path.exists(report):
-        return set()
-    with open(report, newline="") as handle:
-        return {row["id"] for row in csv.DictReader(handle)}
+def output_kind(output: str) -> str:
+    suffix = os.path.splitext(output.rstrip("/" + os.sep))[1].lower()
+    return {".extxyz": "extxyz", ".xyz": "extxyz", ".db": "db"}.get(suffix, "folder")
 
 
-def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    from tqdm import tqdm
+#: Exit codes of ``e3relax predict`` (docs/cli.md); argparse's usage errors exit with 2.
+EXIT_OK, EXIT_SOME_FAILED, EXIT_NONE_SUCCEEDED = 0, 1, 3
 
-    from ..io import StructureWriter, read_structures
-    from ..relax import E3Relaxer, untrained_model
 
+def _injected_kill(step: str, count: int) -> None:
+    """Fault injection for the failure-path tests (tests/cli/test_predict_failures.py): with
+    ``E3RELAX_KILL_AT=frame:N`` the process kills itself (SIGKILL, as the OOM killer or a scheduler
+    would) right after writing its N-th structure, before that structure's report row; ``row:N``
+    right after the N-th report row. Unset in normal use: one environment lookup per structure."""
+    if os.environ.get("E3RELAX_KILL_AT") == f"{step}:{count}":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
     if args.model and args.untrained:
         raise ValueError("give -m/--model or --untrained, not both")
     if args.batch_size < 1 or args.max_atoms_per_batch < 1 or args.num_workers < 1 or args.max_edges_per_batch < 0:
@@ -113,43 +123,151 @@ def run(args: argparse.Namespace) -> int:
                          "--max-edges-per-batch >= 0")
     if args.refine_from_input and not args.refine:
         raise ValueError("--refine-from-input needs --refine CALC")
-    shard_index, shard_count = parse_shard(args.shard)
-    if not args.no_tune_allocator and args.device == "cpu":
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues an output, --overwrite replaces it: give one")
+    if output_kind(args.output) != "folder" and os.path.isdir(args.output):
+        raise ValueError(f"-o {args.output!r} is a folder; a .extxyz/.db output must be a file path")
+
+
+def _build_relaxer(args: argparse.Namespace):
+    from ..relax import E3Relaxer, untrained_model
+
+    device = None if args.device == "auto" else args.device
+    options = dict(matmul_precision=args.matmul_precision, on_overlap=args.on_overlap,
+                   overlap_ratio=args.overlap_ratio, max_volume_factor=args.max_volume_factor)
+    if args.untrained:
+        print(UNTRAINED_BANNER.format(preset=args.preset, seed=args.seed), file=sys.stderr)
+        return E3Relaxer(untrained_model(args.preset, args.seed).set_backend(args.backend), device=device, **options)
+    return E3Relaxer.from_pretrained(args.model, device=device, backend=args.backend,
+                                     on_unknown_element=args.on_unknown_element, **options)
+
+
+def _prepare_output(args: argparse.Namespace, report: str, kind: str) -> tuple[set[str], bool]:
+    """Refuse to replace an earlier output unless asked; on ``--resume`` repair it (io/outputs.py).
+    Returns the finished ids and whether the report already has its header."""
+    from ..io.outputs import finished_ids, repair_output, report_has_header
+
+    exists = [p for p in ([args.output] if kind != "folder" else []) + [report] if os.path.exists(p)]
+    if exists and not (args.resume or args.overwrite):
+        raise ValueError(f"{exists[0]} exists from an earlier run: pass --resume to continue it or --overwrite "
+                         "to replace it")
+    if args.overwrite:
+        for path in exists:
+            os.remove(path)
+        return set(), False
+    done = finished_ids(report) if args.resume else set()
+    if args.resume:
+        dropped = repair_output(args.output, kind, done)
+        if dropped:
+            print(f"resuming: dropped {dropped} unreported or half-written entries from {args.output}",
+                  file=sys.stderr)
+    return done, args.resume and report_has_header(report)
+
+
+def _select_records(inputs: list[str], shard: tuple[int, int], done: set[str]) -> list:
+    """This shard's input records not yet done; a repeated id becomes an error record."""
+    from ..io import read_structures
+
+    index, count = shard
+    records, first_source = [], {}
+    for k, record in enumerate(read_structures(inputs)):
+        if k % count != index or record.id in done:
+            continue
+        if record.id in first_source:
+            record.error = (f"structure {record.id!r} ({record.source}): duplicate id, also given by "
+                            f"{first_source[record.id]}; ids must be unique (rename one)")
+            record.structure = None
+        else:
+            first_source[record.id] = record.source
+        records.append(record)
+    return records
+
+
+def _result_row(result, source: str, args: argparse.Namespace) -> dict:
+    import numpy as np
+
+    atoms = result.input
+    row = {"id": result.id, "source": source, "formula": atoms.get_chemical_formula(), "atoms": len(atoms),
+           "status": "ok" if result.ok else "error", "error": result.error, "warning": result.warning,
+           "seconds": f"{result.seconds:.5f}"}
+    if result.ok:
+        confidence = result.confidence
+        if "expected_error" in confidence:
+            row["expected_error_A"] = f"{confidence['expected_error']:.4f}"
+        row["last_layer_max_move_A"] = f"{confidence['last_layer_max_move']:.4f}"
+        row["last_layer_cell_change_A"] = f"{confidence['last_layer_cell_change']:.4f}"
+        row["shortest_distance_ratio"] = f"{confidence['shortest_distance_ratio']:.3f}"
+        moved = np.linalg.norm(result.final_structure.positions - atoms.positions, axis=1)
+        row["max_displacement_A"] = f"{moved.max():.4f}" if len(atoms) else ""
+        if result.refined is not None:
+            row.update(refine_steps=result.refined.steps, refine_converged=result.refined.converged)
+    return row
+
+
+def _output_structure(result, args: argparse.Namespace):
+    final = (result.refined.structure if result.refined is not None else result.final_structure).copy()
+    # the confidence travels with the structure: `e3relax evaluate` reads it from there
+    final.info.update({k: float(v) for k, v in result.confidence.items()})
+    final.info.pop("spacegroup", None)  # the input's label no longer describes the moved structure
+    if args.wrap:
+        final.wrap()
+    return final
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..io.outputs import OutputLock, report_path
+
+    _check_arguments(args)
+    shard = parse_shard(args.shard)
+    if not args.no_tune_allocator and args.device in ("cpu", "auto"):
         from ..allocator import tune_cpu_allocator
 
-        tune_cpu_allocator()
+        tune_cpu_allocator()  # glibc only; harmless when the model then runs on a GPU
+    relaxer = _build_relaxer(args)
+    report = args.report or report_path(args.output, *shard)
+    kind = output_kind(args.output)
+    with OutputLock(report) as report_lock, OutputLock(args.output if kind != "folder" else report + ".out"):
+        if report_lock.replaced_stale:
+            print(report_lock.replaced_stale, file=sys.stderr)
+        done, has_header = _prepare_output(args, report, kind)
+        records = _select_records(args.input, shard, done)
+        if done:
+            print(f"resuming: {len(done)} ids already in {report} are skipped", file=sys.stderr)
+        started = time.perf_counter()
+        counts = _relax_and_write(args, relaxer, records, report, kind, has_header)
+    elapsed = time.perf_counter() - started
+    rate = counts["ok"] / elapsed if elapsed > 0 else float("inf")
+    print(f"wrote {counts['ok']} structures to {args.output} ({rate:.1f} structures/s); "
+          f"{counts['error']} failed; {counts['warning']} with a warning; report: {report}")
+    if args.untrained:
+        print("(UNTRAINED model: displacements are random, not physical)")
+    if counts["error"] and not counts["ok"]:
+        return EXIT_NONE_SUCCEEDED
+    if not records and not done:
+        print("no input structure found", file=sys.stderr)
+        return EXIT_NONE_SUCCEEDED
+    return EXIT_SOME_FAILED if counts["error"] else EXIT_OK
+
+
+def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: str, kind: str,
+                     has_header: bool) -> dict:
+    """Relax ``records`` and write each structure, then its report row (in that order: the report is
+    the record of what is finished, io/outputs.py)."""
+    from tqdm import tqdm
+
+    from ..io import StructureWriter
+
     make_calculator = None
     if args.refine:
         from ..refine import calculator_factory, refine
 
         make_calculator = calculator_factory(args.refine)
-    if not args.untrained:
-        relaxer = E3Relaxer.from_pretrained(args.model, device=args.device, backend=args.backend,
-                                            on_unknown_element=args.on_unknown_element,
-                                            matmul_precision=args.matmul_precision, on_overlap=args.on_overlap,
-                                            overlap_ratio=args.overlap_ratio,
-                                            max_volume_factor=args.max_volume_factor)
-    else:
-        print(UNTRAINED_BANNER.format(preset=args.preset, seed=args.seed), file=sys.stderr)
-        relaxer = E3Relaxer(untrained_model(args.preset, args.seed).set_backend(args.backend), device=args.device,
-                            matmul_precision=args.matmul_precision, on_overlap=args.on_overlap,
-                            overlap_ratio=args.overlap_ratio, max_volume_factor=args.max_volume_factor)
-
-    report = args.report or (args.output.rstrip("/").rsplit(".", 1)[0] + "_report.csv")
-    done = finished_ids(report) if args.resume else set()
-    records = [r for k, r in enumerate(read_structures(args.input))
-               if k % shard_count == shard_index and r.id not in done]
-    readable = [(r.id, r.structure) for r in records if r.structure is not None]
-    if done:
-        print(f"resuming: {len(done)} ids already in {report} are skipped", file=sys.stderr)
-
-    started = time.perf_counter()
     counts = {"ok": 0, "error": 0, "warning": 0}
     append = args.resume and os.path.exists(report)
-    with StructureWriter(args.output, args.folder_format, append=append) as writer, \
+    with StructureWriter(args.output, args.folder_format, append=args.resume) as writer, \
             open(report, "a" if append else "w", newline="") as handle:
         table = csv.DictWriter(handle, REPORT_COLUMNS)
-        if not append:
+        if not has_header:
             table.writeheader()
 
         def record_row(row: dict) -> None:
@@ -157,50 +275,28 @@ def run(args: argparse.Namespace) -> int:
             handle.flush()  # an interrupted run keeps every row it finished: --resume relies on it
             counts["ok" if row["status"] == "ok" else "error"] += 1
             counts["warning"] += bool(row.get("warning"))
+            _injected_kill("row", counts["ok"] + counts["error"])
 
         bar = tqdm(total=len(records), unit="structure", disable=args.no_progress, file=sys.stderr)
-        for record in records:  # unreadable files first: they need no model
+        for record in records:  # unreadable files and repeated ids first: they need no model
             if record.structure is None:
                 record_row({"id": record.id, "source": record.source, "status": "error", "error": record.error})
                 bar.update(1)
-        sources = {r.id: r.source for r in records}
-        results = relaxer.relax_many(readable, max_atoms_per_batch=args.max_atoms_per_batch,
+        sources = {r.id: r.source for r in records if r.structure is not None}
+        results = relaxer.relax_many([(r.id, r.structure) for r in records if r.structure is not None],
+                                     max_atoms_per_batch=args.max_atoms_per_batch,
                                      max_structures_per_batch=args.batch_size,
                                      max_edges_per_batch=args.max_edges_per_batch, num_workers=args.num_workers,
                                      refine=make_calculator, fmax=args.fmax, refine_steps=args.steps)
         for result in results:
-            atoms = result.input
-            row = {"id": result.id, "source": sources[result.id], "formula": atoms.get_chemical_formula(),
-                   "atoms": len(atoms), "status": "ok" if result.ok else "error", "error": result.error,
-                   "warning": result.warning,
-                   "seconds": f"{result.seconds:.5f}"}
+            row = _result_row(result, sources[result.id], args)
             if result.ok:
-                final = result.final_structure
-                if "expected_error" in result.confidence:
-                    row["expected_error_A"] = f"{result.confidence['expected_error']:.4f}"
-                row["last_layer_max_move_A"] = f"{result.confidence['last_layer_max_move']:.4f}"
-                row["last_layer_cell_change_A"] = f"{result.confidence['last_layer_cell_change']:.4f}"
-                row["shortest_distance_ratio"] = f"{result.confidence['shortest_distance_ratio']:.3f}"
-                row["max_displacement_A"] = (f"{np.linalg.norm(final.positions - atoms.positions, axis=1).max():.4f}"
-                                             if len(atoms) else "")
-                if result.refined is not None:
-                    final = result.refined.structure
-                    row.update(refine_steps=result.refined.steps, refine_converged=result.refined.converged)
-                    if args.refine_from_input:
-                        row["refine_steps_from_input"] = refine(atoms, make_calculator(), args.fmax, args.steps).steps
-                final = final.copy()
-                # the confidence travels with the structure: `e3relax evaluate` reads it from there
-                final.info.update({k: float(v) for k, v in result.confidence.items()})
-                if args.wrap:
-                    final.wrap()
-                writer.write(result.id, final)
+                if args.refine_from_input:
+                    row["refine_steps_from_input"] = refine(result.input, make_calculator(), args.fmax,
+                                                            args.steps).steps
+                writer.write(result.id, _output_structure(result, args))
+                _injected_kill("frame", writer.count)
             record_row(row)
             bar.update(1)
         bar.close()
-    elapsed = time.perf_counter() - started
-    rate = counts["ok"] / elapsed if elapsed > 0 else float("inf")
-    print(f"wrote {counts['ok']} structures to {args.output} ({rate:.1f} structures/s); "
-          f"{counts['error']} failed; {counts['warning']} with a warning; report: {report}")
-    if args.untrained:
-        print("(UNTRAINED model: displacements are random, not physical)")
-    return 0
+    return counts

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -25,6 +26,26 @@ class StructureRecord:
     source: str
     structure: Any = None
     error: str = ""
+
+
+def clean_id(text: str) -> str:
+    """An id safe in every output: control characters (a newline in a file name would split an extxyz
+    header) become ``_``."""
+    return re.sub(r"[\x00-\x1f\x7f]", "_", str(text))
+
+
+def file_name_of(structure_id: str) -> str:
+    """A file name for a structure id: anything but letters, digits and ``. + = - _`` becomes ``_``."""
+    return re.sub(r"[^\w.+=-]", "_", structure_id).lstrip(".") or "_"
+
+
+def partial_occupancy(atoms: Any) -> str:
+    """The first partially occupied site of an ASE reading (``info["occupancy"]``, as its CIF reader
+    keeps it while placing one species), as text; empty when every site is full."""
+    for site, species in (atoms.info.get("occupancy") or {}).items():
+        if sum(species.values()) < 1 - 1e-6 or len(species) > 1:
+            return f"site {site}: " + ", ".join(f"{e} {o:g}" for e, o in species.items())
+    return ""
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[str]:
@@ -67,14 +88,17 @@ def read_structures(inputs: Sequence[str]) -> Iterator[StructureRecord]:
             if not frames:
                 raise ValueError("the file holds no structure")
         except Exception as err:  # noqa: BLE001 - any parser failure is recorded, not fatal
-            yield StructureRecord(stem, path, None, f"cannot read {path}: {type(err).__name__}: {err}")
+            yield StructureRecord(clean_id(stem), path, None, f"cannot read {path}: {type(err).__name__}: {err}")
             continue
         for index, atoms in enumerate(frames):
-            if len(frames) == 1:
-                default_id = stem
-            else:
-                default_id = f"{stem}:{index}"
-            yield StructureRecord(str(atoms.info.get("id", default_id)), path, atoms)
+            default_id = stem if len(frames) == 1 else f"{stem}:{index}"
+            structure_id = clean_id(atoms.info.get("id", default_id))
+            disorder = partial_occupancy(atoms)
+            if disorder:
+                yield StructureRecord(structure_id, path, None, f"structure {structure_id!r} ({path}): field "
+                                      f"'occupancy' is partial ({disorder}); E3Relax needs one element per site")
+                continue
+            yield StructureRecord(structure_id, path, atoms)
 
 
 def write_structures(structures: Iterable[tuple[str, Any]], output: str, folder_format: str = "cif") -> int:
@@ -98,6 +122,7 @@ class StructureWriter:
     def __init__(self, output: str, folder_format: str = "cif", append: bool = False):
         self.output = output
         self.count = 0
+        self._names: set[str] = set()
         self._handle = None
         self._db = None
         if folder_format not in FOLDER_FORMATS:
@@ -117,7 +142,9 @@ class StructureWriter:
             self.kind = "db"
             if not append and os.path.exists(output):
                 os.remove(output)
-            self._db = connect(output)
+            # no ASE lock file: a killed run would leave it and the next connect would wait forever;
+            # e3relax predict holds its own lock (io/outputs.py, OutputLock) instead
+            self._db = connect(output, use_lock_file=False)
         else:
             raise ValueError(f"output {output!r}: unsupported extension {suffix!r} "
                              "(use .extxyz, .xyz, .db or a folder)")
@@ -126,8 +153,7 @@ class StructureWriter:
         from ase.io import write
 
         if self.kind == "folder":
-            write(os.path.join(self.output, f"{structure_id.replace(os.sep, '_')}{self._suffix}"), atoms,
-                  format=self._format)
+            self._write_file(structure_id, atoms)
         elif self.kind == "extxyz":
             atoms = atoms.copy()
             atoms.info["id"] = structure_id
@@ -136,6 +162,23 @@ class StructureWriter:
         else:
             self._db.write(atoms, structure_id=structure_id)
         self.count += 1
+
+    def _write_file(self, structure_id: str, atoms: Any) -> None:
+        """One file per structure, named from its id (made unique within the run), written under a
+        temporary name and renamed: a kill never leaves half a file under the final name."""
+        from ase.io import write
+
+        name = file_name_of(structure_id)
+        if name in self._names:
+            k = 2
+            while f"{name}_{k}" in self._names:
+                k += 1
+            name = f"{name}_{k}"
+        self._names.add(name)
+        final = os.path.join(self.output, name + self._suffix)
+        tmp = final + ".tmp"
+        write(tmp, atoms, format=self._format)
+        os.replace(tmp, final)
 
     def close(self) -> None:
         if self._handle is not None:

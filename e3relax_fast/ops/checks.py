@@ -92,5 +92,9 @@ def check_batch(
     singular = flatness < SINGULAR_CELL_TOLERANCE
     if singular.any():
         b = int(torch.nonzero(singular)[0])
+        if not bool(pbc[b].any()):
+            raise ValueError(f"{structure_label(b, names)}: field 'cell' is empty or flat and the structure is not "
+                             "periodic (a molecule?): E3Relax relaxes crystals; give it a cell (a box with "
+                             "vacuum around a molecule) and periodic boundaries")
         raise ValueError(f"{structure_label(b, names)}: field 'cell' is singular (lattice vectors are "
                          f"linearly dependent or zero; |det| = {float(torch.linalg.det(cell64[b]).abs()):.3g} Å^3)")

@@ -1,0 +1,155 @@
+"""What keeps a long ``e3relax predict`` run's output whole: its report's name, a lock against a second
+job on the same files, and the repair a resumed run makes of what a killed one left.
+
+The rule that makes resuming exact: a structure is written (and flushed) before its report row, and
+the report is the record of what is finished. A kill can therefore leave, at worst, a frame without a
+report row, or half a frame; :func:`repair_output` removes both before a resumed run appends, so the
+output holds each reported id once and nothing else.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+from pathlib import Path
+
+#: Suffixes of single-file outputs; anything else is a folder of one file per structure.
+FILE_OUTPUTS = (".extxyz", ".xyz", ".db")
+
+
+def report_path(output: str, shard_index: int = 0, shard_count: int = 1) -> str:
+    """Default report of an output: ``OUT.extxyz`` -> ``OUT_report.csv``, a folder ``runs/v1.2/out/`` ->
+    ``runs/v1.2/out_report.csv``; shard ``i`` of ``n > 1`` -> ``..._shard<i>of<n>_report.csv``, so
+    shards writing into one folder keep one report each."""
+    path = Path(output.rstrip("/" + os.sep))
+    base = path.with_suffix("") if path.suffix.lower() in FILE_OUTPUTS else path
+    shard = f"_shard{shard_index}of{shard_count}" if shard_count > 1 else ""
+    return str(base.with_name(base.name + shard + "_report.csv"))
+
+
+def finished_ids(report: str) -> set[str]:
+    """Ids an earlier run reported (ok or error): ``--resume`` skips them. A report that is empty or
+    lost its header (a run killed before its first row) holds none."""
+    if not os.path.exists(report) or os.path.getsize(report) == 0:
+        return set()
+    with open(report, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "id" not in reader.fieldnames:
+            return set()
+        return {row["id"] for row in reader if row.get("id")}
+
+
+def report_has_header(report: str) -> bool:
+    if not os.path.exists(report) or os.path.getsize(report) == 0:
+        return False
+    with open(report, newline="") as handle:
+        return "id" in (next(csv.reader(handle), None) or [])
+
+
+class OutputLock:
+    """An exclusive lock file ``<path>.lock`` holding ``host pid``; a second job on the same path is an
+    error naming the first. A lock whose process is gone (same host, no such pid) is stale: it is
+    replaced, with a message. Used as a context manager; removed on exit."""
+
+    def __init__(self, path: str):
+        self.path = str(path) + ".lock"
+        self.replaced_stale = ""
+
+    def __enter__(self) -> "OutputLock":
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._check_stale()
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(f"{socket.gethostname()} {os.getpid()}\n")
+            return self
+        raise RuntimeError(f"cannot take the lock {self.path}")
+
+    def _check_stale(self) -> None:
+        try:
+            host, pid = Path(self.path).read_text().split()
+            alive = host != socket.gethostname() or _process_alive(int(pid))
+        except (OSError, ValueError):
+            host, pid, alive = "?", "?", False  # unreadable or half-written: its writer died at once
+        if alive:
+            raise RuntimeError(f"{self.path} says another e3relax job (pid {pid} on {host}) writes this output: "
+                               "give each job its own output (or --shard I/N and its own report), or remove "
+                               "the lock if that job is gone")
+        self.replaced_stale = f"removed a stale lock {self.path} left by pid {pid}, which no longer runs"
+        os.remove(self.path)
+
+    def __exit__(self, *exc) -> None:
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def repair_output(output: str, kind: str, done: set[str]) -> int:
+    """Before a resumed run appends: drop from ``output`` every structure whose id is not in ``done``
+    (written, then killed before its report row) or that is there twice, and a half-written extxyz
+    tail. Returns how many entries were dropped. Folder outputs need none: each file is written to a
+    temporary name and renamed, and a file of an unreported id is simply written again."""
+    if kind == "extxyz":
+        return _repair_extxyz(output, done)
+    if kind == "db":
+        return _repair_db(output, done)
+    return 0
+
+
+def _repair_extxyz(output: str, done: set[str]) -> int:
+    from ase.io import iread, write
+
+    if not os.path.exists(output):
+        return 0
+    kept, seen, dropped = [], set(), 0
+    frames = iread(output, index=":", format="extxyz")
+    while True:
+        try:
+            atoms = next(frames)
+        except StopIteration:
+            break
+        except Exception:  # noqa: BLE001 - a half-written last frame: everything after it is dropped
+            dropped += 1
+            break
+        structure_id = str(atoms.info.get("id", ""))
+        if structure_id in done and structure_id not in seen:
+            kept.append(atoms)
+            seen.add(structure_id)
+        else:
+            dropped += 1
+    tmp = output + ".repair.tmp"
+    write(tmp, kept, format="extxyz")
+    os.replace(tmp, output)
+    return dropped
+
+
+def _repair_db(output: str, done: set[str]) -> int:
+    from ase.db import connect
+
+    if not os.path.exists(output):
+        return 0
+    db = connect(output, use_lock_file=False)
+    seen, drop = set(), []
+    for row in db.select():
+        structure_id = str(row.get("structure_id", ""))
+        if structure_id in done and structure_id not in seen:
+            seen.add(structure_id)
+        else:
+            drop.append(row.id)
+    if drop:
+        db.delete(drop)
+    return len(drop)
