@@ -24,6 +24,7 @@
 #include <string>
 #include <tuple>
 
+#include "e3relax/index_checks.h"
 #include "e3relax/radial_filter_common.h"
 #include "e3relax/vector_message_common.h"
 
@@ -155,6 +156,8 @@ std::tuple<at::Tensor, at::Tensor> radial_vector_message_cpu(const at::Tensor& p
   TORCH_CHECK_VALUE(cutoff > 0.0 && std::isfinite(cutoff), "radial_vector_message: cutoff must be positive, got ",
                     cutoff);
   TORCH_CHECK_VALUE(envelope_exponent >= 1, "radial_vector_message: envelope_exponent must be >= 1");
+  check_index_range(source, n, "radial_vector_message", "source");
+  check_row_pointer(rowptr, num_edges, "radial_vector_message", "rowptr");
   const auto phi_c = phi.contiguous(), distance_c = distance.contiguous(), weight_t = weight.t().contiguous();
   const auto bias_c = bias.contiguous(), vec_c = vec.contiguous(), unit_c = unit.contiguous();
   const auto rowptr_c = rowptr.contiguous(), source_c = source.contiguous();

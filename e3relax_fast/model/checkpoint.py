@@ -52,7 +52,12 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
         raise ValueError(f"{path}: not a loadable e3relax checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not an e3relax checkpoint (no format {CHECKPOINT_FORMAT!r})")
-    metadata = json.loads(payload["metadata"])
+    try:
+        metadata = json.loads(payload["metadata"])
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: field 'metadata' is missing or not JSON ({type(err).__name__}: {err})") from None
+    if not isinstance(metadata, dict) or not isinstance(payload.get("model"), dict):
+        raise ValueError(f"{path}: field 'metadata' must be a JSON object and 'model' a dict of tensors")
     if metadata.get("format_version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: checkpoint format version {metadata.get('format_version')}, "
                          f"this package reads {CHECKPOINT_VERSION}")
@@ -61,8 +66,15 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
 
 def model_config_of(metadata: dict) -> E3RelaxConfig:
     """The model config of checkpoint metadata; checkpoints written before ``position_update`` and
-    ``strain_head`` existed were trained with Cartesian updates and no strain head."""
-    return E3RelaxConfig.from_dict({"position_update": "cartesian", "strain_head": False, **metadata["model_config"]})
+    ``strain_head`` existed were trained with Cartesian updates and no strain head. Checked (bounds
+    included) before any weight is allocated; a bad config is a ``ValueError`` naming the field."""
+    config = metadata.get("model_config")
+    if not isinstance(config, dict):
+        raise ValueError("checkpoint metadata: field 'model_config' is missing or not an object")
+    try:
+        return E3RelaxConfig.from_dict({"position_update": "cartesian", "strain_head": False, **config})
+    except (TypeError, KeyError) as err:
+        raise ValueError(f"checkpoint metadata: field 'model_config' is malformed: {err}") from None
 
 
 def load_model(path: str | Path, backend: str = "auto") -> tuple[E3Relax, dict]:

@@ -118,6 +118,12 @@ class YamlConfig:
         return cls.from_dict(apply_overrides(data, overrides))  # type: ignore[attr-defined]
 
 
+#: Largest accepted value of each integer hyperparameter: far above any model worth training, far
+#: below one that would exhaust memory while being built.
+CONFIG_UPPER_BOUNDS = {"hidden_channels": 4096, "num_layers": 64, "num_rbf": 1024, "envelope_exponent": 64,
+                       "num_elements": 118}
+
+
 @dataclass(frozen=True)
 class E3RelaxConfig(YamlConfig):
     """Hyperparameters of E3Relax. Defaults are the paper's (and the research code's scripts).
@@ -157,15 +163,20 @@ class E3RelaxConfig(YamlConfig):
     strain_head: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("hidden_channels", "num_layers", "num_rbf", "envelope_exponent", "num_elements"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, most in CONFIG_UPPER_BOUNDS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            if not 1 <= value <= most:
+                # an upper bound too: a crafted checkpoint must not allocate gigabytes before failing
+                raise ValueError(f"{name} must be in 1..{most}, got {value}")
         if self.hidden_channels % 2:
             raise ValueError(f"hidden_channels must be even (the message MLP uses F/2), got {self.hidden_channels}")
         if self.num_rbf < 2:
             raise ValueError(f"num_rbf must be >= 2, got {self.num_rbf}")
-        if self.rbf_cutoff <= 0 or self.graph_cutoff <= 0:
-            raise ValueError("rbf_cutoff and graph_cutoff must be positive")
+        if not (0 < self.rbf_cutoff <= 1000 and 0 < self.graph_cutoff <= 100):
+            raise ValueError(f"rbf_cutoff must be in (0, 1000] Å and graph_cutoff in (0, 100] Å, got "
+                             f"{self.rbf_cutoff} and {self.graph_cutoff}")
         if self.max_neighbors < 0:
             raise ValueError(f"max_neighbors must be >= 0, got {self.max_neighbors}")
         if self.self_images not in ("all", "paper"):

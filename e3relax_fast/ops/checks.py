@@ -13,6 +13,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+#: Cartesian coordinates beyond this (Å) are refused: no crystal is that large, and products of such
+#: numbers lose every digit of an interatomic distance.
+MAX_COORDINATE = 1e6
 #: |det L| / (|a| |b| |c|) below this is a singular (flat) cell: the sine of the smallest angle
 #: between a lattice vector and the plane of the other two.
 SINGULAR_CELL_TOLERANCE = 1e-6
@@ -65,7 +68,7 @@ def check_batch(
         b = int(torch.nonzero(sizes == 0)[0])
         raise ValueError(f"{structure_label(b, names)}: field 'pos' is empty (the structure has no atoms)")
     if z is not None:
-        if tuple(z.shape) != (pos.shape[0],) or z.is_floating_point():
+        if tuple(z.shape) != (pos.shape[0],) or z.is_floating_point() or z.dtype == torch.bool:
             raise ValueError(f"field 'z' must be an integer tensor [N] with N={pos.shape[0]}, "
                              f"got {tuple(z.shape)} {z.dtype}")
         bad = (z < 1) | (z > num_elements)
@@ -74,12 +77,13 @@ def check_batch(
             b = _first_structure_of_atom(ptr_cpu, atom)
             raise ValueError(f"{structure_label(b, names)}: field 'z' holds atomic number {int(z[atom])} "
                              f"at atom {atom - int(ptr_cpu[b])}, outside 1..{num_elements}")
-    finite_atoms = torch.isfinite(pos).all(dim=1)
-    if not finite_atoms.all():
-        atom = int(torch.nonzero(~finite_atoms)[0])
-        b = _first_structure_of_atom(ptr_cpu, atom)
-        raise ValueError(f"{structure_label(b, names)}: field 'pos' is not finite at atom "
-                         f"{atom - int(ptr_cpu[b])}: {pos[atom].tolist()}")
+    for bad, what in ((~torch.isfinite(pos).all(dim=1), "is not finite"),
+                      ((pos.abs() > MAX_COORDINATE).any(dim=1), f"is beyond {MAX_COORDINATE:g} Å")):
+        if bad.any():
+            atom = int(torch.nonzero(bad)[0])
+            b = _first_structure_of_atom(ptr_cpu, atom)
+            raise ValueError(f"{structure_label(b, names)}: field 'pos' {what} at atom {atom - int(ptr_cpu[b])}: "
+                             f"{pos[atom].tolist()}")
     if num_structures == 0:
         return
     finite_cells = torch.isfinite(cell).flatten(1).all(dim=1)

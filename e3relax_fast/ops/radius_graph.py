@@ -138,8 +138,8 @@ def radius_graph_reference(
         edge_index [2, E] long (source j, target i; global atom indices), shifts [E, 3] long,
         counts [B] long (edges per structure).
     """
-    if cutoff <= 0.0:
-        raise ValueError("cutoff must be positive, got " + str(cutoff))
+    if not cutoff > 0.0 or cutoff == float("inf"):  # NaN fails the first test
+        raise ValueError("cutoff must be positive and finite, got " + str(cutoff))
     if max_neighbors < 0:
         raise ValueError("max_neighbors must be >= 0, got " + str(max_neighbors))
     if self_images != "all" and self_images != "paper":
@@ -195,10 +195,38 @@ def radius_graph_reference(
 _backend.register(_backend.OpBackends("radius_graph", radius_graph_reference, "radius_graph_pbc"))
 
 
+#: A batch whose expected number of candidate pairs (before any neighbour cap) exceeds this is refused
+#: before anything is allocated: ~5 GB of candidates. The largest graphs we build (97,556 atoms at
+#: 6 Å) have 7.6M pairs.
+MAX_CANDIDATE_PAIRS = 100_000_000
+
+
+@torch.jit.unused
+def check_pair_budget(pos: Tensor, cell: Tensor, pbc: Tensor, ptr: Tensor, cutoff: float) -> None:
+    """Raise ``ValueError`` for a non-finite or non-positive cutoff, or when the expected pair count
+    (atoms x density x sphere volume for periodic structures, n^2 otherwise) of a structure or of the
+    batch exceeds :data:`MAX_CANDIDATE_PAIRS`."""
+    if not math.isfinite(cutoff) or cutoff <= 0:
+        raise ValueError(f"cutoff must be positive and finite (Å), got {cutoff}")
+    sizes = (ptr[1:] - ptr[:-1]).double().cpu()
+    volumes = torch.linalg.det(cell.detach().double().cpu()).abs()
+    sphere = 4.0 / 3.0 * math.pi * cutoff ** 3
+    periodic = pbc.detach().cpu().any(dim=1)
+    expected = torch.where(periodic, sizes * sizes * sphere / volumes.clamp(min=1e-12), sizes * sizes)
+    if expected.numel() and (float(expected.max()) > MAX_CANDIDATE_PAIRS or float(expected.sum()) > MAX_CANDIDATE_PAIRS):
+        b = int(expected.argmax())
+        raise ValueError(f"structure {b}: field 'cell' is too small for cutoff {cutoff} Å (or the batch too large): "
+                         f"about {float(expected[b]):.3g} candidate pairs ({float(expected.sum()):.3g} in the batch), "
+                         "over the bound of "
+                         f"{MAX_CANDIDATE_PAIRS:.0e} (e3relax_fast.ops.radius_graph.MAX_CANDIDATE_PAIRS): "
+                         "a smaller cutoff, or smaller batches")
+
+
 @torch.jit.unused
 def _dispatch_radius_graph(pos: Tensor, cell: Tensor, pbc: Tensor, ptr: Tensor, cutoff: float,
                            max_neighbors: int, self_images: str, backend: str) -> Tuple[Tensor, Tensor, Tensor]:
     check_batch(pos, cell, pbc, ptr, allow_empty=True)
+    check_pair_budget(pos, cell, pbc, ptr, cutoff)
     name, impl = _backend.select("radius_graph", pos.device, backend)
     if name == "torch":
         return impl(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images)

@@ -1,8 +1,10 @@
-// Input checks of vector_message shared by the CPU and CUDA bindings: shapes, dtypes and graph sizes,
-// raised as ValueError with the field and its shape.
+// Input checks of vector_message shared by the CPU and CUDA bindings: shapes, dtypes, graph sizes and
+// index ranges (e3relax/index_checks.h), raised as ValueError with the field and its shape.
 #pragma once
 
 #include <ATen/ATen.h>
+
+#include "e3relax/index_checks.h"
 
 namespace e3relax {
 
@@ -27,6 +29,11 @@ inline void check_vector_message_inputs(const at::Tensor& phi, const at::Tensor&
   TORCH_CHECK_VALUE(phi.scalar_type() == w.scalar_type() && phi.scalar_type() == vec.scalar_type() &&
                         phi.scalar_type() == unit.scalar_type(),
                     "vector_message: phi, w, vec and unit must share a dtype");
+  check_index_range(source, n, "vector_message", "source");
+  check_index_range(target, n, "vector_message", "target");
+  check_index_range(perm, e, "vector_message", "perm");
+  check_row_pointer(rowptr, e, "vector_message", "rowptr");
+  check_row_pointer(source_ptr, e, "vector_message", "source_ptr");
 }
 
 }  // namespace e3relax
