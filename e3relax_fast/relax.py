@@ -18,6 +18,7 @@ import torch
 
 from .confidence import ErrorModel, prediction_confidence
 from .data import batch_from_arrays, reduce_basis, structure_arrays, with_geometry
+from .data.batching import pack_greedy
 from .model import E3Relax
 from .ops import neighbors
 from .ops.checks import check_batch
@@ -335,88 +336,9 @@ class E3Relaxer:
             raise ValueError("max_atoms_per_batch, max_structures_per_batch, window and num_workers must be >= 1, "
                              "max_edges_per_batch >= 0")
 
-        # a calculator class or zero-argument function makes a fresh calculator per structure
-        refine_is_factory = isinstance(refine, type) or not hasattr(refine, "calculate")
-
-        def prepare(structure_id: str, structure: Any) -> RelaxResult | tuple[RelaxResult, _Prepared]:
-            result = RelaxResult(structure_id, structure)
-            try:
-                return result, self._prepare(structure_id, structure)
-            except (ValueError, TypeError) as err:
-                result.error = str(err)
-                return result
-
-        def windows() -> Iterator[list[tuple[str, Any]]]:
-            id_iter = iter(ids) if ids is not None else None
-            chunk: list[tuple[str, Any]] = []
-            for index, item in enumerate(structures):
-                if id_iter is not None:
-                    chunk.append((str(next(id_iter)), item))
-                elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
-                    chunk.append(item)
-                else:
-                    chunk.append((str(index), item))
-                if len(chunk) >= window:
-                    yield chunk
-                    chunk = []
-            if chunk:
-                yield chunk
-
-        def packed(items: list) -> list[list]:
-            """Size-sorted items cut into batches within the atom, structure and edge budgets."""
-            batches: list[list] = []
-            batch: list = []
-            atoms = edges = 0
-            for item in sorted(items, key=lambda p: p[1].size):
-                n, e = item[1].size, item[1].num_edges
-                if batch and (atoms + n > max_atoms_per_batch or len(batch) >= max_structures_per_batch
-                              or (max_edges_per_batch and edges + e > max_edges_per_batch)):
-                    batches.append(batch)
-                    batch, atoms, edges = [], 0, 0
-                batch.append(item)
-                atoms += n
-                edges += e
-            if batch:
-                batches.append(batch)
-            return batches
-
-        def finished(entry: Any) -> bool:
-            result = entry[0] if isinstance(entry, tuple) else entry
-            return bool(result.error) or result.final_structure is not None
-
-        def emit(window_results: list) -> Iterator[RelaxResult]:
-            for p in window_results:
-                result = p[0] if isinstance(p, tuple) else p
-                if refine is not None and result.ok:
-                    calculator = refine() if refine_is_factory else refine
-                    result.refined = refine_structure(result.final_structure, calculator, fmax, refine_steps)
-                yield result
-
-        # Windows are prepared one ahead in the pool while the model runs. Each window's batches run at
-        # once, except its last, partly filled one, which waits to be topped up by the next window; a
-        # window's results come out, in input order, once all of them are done.
-        with ThreadPoolExecutor(max_workers=num_workers) as pool:
-            ahead: list[list] = []  # futures of the windows being prepared
-            waiting: list[list] = []  # prepared windows whose results are not all out yet
-            carried: list = []  # prepared items not yet run
-
-            def advance(final: bool) -> Iterator[RelaxResult]:
-                nonlocal carried
-                prepared = [f.result() for f in ahead.pop(0)]
-                waiting.append(prepared)
-                batches = packed(carried + [p for p in prepared if isinstance(p, tuple)])
-                carried = [] if final or not batches else batches.pop()
-                for batch in batches:
-                    self._run(batch)
-                while waiting and all(finished(p) for p in waiting[0]):
-                    yield from emit(waiting.pop(0))
-
-            for chunk in windows():
-                ahead.append([pool.submit(prepare, structure_id, structure) for structure_id, structure in chunk])
-                if len(ahead) > 1:
-                    yield from advance(final=False)
-            while ahead:
-                yield from advance(final=not ahead[1:])
+        stream = _StreamedRelaxation(self, (max_atoms_per_batch, max_structures_per_batch, max_edges_per_batch),
+                                     refine, fmax, refine_steps)
+        yield from stream.run(_identified(structures, ids), window, num_workers)
 
     @torch.no_grad()
     def relax_tensors(self, pos: Any, z: Any, cell: Any, pbc: Any, ptr: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -428,10 +350,101 @@ class E3Relaxer:
         ``ValueError`` naming the structure and field."""
         pos, z, cell, pbc, ptr = (_as_tensor(a, name) for a, name in
                                   ((pos, "pos"), (z, "z"), (cell, "cell"), (pbc, "pbc"), (ptr, "ptr")))
+        for name, tensor in (("pos", pos), ("cell", cell)):
+            if tensor.dtype not in (torch.float32, torch.float64):
+                # float16 resolves 1e-3 of a coordinate: 0.01 Å at 10 Å, the size of the answer
+                raise ValueError(f"field '{name}' must be float32 or float64, got {tensor.dtype}")
         check_batch(pos, cell, pbc, ptr, z, num_elements=self.model.num_elements)
         tensors = (pos.to(self.device, self.dtype), z.to(self.device, torch.long), cell.to(self.device, self.dtype),
                    pbc.to(self.device, torch.bool), ptr.to(self.device, torch.long))
         return self.model(*tensors)
+
+
+def _identified(structures: Iterable[Any], ids: Iterable[str] | None) -> Iterator[tuple[str, Any]]:
+    """``(id, structure)`` pairs: from ``ids``, from ``(str, structure)`` items, else the position."""
+    id_iter = iter(ids) if ids is not None else None
+    for index, item in enumerate(structures):
+        if id_iter is not None:
+            yield str(next(id_iter)), item
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+            yield item
+        else:
+            yield str(index), item
+
+
+class _StreamedRelaxation:
+    """The machinery of :meth:`E3Relaxer.relax_many`, in four steps: ``windows`` of inputs are
+    prepared (validated, graphs built) in a thread pool one window ahead; ``pack`` sorts a window by
+    size and cuts it into batches within the budgets (``data/batching.py``); each window's batches run
+    at once except its last, partly filled one, which is topped up by the next window (``advance``);
+    ``emit`` refines and yields a window's results in input order once all of them are done.
+
+    An entry is ``(result, prepared)`` for a valid input, or the bare ``result`` carrying its error.
+    """
+
+    def __init__(self, relaxer: "E3Relaxer", budgets: tuple[int, int, int], refine: Any, fmax: float,
+                 refine_steps: int):
+        self.relaxer = relaxer
+        self.max_atoms, self.max_structures, self.max_edges = budgets
+        self.refine, self.fmax, self.refine_steps = refine, fmax, refine_steps
+        # a calculator class or zero-argument function makes a fresh calculator per structure
+        self.refine_is_factory = isinstance(refine, type) or not hasattr(refine, "calculate")
+        self.ahead: list[list] = []  # futures of the windows being prepared
+        self.waiting: list[list] = []  # prepared windows whose results are not all out yet
+        self.carried: list = []  # prepared entries not yet run
+
+    def prepare(self, structure_id: str, structure: Any) -> "RelaxResult | tuple[RelaxResult, _Prepared]":
+        result = RelaxResult(structure_id, structure)
+        try:
+            return result, self.relaxer._prepare(structure_id, structure)
+        except (ValueError, TypeError) as err:
+            result.error = str(err)
+            return result
+
+    def pack(self, entries: list) -> list[list]:
+        """Size-sorted entries cut into batches within the atom, structure and edge budgets."""
+        entries = sorted(entries, key=lambda p: p[1].size)
+        groups = pack_greedy([p[1].size for p in entries], self.max_structures, self.max_atoms,
+                             [p[1].num_edges for p in entries], self.max_edges)
+        return [[entries[k] for k in group] for group in groups]
+
+    def emit(self, entries: list) -> Iterator[RelaxResult]:
+        for entry in entries:
+            result = entry[0] if isinstance(entry, tuple) else entry
+            if self.refine is not None and result.ok:
+                calculator = self.refine() if self.refine_is_factory else self.refine
+                result.refined = refine_structure(result.final_structure, calculator, self.fmax, self.refine_steps)
+            yield result
+
+    def advance(self, final: bool) -> Iterator[RelaxResult]:
+        prepared = [future.result() for future in self.ahead.pop(0)]
+        self.waiting.append(prepared)
+        batches = self.pack(self.carried + [p for p in prepared if isinstance(p, tuple)])
+        self.carried = [] if final or not batches else batches.pop()
+        for batch in batches:
+            self.relaxer._run(batch)
+        while self.waiting and all(_finished(p) for p in self.waiting[0]):
+            yield from self.emit(self.waiting.pop(0))
+
+    def run(self, items: Iterator[tuple[str, Any]], window: int, num_workers: int) -> Iterator[RelaxResult]:
+        with ThreadPoolExecutor(max_workers=num_workers) as pool:
+            chunk: list[tuple[str, Any]] = []
+            for item in items:
+                chunk.append(item)
+                if len(chunk) >= window:
+                    self.ahead.append([pool.submit(self.prepare, *pair) for pair in chunk])
+                    chunk = []
+                    if len(self.ahead) > 1:
+                        yield from self.advance(final=False)
+            if chunk:
+                self.ahead.append([pool.submit(self.prepare, *pair) for pair in chunk])
+            while self.ahead:
+                yield from self.advance(final=not self.ahead[1:])
+
+
+def _finished(entry: Any) -> bool:
+    result = entry[0] if isinstance(entry, tuple) else entry
+    return bool(result.error) or result.final_structure is not None
 
 
 def _return_input_geometry(result: RelaxResult, prepared: "_Prepared") -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.batching import pack_greedy
 from ..data.store import PairStore
 
 
@@ -51,21 +52,11 @@ class PairBatch:
 
 
 def pack_batches(order: np.ndarray, num_atoms: np.ndarray, max_structures: int, max_atoms: int) -> list[np.ndarray]:
-    """Greedy packing of pair indices (in ``order``) into batches; a pair larger than the atom budget
-    goes alone in its batch."""
-    batches: list[np.ndarray] = []
-    current: list[int] = []
-    atoms = 0
-    for index in order.tolist():
-        n = int(num_atoms[index])
-        if current and (len(current) >= max_structures or (max_atoms and atoms + n > max_atoms)):
-            batches.append(np.asarray(current))
-            current, atoms = [], 0
-        current.append(index)
-        atoms += n
-    if current:
-        batches.append(np.asarray(current))
-    return batches
+    """Store pair indices (in ``order``) packed into batches by :func:`e3relax_fast.data.batching.pack_greedy`
+    (a pair larger than the atom budget goes alone)."""
+    order = np.asarray(order)
+    groups = pack_greedy(num_atoms[order].tolist(), max_structures, max_atoms)
+    return [order[group] for group in groups]
 
 
 class BatchOrder:
