@@ -3,6 +3,7 @@
     python bench/bench_screening.py [--smoke] [--preset small paper] [--count 1000]
         [--matmul-precision float32 bfloat16] [--json FILE]
         [--chgnet-python runs/genvenv/bin/python --chgnet-count 30]
+    python bench/bench_screening.py --compare runs/release2.ckpt e3relax_fast/pretrained/e3relax-small.ckpt
 
 Workload: ``count`` real crystals of 4-64 atoms, deterministic: the unrelaxed sides of the shared
 CHGNet prototype pairs (``../shared/data/chgnet_pairs``), each repeated along its first axis to a
@@ -24,6 +25,8 @@ both ways.
   its structures/s is set against e3relax's on all of them.
 
 The ``small`` preset runs the shipped weights; ``paper`` runs random weights (speed only).
+``--compare A B ...`` instead times ``relax_many`` (float32) with each checkpoint on the same crystals,
+in turn and then again in reverse order (the mean of the two), as ratios to the first.
 """
 
 from __future__ import annotations
@@ -158,16 +161,37 @@ def chgnet(python: str, crystals: list, threads: int) -> dict:
             return json.load(handle)
 
 
+def compare(paths: list[str], crystals: list) -> list[dict]:
+    """``relax_many`` structures/s of each checkpoint, measured in order and in reverse, averaged."""
+    rates: dict[str, list[float]] = {path: [] for path in paths}
+    for order in (paths, paths[::-1]):
+        for path in order:
+            relaxer = E3Relaxer.from_pretrained(path, device="cpu", on_unknown_element="warn")
+            rates[path].append(ours(relaxer, crystals)[0])
+    first = float(np.mean(rates[paths[0]]))
+    rows = []
+    for path in paths:
+        rate = float(np.mean(rates[path]))
+        rows.append({"bench": "screening_compare", "checkpoint": path, "e3relax_per_s": rate,
+                     "ratio_vs_first": rate / first, "crystals": len(crystals), **environment()})
+        print(f"{path}: {rate:.1f} structures/s ({rate / first:.3f} of {paths[0]})", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = bench_parser(__doc__, count=1000, batched=False)
     parser.add_argument("--chgnet-python", help="a Python with chgnet installed (e.g. runs/genvenv/bin/python)")
     parser.add_argument("--chgnet-count", type=int, default=30)
     parser.add_argument("--matmul-precision", nargs="+", default=["float32", "bfloat16"],
                         choices=["float32", "bfloat16"])
+    parser.add_argument("--compare", nargs="+", metavar="CKPT", help="time these checkpoints against each other")
     args = parser.parse_args(argv)
     count = 4 if args.smoke else args.count
     tune_cpu_allocator()  # as e3relax predict does; the research way runs in this process too
     crystals = workload(count, args.smoke)
+    if args.compare:
+        write_json_lines(args.json, compare(args.compare, crystals))
+        return 0
     atoms_total = sum(len(a) for a in crystals)
     threads = torch.get_num_threads()
     rows = []

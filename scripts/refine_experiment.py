@@ -1,15 +1,17 @@
-"""Predict, then refine, measured (issue 8): CHGNet + FIRE + FrechetCellFilter to fmax 0.05 eV/Å on
-validation prototype pairs, started from our prediction and from the unrelaxed input. Never run by CI.
+"""Predict, then refine, measured: CHGNet + FIRE + FrechetCellFilter to fmax 0.05 eV/Å on validation
+pairs, started from our prediction and from the unrelaxed input. Never run by CI.
 
-    python scripts/refine_experiment.py predict  [--count 100] [--model e3relax-small]   # our venv
+    python scripts/refine_experiment.py predict  [--count 100] [--model e3relax-small] [--source mp]  # our venv
     runs/genvenv/bin/python scripts/refine_experiment.py relax [--start input|prediction] # CHGNet's venv
     python scripts/refine_experiment.py summary
 
 ``--out DIR`` (default runs/refine_experiment) keeps experiments apart; ``relax --start`` runs one of
 the two starts only, so two processes (one per start) use two cores.
 
-Pairs: the first ``count`` pairs (by id) of ``../shared/data/chgnet_pairs`` whose prototype is in the
-validation split (structure types the shipped model never saw). The CHGNet phase appends one JSON line
+Pairs (``--source``): ``prototypes``, the first ``count`` pairs (by id) of ``../shared/data/chgnet_pairs``
+whose prototype is in the validation split (structure types the shipped model never saw); ``mp``, the
+first ``count`` Materials Project structures (by id) of at most 40 atoms whose mp_id is in the
+validation split, each with the perturbed input `e3relax preprocess --structures` stores for it. The CHGNet phase appends one JSON line
 per (pair, start) to runs/refine_experiment/relax.jsonl and resumes from it; one thread per process,
 ``OPENBLAS_NUM_THREADS=1``. CHGNet stands in for DFT, as the labels were made with it (0.3.0 weights).
 """
@@ -24,15 +26,45 @@ DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ru
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "chgnet_pairs")
 
 
-def predict(count: int, model: str, out: str, on_overlap: str) -> None:
-    from ase.io import read, write
+MP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mp", "structures.extxyz")
 
-    from e3relax_fast import E3Relaxer
+
+def prototype_inputs(count: int) -> list:
+    from ase.io import read
+
     from e3relax_fast.data.store import group_draw
 
     unrelaxed = read(os.path.join(DATA, "unrelaxed.extxyz"), ":")
     chosen = sorted((a for a in unrelaxed if group_draw(a.info["prototype"], 0) < 0.1), key=lambda a: a.info["id"])
-    chosen = chosen[:count]
+    return chosen[:count]
+
+
+def mp_inputs(count: int, out: str) -> list:
+    """Perturbed inputs of validation MP structures, as the store holds them (seeded by id)."""
+    from ase import Atoms
+    from ase.io import iread, write
+
+    from e3relax_fast.data.perturb import structure_pairs
+    from e3relax_fast.data.store import group_draw
+
+    chosen = sorted((a for a in iread(MP, index=":") if len(a) <= 40 and group_draw(a.info["mp_id"], 0) < 0.1),
+                    key=lambda a: a.info["mp_id"])[:count]
+    os.makedirs(out, exist_ok=True)
+    write(os.path.join(out, "reference.extxyz"), chosen)
+    inputs = []
+    for record in structure_pairs(os.path.join(out, "reference.extxyz")):
+        pos, z, cell, pbc = record.unrelaxed
+        inputs.append(Atoms(numbers=z, positions=pos, cell=cell, pbc=pbc,
+                            info={"id": record.id, "prototype": record.group}))
+    return inputs
+
+
+def predict(count: int, model: str, out: str, on_overlap: str, source: str) -> None:
+    from ase.io import write
+
+    from e3relax_fast import E3Relaxer
+
+    chosen = prototype_inputs(count) if source == "prototypes" else mp_inputs(count, out)
     relaxer = E3Relaxer.from_pretrained(model, on_overlap=on_overlap)
     results = list(relaxer.relax_many([(a.info["id"], a) for a in chosen]))
     predicted = []
@@ -120,12 +152,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("phase", choices=("predict", "relax", "summary"))
     parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--source", choices=("prototypes", "mp"), default="prototypes", help="predict: which pairs")
     parser.add_argument("--model", default="e3relax-small")
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--start", choices=("input", "prediction"), default=None, help="relax: one start only")
     parser.add_argument("--on-overlap", choices=("input", "keep"), default="input",
                         help="predict: what the relaxer returns for predictions that push atoms together")
     args = parser.parse_args()
-    {"predict": lambda: predict(args.count, args.model, args.out, args.on_overlap), "relax": lambda: relax(args.out, args.start),
+    {"predict": lambda: predict(args.count, args.model, args.out, args.on_overlap, args.source), "relax": lambda: relax(args.out, args.start),
      "summary": lambda: summary(args.out)}[args.phase]()
     sys.exit(0)
