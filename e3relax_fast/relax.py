@@ -387,8 +387,10 @@ class _StreamedRelaxation:
         self.relaxer = relaxer
         self.max_atoms, self.max_structures, self.max_edges = budgets
         self.refine, self.fmax, self.refine_steps = refine, fmax, refine_steps
-        # a calculator class or zero-argument function makes a fresh calculator per structure
+        # a calculator class or zero-argument function is called once, on first use, and the calculator
+        # reused for every structure of the stream (an ML potential loads its weights once)
         self.refine_is_factory = isinstance(refine, type) or not hasattr(refine, "calculate")
+        self.calculator: Any = None
         self.ahead: list[list] = []  # futures of the windows being prepared
         self.waiting: list[list] = []  # prepared windows whose results are not all out yet
         self.carried: list = []  # prepared entries not yet run
@@ -412,9 +414,19 @@ class _StreamedRelaxation:
         for entry in entries:
             result = entry[0] if isinstance(entry, tuple) else entry
             if self.refine is not None and result.ok:
-                calculator = self.refine() if self.refine_is_factory else self.refine
-                result.refined = refine_structure(result.final_structure, calculator, self.fmax, self.refine_steps)
+                self.refine_one(result)
             yield result
+
+    def refine_one(self, result: RelaxResult) -> None:
+        """Refine one prediction; a calculator that fails on it (an element it lacks, a diverging
+        optimiser) makes it an error result, and the stream carries on."""
+        try:
+            if self.calculator is None:
+                self.calculator = self.refine() if self.refine_is_factory else self.refine
+            result.refined = refine_structure(result.final_structure, self.calculator, self.fmax, self.refine_steps)
+        except Exception as err:  # noqa: BLE001 - any calculator error belongs to this structure alone
+            result.error = (f"structure {result.id!r}: refinement failed: {type(err).__name__}: "
+                            f"{str(err).splitlines()[0] if str(err) else ''}")
 
     def advance(self, final: bool) -> Iterator[RelaxResult]:
         prepared = [future.result() for future in self.ahead.pop(0)]

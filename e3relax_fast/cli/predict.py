@@ -82,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 REPORT_COLUMNS = ["id", "source", "formula", "atoms", "status", "error", "warning", "expected_error_A",
                   "last_layer_max_move_A",
                   "last_layer_cell_change_A", "shortest_distance_ratio", "max_displacement_A", "seconds", "refine_steps", "refine_converged",
+                  "refine_energy_eV", "refine_energy_per_atom_eV",
                   "refine_steps_from_input"]
 
 
@@ -200,14 +201,32 @@ def _result_row(result, source: str, args: argparse.Namespace) -> dict:
         moved = np.linalg.norm(result.final_structure.positions - atoms.positions, axis=1)
         row["max_displacement_A"] = f"{moved.max():.4f}" if len(atoms) else ""
         if result.refined is not None:
-            row.update(refine_steps=result.refined.steps, refine_converged=result.refined.converged)
+            refined = result.refined
+            row.update(refine_steps=refined.steps, refine_converged=refined.converged,
+                       refine_energy_eV=f"{refined.energy:.6f}",
+                       refine_energy_per_atom_eV=f"{refined.energy / max(len(atoms), 1):.6f}")
     return row
+
+
+def _refine_from_input(row: dict, result, calculator, args: argparse.Namespace) -> None:
+    """The comparison run of ``--refine-from-input``; its failure is a warning on the row, the
+    prediction and its own refinement stand."""
+    from ..refine import refine
+
+    try:
+        row["refine_steps_from_input"] = refine(result.input, calculator, args.fmax, args.steps).steps
+    except Exception as err:  # noqa: BLE001 - the calculator's error belongs to this row alone
+        note = f"refinement from the input failed: {type(err).__name__}: {err}"
+        row["warning"] = "; ".join(w for w in (row.get("warning"), note) if w)
 
 
 def _output_structure(result, args: argparse.Namespace):
     final = (result.refined.structure if result.refined is not None else result.final_structure).copy()
     # the confidence travels with the structure: `e3relax evaluate` reads it from there
     final.info.update({k: float(v) for k, v in result.confidence.items()})
+    if result.refined is not None:
+        final.info.update(refine_steps=result.refined.steps, refine_converged=result.refined.converged,
+                          refine_energy_eV=result.refined.energy)
     final.info.pop("spacegroup", None)  # the input's label no longer describes the moved structure
     if args.wrap:
         final.wrap()
@@ -257,9 +276,9 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
 
     from ..io import StructureWriter
 
-    make_calculator = None
+    make_calculator = input_calculator = None
     if args.refine:
-        from ..refine import calculator_factory, refine
+        from ..refine import calculator_factory
 
         make_calculator = calculator_factory(args.refine)
     counts = {"ok": 0, "error": 0, "warning": 0}
@@ -292,8 +311,8 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
             row = _result_row(result, sources[result.id], args)
             if result.ok:
                 if args.refine_from_input:
-                    row["refine_steps_from_input"] = refine(result.input, make_calculator(), args.fmax,
-                                                            args.steps).steps
+                    input_calculator = input_calculator or make_calculator()  # one, reused
+                    _refine_from_input(row, result, input_calculator, args)
                 writer.write(result.id, _output_structure(result, args))
                 _injected_kill("frame", writer.count)
             record_row(row)

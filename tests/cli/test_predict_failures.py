@@ -189,3 +189,36 @@ def test_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["predict", "--help"])
     assert "(default: 4096)" in capsys.readouterr().out
+
+
+def test_a_refinement_failure_is_one_row_and_the_calculator_is_built_once(tmp_path):
+    from ase.build import bulk
+
+    from e3relax_fast import E3Relaxer
+    from e3relax_fast.relax import untrained_model
+
+    copper = bulk("Cu", "fcc", a=3.7, cubic=True)
+    copper.rattle(0.02, seed=1)
+    lanthanum = read(os.path.join(EXAMPLES, "train-101-00023.cif"))  # elements EMT does not know
+    write(tmp_path / "cu.extxyz", copper)
+    write(tmp_path / "la.cif", lanthanum)
+    report = tmp_path / "r.csv"
+    code = main(["predict", "-i", str(tmp_path / "cu.extxyz"), str(tmp_path / "la.cif"), "-o",
+                 str(tmp_path / "o.extxyz"), "--report", str(report), "--refine", "emt", *UNTRAINED])
+    assert code == 1
+    rows = {r["id"]: r for r in csv.DictReader(open(report))}
+    assert rows["cu"]["status"] == "ok" and float(rows["cu"]["refine_energy_eV"]) < 1.0
+    assert rows["la"]["status"] == "error" and "refinement failed" in rows["la"]["error"]
+    (written,) = read(tmp_path / "o.extxyz", ":")
+    assert written.info["refine_energy_eV"] == pytest.approx(float(rows["cu"]["refine_energy_eV"]), abs=1e-5)
+    built = []
+
+    def counting_emt():
+        from ase.calculators.emt import EMT
+
+        built.append(1)
+        return EMT()
+
+    relaxer = E3Relaxer(untrained_model("small"), device="cpu", max_volume_factor=float("inf"))
+    results = list(relaxer.relax_many([copper] * 3, refine=counting_emt))
+    assert all(r.ok and r.refined is not None for r in results) and len(built) == 1
