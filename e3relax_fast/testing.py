@@ -57,3 +57,87 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     if np.linalg.det(q) < 0:
         q[:, 0] = -q[:, 0]
     return q
+
+
+# --- Equivariance checks --------------------------------------------------------------------------
+# Each returns the largest deviation (Å) of the model's layer outputs from what the symmetry predicts,
+# over every layer; a correct model gives rounding (~1e-12 in float64). ``model`` maps a flat batch
+# ``(pos, z, cell, pbc, ptr)`` to ``(pos_layers [L,N,3], cell_layers [L,B,3,3])`` as E3Relax does.
+
+Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+def _layers(model, batch: Batch) -> tuple[Tensor, Tensor]:
+    with torch.no_grad():
+        return model(*batch)
+
+
+def _largest(*differences: Tensor) -> float:
+    return max(float(d.abs().max()) for d in differences)
+
+
+def rotation_error(model, batch: Batch, rotation: np.ndarray) -> float:
+    """Rotating the input (positions and cell rows) must rotate every layer's positions and cell."""
+    pos, z, cell, pbc, ptr = batch
+    r = torch.from_numpy(rotation).to(pos.dtype)
+    pos_layers, cell_layers = _layers(model, batch)
+    pos_rot, cell_rot = _layers(model, (pos @ r.T, z, cell @ r.T, pbc, ptr))
+    return _largest(pos_rot - pos_layers @ r.T, cell_rot - cell_layers @ r.T)
+
+
+def _structure_index(ptr: Tensor) -> Tensor:
+    return torch.repeat_interleave(torch.arange(ptr.numel() - 1), ptr[1:] - ptr[:-1])
+
+
+def translation_error(model, batch: Batch, shift: np.ndarray, affine: bool = True) -> float:
+    """Translating every atom by ``shift`` [3] (Å) keeps every cell and moves every layer's atoms by
+    the same fractional shift, ``shift L^-1 L_layer`` (affine position updates), or by ``shift``
+    itself (Cartesian updates)."""
+    pos, z, cell, pbc, ptr = batch
+    t = torch.as_tensor(shift, dtype=pos.dtype)
+    pos_layers, cell_layers = _layers(model, batch)
+    pos_moved, cell_moved = _layers(model, (pos + t, z, cell, pbc, ptr))
+    if affine:
+        structure = _structure_index(ptr)
+        fractional = torch.linalg.solve(cell[structure].transpose(1, 2), t.expand(len(z), 3).unsqueeze(2))
+        expected = (cell_layers[:, structure].transpose(2, 3) @ fractional).squeeze(3)
+    else:
+        expected = t
+    return _largest(pos_moved - pos_layers - expected, cell_moved - cell_layers)
+
+
+def permutation_error(model, crystal: tuple[np.ndarray, np.ndarray, np.ndarray], permutation: np.ndarray) -> float:
+    """Permuting the atoms of one crystal must permute the atoms of every layer and keep the cell."""
+    pos, z, cell = crystal
+    pos_layers, cell_layers = _layers(model, flat_batch([crystal]))
+    pos_perm, cell_perm = _layers(model, flat_batch([(pos[permutation], z[permutation], cell)]))
+    return _largest(pos_perm - pos_layers[:, torch.from_numpy(permutation)], cell_perm - cell_layers)
+
+
+def periodic_image_error(model, crystal: tuple[np.ndarray, np.ndarray, np.ndarray], atom: int,
+                         combination: Sequence[int]) -> float:
+    """Giving ``atom`` in another periodic image, ``n L`` with integers ``combination`` = n [3], must
+    move that atom by ``n L_layer`` in every layer and change nothing else (affine updates)."""
+    pos, z, cell = crystal
+    n = np.asarray(combination, dtype=np.float64)
+    moved = pos.copy()
+    moved[atom] += n @ cell
+    pos_layers, cell_layers = _layers(model, flat_batch([crystal]))
+    pos_moved, cell_moved = _layers(model, flat_batch([(moved, z, cell)]))
+    expected = pos_layers.clone()
+    expected[:, atom] += torch.from_numpy(n).to(pos_layers.dtype) @ cell_layers[:, 0]
+    return _largest(pos_moved - expected, cell_moved - cell_layers)
+
+
+def batching_error(model, crystals: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                   pbc: Sequence[Sequence[bool]] | None = None) -> float:
+    """Each crystal of a batch must get the result it gets alone."""
+    rows = [list(r) for r in pbc] if pbc is not None else [[True] * 3 for _ in crystals]
+    pos_layers, cell_layers = _layers(model, flat_batch(crystals, pbc=rows))
+    worst, start = 0.0, 0
+    for k, crystal in enumerate(crystals):
+        alone_pos, alone_cell = _layers(model, flat_batch([crystal], pbc=[rows[k]]))
+        n = len(crystal[1])
+        worst = max(worst, _largest(pos_layers[:, start:start + n] - alone_pos, cell_layers[:, k:k + 1] - alone_cell))
+        start += n
+    return worst

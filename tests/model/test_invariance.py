@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from e3relax_fast.ops import radius_graph
-from e3relax_fast.testing import flat_batch, random_crystal, random_rotation
+from e3relax_fast.testing import (batching_error, flat_batch, periodic_image_error, permutation_error,
+                                  random_crystal, random_rotation, rotation_error, translation_error)
 
 TOL = 1e-9
 
@@ -37,44 +38,22 @@ def test_model_moves_atoms_and_cell(make_model, rng):
 
 @pytest.mark.parametrize("coupling", ["invariant", "paper"])
 def test_rotating_the_input_rotates_every_layer(make_model, rng, coupling):
-    pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
-    rotation = torch.from_numpy(random_rotation(rng))
-    model = make_model(coupling)
-    pos_layers, cell_layers = run(model, pos, z, cell, pbc, ptr)
-    pos_rot, cell_rot = run(model, pos @ rotation.T, z, cell @ rotation.T, pbc, ptr)
-    assert_close(pos_rot, pos_layers @ rotation.T)
-    assert_close(cell_rot, cell_layers @ rotation.T)
-
-
-def carried(vectors, cell_in, cell_layers, structure):
-    """Input displacements [N,3] carried to every layer's cell at fixed fractional coordinates: [L,N,3]."""
-    fractional = torch.linalg.solve(cell_in[structure].transpose(1, 2), vectors.unsqueeze(2))  # [N,3,1]
-    return (cell_layers[:, structure].transpose(2, 3) @ fractional).squeeze(3)
+    assert rotation_error(make_model(coupling), flat_batch(crystals(rng)), random_rotation(rng)) < TOL
 
 
 def test_translating_the_input_translates_positions_and_keeps_the_cell(make_model, rng):
     """Affine position updates: a translation t of the input is the fractional shift t L^-1, which
     every layer's output keeps (t L^-1 L_layer in Å); the cells do not change."""
-    pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
-    shift = torch.tensor([0.7, -1.3, 2.1], dtype=torch.float64)
+    batch = flat_batch(crystals(rng))
+    shift = np.array([0.7, -1.3, 2.1])
     model = make_model("invariant")
-    pos_layers, cell_layers = run(model, pos, z, cell, pbc, ptr)
-    pos_moved, cell_moved = run(model, pos + shift, z, cell, pbc, ptr)
-    structure = torch.repeat_interleave(torch.arange(3), ptr[1:] - ptr[:-1])
-    expected_shift = carried(shift.expand(len(z), 3), cell, cell_layers, structure)
-    assert_close(pos_moved, pos_layers + expected_shift)
-    assert_close(cell_moved, cell_layers)
-    assert float((expected_shift - shift).abs().max()) > 1e-3  # the cells did change: not a plain shift
+    assert translation_error(model, batch, shift, affine=True) < TOL
+    assert translation_error(model, batch, shift, affine=False) > 1e-3  # the cells did change: not a plain shift
 
 
 def test_cartesian_updates_translate_positions_by_the_shift(make_model, rng):
-    pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
-    shift = torch.tensor([0.7, -1.3, 2.1], dtype=torch.float64)
     model = make_model("invariant", position_update="cartesian")
-    pos_layers, cell_layers = run(model, pos, z, cell, pbc, ptr)
-    pos_moved, cell_moved = run(model, pos + shift, z, cell, pbc, ptr)
-    assert_close(pos_moved, pos_layers + shift)
-    assert_close(cell_moved, cell_layers)
+    assert translation_error(model, flat_batch(crystals(rng)), np.array([0.7, -1.3, 2.1]), affine=False) < TOL
 
 
 def test_paper_coupling_is_not_translation_invariant(make_model, rng):
@@ -88,28 +67,15 @@ def test_paper_coupling_is_not_translation_invariant(make_model, rng):
 
 
 def test_permuting_atoms_permutes_outputs(make_model, rng):
-    (p, zz, c), = crystals(rng, sizes=(7,))
-    perm = rng.permutation(7)
-    model = make_model()
-    pos_layers, cell_layers = run(model, *flat_batch([(p, zz, c)]))
-    pos_perm, cell_perm = run(model, *flat_batch([(p[perm], zz[perm], c)]))
-    assert_close(pos_perm, pos_layers[:, torch.from_numpy(perm)])
-    assert_close(cell_perm, cell_layers)
+    (crystal,) = crystals(rng, sizes=(7,))
+    assert permutation_error(make_model(), crystal, rng.permutation(7)) < TOL
 
 
 def test_moving_one_atom_by_a_lattice_vector_moves_it_by_the_predicted_lattice_vector(make_model, rng):
     """Affine updates: choosing another periodic image n L of one input atom changes nothing but that
     atom's image in every layer's output, n L_layer: the same crystal."""
-    (p, zz, c), = crystals(rng, sizes=(6,))
-    moved = p.copy()
-    moved[2] += c[1] - 2 * c[0]
-    model = make_model("invariant")
-    pos_layers, cell_layers = run(model, *flat_batch([(p, zz, c)]))
-    pos_moved, cell_moved = run(model, *flat_batch([(moved, zz, c)]))
-    expected = pos_layers.clone()
-    expected[:, 2] += cell_layers[:, 0, 1] - 2 * cell_layers[:, 0, 0]
-    assert_close(pos_moved, expected)
-    assert_close(cell_moved, cell_layers)
+    (crystal,) = crystals(rng, sizes=(6,))
+    assert periodic_image_error(make_model("invariant"), crystal, 2, (-2, 1, 0)) < TOL
 
 
 def test_cartesian_updates_keep_the_image_choice_in_the_first_layer_only(make_model, rng):
@@ -128,17 +94,8 @@ def test_cartesian_updates_keep_the_image_choice_in_the_first_layer_only(make_mo
 
 
 def test_batch_gives_each_crystal_its_result_alone(make_model, rng):
-    parts = crystals(rng)
     pbc_rows = [[True, True, True], [True, False, True], [True, True, True]]
-    model = make_model()
-    pos_layers, cell_layers = run(model, *flat_batch(parts, pbc=pbc_rows))
-    start = 0
-    for k, part in enumerate(parts):
-        alone_pos, alone_cell = run(model, *flat_batch([part], pbc=[pbc_rows[k]]))
-        n = len(part[1])
-        assert_close(pos_layers[:, start:start + n], alone_pos, 1e-10)
-        assert_close(cell_layers[:, k:k + 1], alone_cell, 1e-10)
-        start += n
+    assert batching_error(make_model(), crystals(rng), pbc_rows) < 1e-10
 
 
 def test_one_atom_cell_and_isolated_atoms_run(make_model):
@@ -205,3 +162,21 @@ def test_inference_kernel_equals_the_training_path(make_model, rng):
     training = model(pos, z, cell, pbc, ptr)  # grad enabled: the two-op path
     for a, b in zip(inference, training):
         assert_close(a, b.detach(), 1e-12)
+
+
+def test_the_equivariance_checks_catch_a_model_that_breaks_them(make_model, rng):
+    """e3relax_fast.testing's checks are only worth having if they fail on a broken model."""
+    model = make_model()
+
+    def broken(pos, z, cell, pbc, ptr):  # a fixed Cartesian nudge of atom 0, after the real model
+        pos_layers, cell_layers = model(pos, z, cell, pbc, ptr)
+        nudge = torch.zeros_like(pos_layers)
+        nudge[:, 0] = torch.tensor([0.1, 0.0, 0.0], dtype=pos.dtype)
+        return pos_layers + nudge * (1 + pos[0, 0].abs()), cell_layers
+
+    batch = flat_batch(crystals(rng))
+    (crystal,) = crystals(rng, sizes=(6,))
+    assert rotation_error(broken, batch, random_rotation(rng)) > 1e-3
+    assert translation_error(broken, batch, np.array([0.7, -1.3, 2.1])) > 1e-3
+    assert permutation_error(broken, crystal, np.roll(np.arange(6), 1)) > 1e-3
+    assert batching_error(broken, crystals(rng)) > 1e-3
