@@ -195,8 +195,6 @@ def write_store(
     ``--structures`` source, as a dict) is recorded in ``store.json``: training draws fresh inputs of
     those pairs with it.
     """
-    from tqdm import tqdm
-
     from .._version import __version__
 
     out = Path(out_dir)
@@ -207,54 +205,15 @@ def write_store(
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     split_fractions = dict(split_fractions if split_fractions is not None else {"val": 0.1})
-    handles = {name: open(out / f"{name}.bin", "wb") for name in _ARRAYS}
-    atom_ptr, edge_ptr = [0], [0]
-    rows: list[tuple[str, str, str, int, int, str, str]] = []
-    failures: list[tuple[str, str]] = []
-    bar = tqdm(unit="pair", desc="preprocess", disable=not progress, file=sys.stderr)
-    pool = (multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init)
-            if workers > 0 else None)
-    try:
-        chunks = _chunks(records, chunk_size, graph)
-        results: Iterator = pool.imap(_prepare_chunk, chunks) if pool else map(_prepare_chunk, chunks)
-        for chunk in results:
-            for record, arrays in chunk:
-                bar.update(1)
-                if isinstance(arrays, str):
-                    failures.append((record.id, arrays))
-                    continue
-                for name, handle in handles.items():
-                    handle.write(np.ascontiguousarray(arrays[name], dtype=_ARRAYS[name][0]).tobytes())
-                atom_ptr.append(atom_ptr[-1] + len(arrays["z"]))
-                edge_ptr.append(edge_ptr[-1] + len(arrays["edges"]))
-                rows.append((record.id, record.group, record.split, len(arrays["z"]), len(arrays["edges"]),
-                             record.source, record.kind))
-    finally:
-        bar.close()
-        for handle in handles.values():
-            handle.close()
-        if pool:
-            pool.terminate()
-    if not rows:
+    written = _write_arrays(records, out, graph, workers, chunk_size, progress)
+    if not written.rows:
+        failures = written.failures
         raise ValueError(f"no usable pair in the sources ({len(failures)} failed; first: "
                          f"{failures[0][1] if failures else 'none given'})")
-
-    splits = assign_splits([r[1] for r in rows], [r[2] for r in rows], split_fractions, seed)
+    splits = assign_splits([r[1] for r in written.rows], [r[2] for r in written.rows], split_fractions, seed)
     split_names = sorted(set(splits) | {"train"}, key=lambda s: (s != "train", s))
-    np.asarray([split_names.index(s) for s in splits], dtype=np.int8).tofile(out / "split.bin")
-    np.asarray(atom_ptr, dtype=np.int64).tofile(out / "atom_ptr.bin")
-    np.asarray(edge_ptr, dtype=np.int64).tofile(out / "edge_ptr.bin")
-    with open(out / "pairs.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["index", "id", "group", "split", "atoms", "edges", "source", "kind"])
-        for index, ((pair_id, group, _, atoms, edges, source, kind), split) in enumerate(zip(rows, splits)):
-            writer.writerow([index, pair_id, group, split, atoms, edges, source, kind])
-    with open(out / "failures.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "error"])
-        writer.writerows(failures)
-
-    counts = {"pair": len(rows), "atom": atom_ptr[-1], "edge": edge_ptr[-1]}
+    _write_tables(out, written, splits, split_names)
+    counts = {"pair": len(written.rows), "atom": written.atom_ptr[-1], "edge": written.edge_ptr[-1]}
     meta = {
         "format": STORE_FORMAT,
         "version": STORE_VERSION,
@@ -262,7 +221,7 @@ def write_store(
         "num_pairs": counts["pair"],
         "num_atoms": counts["atom"],
         "num_edges": counts["edge"],
-        "num_failures": len(failures),
+        "num_failures": len(written.failures),
         "split_names": split_names,
         "split_counts": {s: splits.count(s) for s in split_names},
         "split_fractions": split_fractions,
@@ -275,6 +234,67 @@ def write_store(
     }
     (out / "store.json").write_text(json.dumps(meta, indent=1))
     return meta
+
+
+@dataclass
+class _Written:
+    """What :func:`_write_arrays` appended: per-pair rows (id, group, given split, atoms, edges,
+    source, kind), the atom and edge pointers, and the failures (id, reason)."""
+
+    rows: list
+    atom_ptr: list
+    edge_ptr: list
+    failures: list
+
+
+def _write_arrays(records: Iterable[PairRecord], out: Path, graph: GraphSettings, workers: int, chunk_size: int,
+                  progress: bool) -> _Written:
+    """Convert the records (in ``workers`` processes, in input order) and append each pair's arrays
+    to the ``<name>.bin`` files; a pair that fails is recorded, not written."""
+    from tqdm import tqdm
+
+    written = _Written([], [0], [0], [])
+    handles = {name: open(out / f"{name}.bin", "wb") for name in _ARRAYS}
+    bar = tqdm(unit="pair", desc="preprocess", disable=not progress, file=sys.stderr)
+    pool = (multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init)
+            if workers > 0 else None)
+    try:
+        chunks = _chunks(records, chunk_size, graph)
+        results: Iterator = pool.imap(_prepare_chunk, chunks) if pool else map(_prepare_chunk, chunks)
+        for record, arrays in (item for chunk in results for item in chunk):
+            bar.update(1)
+            if isinstance(arrays, str):
+                written.failures.append((record.id, arrays))
+                continue
+            for name, handle in handles.items():
+                handle.write(np.ascontiguousarray(arrays[name], dtype=_ARRAYS[name][0]).tobytes())
+            written.atom_ptr.append(written.atom_ptr[-1] + len(arrays["z"]))
+            written.edge_ptr.append(written.edge_ptr[-1] + len(arrays["edges"]))
+            written.rows.append((record.id, record.group, record.split, len(arrays["z"]), len(arrays["edges"]),
+                                 record.source, record.kind))
+    finally:
+        bar.close()
+        for handle in handles.values():
+            handle.close()
+        if pool:
+            pool.terminate()
+    return written
+
+
+def _write_tables(out: Path, written: _Written, splits: list[str], split_names: list[str]) -> None:
+    """``split.bin``, the pointers, ``pairs.csv`` and ``failures.csv``."""
+    np.asarray([split_names.index(s) for s in splits], dtype=np.int8).tofile(out / "split.bin")
+    np.asarray(written.atom_ptr, dtype=np.int64).tofile(out / "atom_ptr.bin")
+    np.asarray(written.edge_ptr, dtype=np.int64).tofile(out / "edge_ptr.bin")
+    with open(out / "pairs.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "id", "group", "split", "atoms", "edges", "source", "kind"])
+        for index, ((pair_id, group, _, atoms, edges, source, kind), split) in enumerate(zip(written.rows, splits)):
+            writer.writerow([index, pair_id, group, split, atoms, edges, source, kind])
+    with open(out / "failures.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "error"])
+        writer.writerows(written.failures)
 
 
 class PairStore:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from ase.io import read
 
+from e3relax_fast.confidence import ErrorModel
 from e3relax_fast.metrics import structure_metrics
 from e3relax_fast.model.checkpoint import CHECKPOINT_FORMAT
 from e3relax_fast.model.pretrained import DEFAULT_MODEL, PRETRAINED_DIR, pretrained_names, resolve_model_path
@@ -21,7 +22,7 @@ REFERENCES = os.path.join(ROOT, "tests", "data", "examples_relaxed.extxyz")
 def test_the_default_model_ships_small_and_loads_without_unpickling():
     path = resolve_model_path(None)
     assert path == PRETRAINED_DIR / f"{DEFAULT_MODEL}.ckpt" and DEFAULT_MODEL in pretrained_names()
-    assert path.stat().st_size < 20e6
+    assert path.stat().st_size < 25e6
     payload = torch.load(path, map_location="cpu", weights_only=True)
     assert payload["format"] == CHECKPOINT_FORMAT
     assert all(isinstance(v, torch.Tensor) for v in payload["model"].values())
@@ -32,10 +33,13 @@ def test_the_shipped_metadata_is_complete():
     for key in ("model_config", "graph", "elements", "data", "train_config", "step", "versions", "release"):
         assert key in metadata, key
     release = metadata["release"]
-    assert {"labels", "splits", "split_rule", "validation"} <= set(release)
+    assert {"labels", "licences", "splits", "split_rule", "validation"} <= set(release)
     methods = {(row["group"], row["method"]) for row in release["validation"]}
-    assert {("chgnet_pairs", "model"), ("chgnet_pairs", "dummy"), ("perov5", "model"), ("perov5", "dummy")} <= methods
-    assert 60 <= len(metadata["elements"]) <= 118
+    for source in ("chgnet_pairs", "perov5", "mp:perturbed", "mp_pairs"):  # every training source, both methods
+        assert {(source, "model"), (source, "dummy")} <= methods, source
+    assert len(metadata["elements"]) >= 87  # every element of the Materials Project set
+    assert any("structures:" in source for source in metadata["data"]["sources"])
+    assert ErrorModel.from_metadata(metadata) is not None  # expected_error is reported
     assert (PRETRAINED_DIR / "MODEL_CARD.md").is_file()
 
 
