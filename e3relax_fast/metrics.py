@@ -174,6 +174,10 @@ def evaluate_pairs(items: Iterable[tuple], symmetry: bool = True) -> list[Evalua
         confidence = dict(item[5] or {}) if len(item) > 5 else {}
         try:
             ref = _arrays(ref, "reference")
+            pred = _arrays(pred, "prediction")
+            if not (np.isfinite(pred[0]).all() and np.isfinite(pred[2]).all()):
+                raise ValueError("the prediction's field 'positions' or 'cell' is not finite (e3relax predict "
+                                 "refuses such predictions); a non-finite prediction cannot be scored")
             ref_symmetry = reference_symmetry(ref) if symmetry else None
             rows.append(EvaluationRow(structure_id, "model", group,
                                       structure_metrics(pred, ref, symmetry, ref_symmetry), confidence))

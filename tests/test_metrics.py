@@ -129,3 +129,16 @@ def test_summary_gives_median_and_p90_and_counts_unmatched():
 def test_evaluation_errors_name_the_structure():
     with pytest.raises(ValueError, match="'bad'.*different atoms"):
         evaluate_pairs([("bad", "g", bulk("Cu", "fcc", a=3.6), bulk("Al", "fcc", a=4.0), None)])
+
+
+def test_a_non_finite_prediction_is_an_error_naming_the_structure():
+    import numpy as np
+    import pytest
+
+    from e3relax_fast.metrics import evaluate_pairs
+
+    pos = np.array([[0.0, 0.0, 0.0], [1.5, 1.5, 1.5]])
+    ref = (pos, np.array([11, 17]), np.eye(3) * 3.0, np.ones(3, dtype=bool))
+    bad = (pos * np.nan, ref[1], ref[2], ref[3])
+    with pytest.raises(ValueError, match="structure 'x'.*not finite"):
+        evaluate_pairs([("x", "g", bad, ref, ref)], symmetry=False)

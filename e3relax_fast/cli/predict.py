@@ -75,6 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-tune-allocator", action="store_true",
                         help="leave glibc's allocator as it is (by default freed CPU memory is kept for reuse: "
                              "e3relax_fast.tune_cpu_allocator)")
+    parser.add_argument("--trajectory", metavar="FILE.extxyz",
+                        help="also write every layer's structure of each prediction (info: id, layer)")
     parser.add_argument("--report", help="CSV with one row per input (default: OUTPUT stem + _report.csv)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -307,8 +309,11 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
                                      max_structures_per_batch=args.batch_size,
                                      max_edges_per_batch=args.max_edges_per_batch, num_workers=args.num_workers,
                                      refine=make_calculator, fmax=args.fmax, refine_steps=args.steps)
+        trajectory = open(args.trajectory, "a" if args.resume else "w") if args.trajectory else None
         for result in results:
             row = _result_row(result, sources[result.id], args)
+            if result.ok and trajectory is not None:
+                _write_layers(trajectory, result)
             if result.ok:
                 if args.refine_from_input:
                     input_calculator = input_calculator or make_calculator()  # one, reused
@@ -318,4 +323,17 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
             record_row(row)
             bar.update(1)
         bar.close()
+        if trajectory is not None:
+            trajectory.close()
     return counts
+
+
+def _write_layers(handle, result) -> None:
+    """Every layer's structure of one prediction, as extxyz frames with ``id`` and ``layer`` (1..L)."""
+    from ase.io import write
+
+    for layer, structure in enumerate(result.trajectory, start=1):
+        frame = structure.copy()
+        frame.info = {"id": result.id, "layer": layer}
+        write(handle, frame, format="extxyz")
+    handle.flush()

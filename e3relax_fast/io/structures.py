@@ -74,17 +74,17 @@ def read_structures(inputs: Sequence[str]) -> Iterator[StructureRecord]:
     """Stream the structures of files, globs and folders as ASE ``Atoms`` records.
 
     A file with several frames (extxyz, traj, db) yields one record per frame, with id
-    ``info["id"]`` when present, else ``<stem>:<frame>``. A file that cannot be read yields one record
-    with the error and no structure.
+    ``info["id"]`` when present (in an ASE db: the key ``id``, ``structure_id`` or ``material_id``, else
+    ``<stem>:<row id>``; the row's key-value pairs are kept in ``info``), else ``<stem>:<frame>``. A
+    ``.json`` file may hold a pymatgen Structure (``Structure.to("x.json")``). A file that cannot be
+    read yields one record with the error and no structure.
     """
-    from ase.io import iread
-
     for path in expand_inputs(inputs):
         stem = Path(path).stem
         try:
             if os.path.getsize(path) == 0:
                 raise ValueError("the file is empty")
-            frames = list(iread(path, index=":"))
+            frames = _read_frames(path)
             if not frames:
                 raise ValueError("the file holds no structure")
         except Exception as err:  # noqa: BLE001 - any parser failure is recorded, not fatal
@@ -101,12 +101,60 @@ def read_structures(inputs: Sequence[str]) -> Iterator[StructureRecord]:
             yield StructureRecord(structure_id, path, atoms)
 
 
+def _read_frames(path: str) -> list:
+    """Every structure of one file as ASE Atoms (see :func:`read_structures` for ids)."""
+    from ase.io import iread
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".db":
+        from ase.db import connect
+
+        frames = []
+        for row in connect(path, use_lock_file=False).select():
+            atoms = row.toatoms()
+            atoms.info.update(row.key_value_pairs)
+            given = next((row.key_value_pairs[k] for k in ("id", "structure_id", "material_id")
+                          if k in row.key_value_pairs), None)
+            atoms.info["id"] = str(given) if given is not None else f"{Path(path).stem}:{row.id}"
+            frames.append(atoms)
+        return frames
+    if suffix == ".json":
+        import json
+
+        with open(path) as handle:
+            data = json.load(handle)
+        if isinstance(data, dict) and "lattice" in data and "sites" in data:  # pymatgen Structure.as_dict()
+            from ase import Atoms
+            from pymatgen.core import Structure
+
+            structure = Structure.from_dict(data)
+            if not structure.is_ordered:
+                raise ValueError("field 'species' is disordered (partial occupancies); E3Relax needs one "
+                                 "element per site")
+            return [Atoms(numbers=[site.specie.Z for site in structure], positions=structure.cart_coords,
+                          cell=structure.lattice.matrix, pbc=True)]
+    return list(iread(path, index=":"))
+
+
 def write_structures(structures: Iterable[tuple[str, Any]], output: str, folder_format: str = "cif") -> int:
     """Write ``(id, Atoms)`` pairs with a :class:`StructureWriter`; returns how many were written."""
     with StructureWriter(output, folder_format) as writer:
         for structure_id, atoms in structures:
             writer.write(structure_id, atoms)
         return writer.count
+
+
+def _db_keys(info: dict) -> dict:
+    """The entries of ``info`` an ASE db row can hold as key-value pairs (identifier names with
+    numbers, strings or booleans), the structure's own id excluded."""
+    reserved = {"id", "structure_id", "unique_id", "ctime", "mtime", "user", "numbers", "positions", "cell",
+                "pbc", "energy", "forces", "stress", "charges", "magmoms", "calculator", "key_value_pairs", "data"}
+    keys = {}
+    for key, value in info.items():
+        if key in reserved or not str(key).isidentifier() or not isinstance(value, (int, float, str, bool)):
+            continue
+        keys[key] = value
+    return keys
 
 
 FOLDER_FORMATS = {"cif": ("cif", ".cif"), "poscar": ("vasp", ".vasp")}
@@ -160,7 +208,8 @@ class StructureWriter:
             write(self._handle, atoms, format="extxyz")
             self._handle.flush()
         else:
-            self._db.write(atoms, structure_id=structure_id)
+            # the input's key-value pairs and the confidence go back beside the structure
+            self._db.write(atoms, structure_id=structure_id, **_db_keys(atoms.info))
         self.count += 1
 
     def _write_file(self, structure_id: str, atoms: Any) -> None:

@@ -222,3 +222,33 @@ def test_a_refinement_failure_is_one_row_and_the_calculator_is_built_once(tmp_pa
     relaxer = E3Relaxer(untrained_model("small"), device="cpu", max_volume_factor=float("inf"))
     results = list(relaxer.relax_many([copper] * 3, refine=counting_emt))
     assert all(r.ok and r.refined is not None for r in results) and len(built) == 1
+
+
+def test_db_ids_and_keys_survive_and_pymatgen_json_is_read(tmp_path):
+    from ase.db import connect
+    from pymatgen.core import Structure
+
+    db = connect(str(tmp_path / "in.db"))
+    for k, name in enumerate(sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".cif"))[:2]):
+        db.write(read(os.path.join(EXAMPLES, name)), material_id=f"mp-{k}", tag_value=k)
+    Structure.from_file(os.path.join(EXAMPLES, "train-101-00024.cif")).to(filename=str(tmp_path / "s.json"))
+    output = tmp_path / "out.db"
+    assert main(["predict", "-i", str(tmp_path / "in.db"), str(tmp_path / "s.json"), "-o", str(output),
+                 *UNTRAINED]) == 0
+    rows = {r.structure_id: r for r in connect(str(output), use_lock_file=False).select()}
+    assert set(rows) == {"mp-0", "mp-1", "s"}  # the db's own ids, not in:0
+    assert rows["mp-1"].tag_value == 1 and rows["mp-1"].material_id == "mp-1"
+    assert rows["s"].last_layer_max_move >= 0  # the confidence beside the structure
+
+
+def test_trajectory_holds_every_layer_of_every_prediction(tmp_path):
+    inputs = examples(tmp_path, 2)
+    traj = tmp_path / "layers.extxyz"
+    assert main(["predict", "-i", str(inputs), "-o", str(tmp_path / "o.extxyz"), "--trajectory", str(traj),
+                 *UNTRAINED]) == 0
+    frames = read(traj, ":")
+    layers = 4  # the small preset
+    assert len(frames) == 2 * layers and [f.info["layer"] for f in frames[:layers]] == list(range(1, layers + 1))
+    final = {a.info["id"]: a for a in read(tmp_path / "o.extxyz", ":")}
+    last = frames[layers - 1]
+    assert abs(last.positions - final[last.info["id"]].positions).max() < 1e-6
