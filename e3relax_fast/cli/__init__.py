@@ -1,4 +1,4 @@
-"""The ``e3relax`` command: ``info``, ``predict``, ``preprocess``, ``train``, ``evaluate``, ``export``. ``main(argv)`` runs in-process, which is how the tests call it."""
+"""The ``e3relax`` command: ``info``, ``predict``, ``merge``, ``preprocess``, ``train``, ``evaluate``, ``export``. ``main(argv)`` runs in-process, which is how the tests call it."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import evaluate, export, info, predict, preprocess, train
+from . import evaluate, export, info, merge, predict, preprocess, train
 
-_COMMANDS = {"info": info, "predict": predict, "preprocess": preprocess, "train": train,
+_COMMANDS = {"info": info, "predict": predict, "merge": merge, "preprocess": preprocess, "train": train,
              "evaluate": evaluate, "export": export}
 
 

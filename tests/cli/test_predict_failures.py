@@ -252,3 +252,20 @@ def test_trajectory_holds_every_layer_of_every_prediction(tmp_path):
     final = {a.info["id"]: a for a in read(tmp_path / "o.extxyz", ":")}
     last = frames[layers - 1]
     assert abs(last.positions - final[last.info["id"]].positions).max() < 1e-6
+
+
+def test_merge_joins_shards_and_checks_coverage(tmp_path, capsys):
+    inputs = examples(tmp_path, 5)
+    outputs = []
+    for shard in (0, 1):
+        out = str(tmp_path / f"part{shard}.extxyz")
+        assert main(["predict", "-i", str(inputs), "-o", out, "--shard", f"{shard}/2",
+                     "--report", str(tmp_path / f"all_shard{shard}of2_report.csv"), *UNTRAINED]) == 0
+        outputs.append(out)
+    reports = [str(tmp_path / f"all_shard{k}of2_report.csv") for k in (0, 1)]
+    merged = tmp_path / "merged.csv"
+    assert main(["merge", *reports, "-o", str(merged), "--structures", *outputs,
+                 "--structures-output", str(tmp_path / "all.extxyz")]) == 0
+    assert len(report_ids(merged)) == 5 and len(read(tmp_path / "all.extxyz", ":")) == 5
+    assert main(["merge", reports[0], "-o", str(merged)]) == 2  # shard 1 of 2 missing
+    assert "missing" in capsys.readouterr().err
