@@ -168,13 +168,19 @@ def _prepare_output(args: argparse.Namespace, report: str, kind: str) -> tuple[s
 
 
 def _select_records(inputs: list[str], shard: tuple[int, int], done: set[str]) -> list:
-    """This shard's input records not yet done; a repeated id becomes an error record."""
-    from ..io import read_structures
+    """This shard's input records not yet done; a repeated id becomes an error record. With several
+    input files a shard takes files ``index, index + count, ...`` and parses only those; a single
+    file is shared out by frame."""
+    from ..io import expand_inputs, read_structures
 
     index, count = shard
+    files = expand_inputs(inputs)
+    by_file = len(files) > 1
+    if by_file:
+        files = files[index::count]
     records, first_source = [], {}
-    for k, record in enumerate(read_structures(inputs)):
-        if k % count != index or record.id in done:
+    for k, record in enumerate(read_structures(files)):
+        if (not by_file and k % count != index) or record.id in done:
             continue
         if record.id in first_source:
             record.error = (f"structure {record.id!r} ({record.source}): duplicate id, also given by "

@@ -39,12 +39,18 @@ def file_name_of(structure_id: str) -> str:
     return re.sub(r"[^\w.+=-]", "_", structure_id).lstrip(".") or "_"
 
 
-def partial_occupancy(atoms: Any) -> str:
-    """The first partially occupied site of an ASE reading (``info["occupancy"]``, as its CIF reader
-    keeps it while placing one species), as text; empty when every site is full."""
+def site_problem(atoms: Any) -> str:
+    """Why the sites of an ASE reading are not one element each, or empty. ASE's CIF reader keeps
+    ``info["occupancy"]`` while placing one species per site: a site shared by several species
+    summing to at most 1 is a partial occupancy; summing to more, two atoms the file puts on one
+    position, which the reader merged into one."""
     for site, species in (atoms.info.get("occupancy") or {}).items():
+        listed = ", ".join(f"{e} {o:g}" for e, o in species.items())
+        if sum(species.values()) > 1 + 1e-6:
+            return (f"field 'positions' puts several atoms on site {site} ({listed}): coincident sites, "
+                    "which the CIF reader merged into one")
         if sum(species.values()) < 1 - 1e-6 or len(species) > 1:
-            return f"site {site}: " + ", ".join(f"{e} {o:g}" for e, o in species.items())
+            return f"field 'occupancy' is partial (site {site}: {listed}); E3Relax needs one element per site"
     return ""
 
 
@@ -93,10 +99,9 @@ def read_structures(inputs: Sequence[str]) -> Iterator[StructureRecord]:
         for index, atoms in enumerate(frames):
             default_id = stem if len(frames) == 1 else f"{stem}:{index}"
             structure_id = clean_id(atoms.info.get("id", default_id))
-            disorder = partial_occupancy(atoms)
-            if disorder:
-                yield StructureRecord(structure_id, path, None, f"structure {structure_id!r} ({path}): field "
-                                      f"'occupancy' is partial ({disorder}); E3Relax needs one element per site")
+            problem = site_problem(atoms)
+            if problem:
+                yield StructureRecord(structure_id, path, None, f"structure {structure_id!r} ({path}): {problem}")
                 continue
             yield StructureRecord(structure_id, path, atoms)
 

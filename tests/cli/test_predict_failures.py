@@ -141,6 +141,7 @@ def test_bad_inputs_are_rows_naming_the_field_and_exit_codes_say_how_it_went(tmp
     folder = tmp_path / "bad"
     folder.mkdir()
     (folder / "partial.cif").write_text(open(os.path.join(os.path.dirname(__file__), "partial.cif")).read())
+    shutil.copy(os.path.join(os.path.dirname(__file__), "coincident.cif"), folder / "coincident.cif")
     shutil.copy(os.path.join(EXAMPLES, "train-101-00023.cif"), folder / "dup.cif")
     write(folder / "dup.vasp", read(os.path.join(EXAMPLES, "train-101-00024.cif")), format="vasp")
     from ase import Atoms
@@ -152,6 +153,7 @@ def test_bad_inputs_are_rows_naming_the_field_and_exit_codes_say_how_it_went(tmp
     assert code == 1  # some failed
     rows = {(r["id"], r["status"]): r for r in csv.DictReader(open(report))}
     assert "'occupancy' is partial" in rows[("partial", "error")]["error"]
+    assert "coincident sites" in rows[("coincident", "error")]["error"]  # the CIF reader merged two atoms
     assert "duplicate id" in rows[("dup", "error")]["error"] and ("dup", "ok") in rows
     assert "not periodic" in rows[("molecule", "error")]["error"]
     only_bad = tmp_path / "only_bad"
@@ -269,3 +271,14 @@ def test_merge_joins_shards_and_checks_coverage(tmp_path, capsys):
     assert len(report_ids(merged)) == 5 and len(read(tmp_path / "all.extxyz", ":")) == 5
     assert main(["merge", reports[0], "-o", str(merged)]) == 2  # shard 1 of 2 missing
     assert "missing" in capsys.readouterr().err
+
+
+def test_a_shard_parses_only_its_own_files(tmp_path):
+    inputs = examples(tmp_path, 3)
+    (inputs / "zz_broken.cif").write_text("data_x\nnot a cif\n")  # file 3: shard 1 of 2 owns it
+    report0, report1 = tmp_path / "r0.csv", tmp_path / "r1.csv"
+    assert main(["predict", "-i", str(inputs), "-o", str(tmp_path / "o0.extxyz"), "--shard", "0/2",
+                 "--report", str(report0), *UNTRAINED]) == 0  # never saw the broken file
+    assert main(["predict", "-i", str(inputs), "-o", str(tmp_path / "o1.extxyz"), "--shard", "1/2",
+                 "--report", str(report1), *UNTRAINED]) == 1
+    assert len(report_ids(report0)) == 2 and "zz_broken" in report_ids(report1)
