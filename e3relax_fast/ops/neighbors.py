@@ -44,6 +44,12 @@ def neighbors(positions, cell, pbc=(True, True, True), cutoff: float = 6.0, max_
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     cell = np.ascontiguousarray(cell, dtype=np.float64)
     pbc = np.ascontiguousarray(pbc, dtype=bool)
+    if pbc.shape == (3,) and not pbc.any() and cell.shape == (3, 3) and positions.ndim == 2 and len(positions) \
+            and abs(np.linalg.det(cell)) < 1e-12:
+        # a molecule with no cell: the kernels bin atoms by the cell, so give them a box that holds the
+        # atoms (shifted to start at 0: distances do not change, and shifts are zero without periodicity)
+        positions = np.ascontiguousarray(positions - positions.min(axis=0))
+        cell = np.diag(np.ptp(positions, axis=0) + float(cutoff) + 1.0)
     binding = _binding()
     if binding is not None:
         return binding.neighbors(positions, cell, pbc, float(cutoff), int(max_neighbors), self_images, int(threads))

@@ -81,3 +81,16 @@ def test_the_gil_is_released_while_it_runs():
     # Holding the GIL through a C call leaves the loop a handful of ticks per second (measured: 7/s
     # beside sorted() of 2M floats); with the GIL released it runs at ~10^4/s even on a busy machine.
     assert ticks > 200 and ticks / elapsed > 1000, (ticks, elapsed)
+
+
+def test_a_molecule_without_a_cell_gets_its_neighbours():
+    import numpy as np
+
+    from e3relax_fast import neighbors
+
+    methane = np.array([[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]])
+    edge_index, shifts, distances = neighbors(methane, np.zeros((3, 3)), np.zeros(3, bool), 2.0)
+    assert edge_index.shape[1] == 20  # every ordered pair of 5 atoms lies within 2 Å
+    assert not shifts.any()
+    expected = np.linalg.norm(methane[edge_index[0]] - methane[edge_index[1]], axis=1)
+    np.testing.assert_allclose(distances, expected, atol=1e-12)
