@@ -73,7 +73,7 @@ def main() -> None:
     release = {
         "name": args.name,
         "labels": "Materials Project structures: DFT (GGA/GGA+U) minima, inputs perturbed from them; "
-                  "Perov-5: DFT (PBE) relaxations; MP substitution pairs and AFLOW prototype pairs: CHGNet "
+                  "Perov-5: DFT (GPAW, RPBE) relaxations; MP substitution pairs and AFLOW prototype pairs: CHGNet "
                   "0.3.0 + FIRE + FrechetCellFilter to fmax 0.05 eV/A (ML-potential labels, not DFT)",
         "licences": "Materials Project data CC BY 4.0 (Jain et al., APL Mater. 1, 011002 (2013)); Perov-5 "
                     "from CDVAE (MIT); see MODEL_CARD.md",
