@@ -220,13 +220,15 @@ def test_on_overlap_keep_returns_the_prediction_and_bad_settings_are_errors(make
 
 
 def test_a_cell_compressed_to_half_is_refused_not_reported_ok():
-    """The shipped model blew this cell up by a factor of 1.5e8 and called it ok."""
+    """Release 2 blew this cell up by a factor of 1.5e8 and called it ok; release 3's answer is not
+    finite. Either way: refused, the input geometry back, never ok."""
     from ase.io import read
 
     atoms = read(Path(__file__).parent.parent / "examples" / "train-101-00023.cif")
     atoms.set_cell(atoms.cell * 0.5, scale_atoms=True)
     result = E3Relaxer.from_pretrained().relax(atoms)
-    assert "cell volume by a factor" in result.warning and "returned the input geometry" in result.warning
+    assert ("cell volume by a factor" in result.warning or "non-finite" in result.warning)
+    assert "returned the input geometry" in result.warning
     np.testing.assert_allclose(result.final_structure.cell.array, atoms.cell.array)
     np.testing.assert_allclose(result.final_structure.positions, atoms.positions)
 
