@@ -78,15 +78,21 @@ def test_perturbation_pairs_are_always_redrawn_around_their_relaxed_volume(mixed
     assert ((ratio > 0.9 * 0.96 ** 3) & (ratio < 1.1 * 1.04 ** 3)).all()
 
 
-def test_training_with_perturbation_pairs_resumes_exactly(mixed_store, tmp_path):
-    data = {"store": str(mixed_store), "max_structures_per_batch": 4}
-    train(tiny_config(mixed_store, tmp_path / "straight", data=data))
-    train(tiny_config(mixed_store, tmp_path / "split", data=data, run={"max_steps": 3}))
-    train(tiny_config(mixed_store, tmp_path / "split", data=data), resume=True)
+def assert_resume_is_exact(store, data, tmp_path) -> dict:
+    """Train 8 steps straight and 3 + 5 with a resume between; the raw weights must be bit-equal.
+    Returns the straight run's weights."""
+    train(tiny_config(store, tmp_path / "straight", data=data))
+    train(tiny_config(store, tmp_path / "split", data=data, run={"max_steps": 3}))
+    train(tiny_config(store, tmp_path / "split", data=data), resume=True)
     straight, _ = _training_state(tmp_path / "straight")
     resumed, _ = _training_state(tmp_path / "split")
     for name, value in straight["training"]["model"].items():
         torch.testing.assert_close(resumed["training"]["model"][name], value, rtol=0, atol=0)
+    return straight["training"]["model"]
+
+
+def test_training_with_perturbation_pairs_resumes_exactly(mixed_store, tmp_path):
+    assert_resume_is_exact(mixed_store, {"store": str(mixed_store), "max_structures_per_batch": 4}, tmp_path)
 
 
 def test_source_filter_picks_the_pairs_of_one_source(pair_store, tmp_path):
@@ -103,16 +109,10 @@ def test_source_filter_picks_the_pairs_of_one_source(pair_store, tmp_path):
 def test_augmented_training_resumes_exactly(pair_store, tmp_path):
     data = {"store": str(pair_store), "max_structures_per_batch": 4,
             "augment": AugmentConfig(fraction=0.5, source_contains="pairs_unrelaxed")}
-    train(tiny_config(pair_store, tmp_path / "straight", data=data))
-    train(tiny_config(pair_store, tmp_path / "split", data=data, run={"max_steps": 3}))
-    train(tiny_config(pair_store, tmp_path / "split", data=data), resume=True)
-    straight, _ = _training_state(tmp_path / "straight")
-    resumed, _ = _training_state(tmp_path / "split")
-    for name, value in straight["training"]["model"].items():
-        torch.testing.assert_close(resumed["training"]["model"][name], value, rtol=0, atol=0)
+    straight = assert_resume_is_exact(pair_store, data, tmp_path)
     train(tiny_config(pair_store, tmp_path / "plain"))
     unaugmented, _ = _training_state(tmp_path / "plain")  # the perturbations did reach the training
-    assert any(not torch.equal(unaugmented["training"]["model"][k], v) for k, v in straight["training"]["model"].items())
+    assert any(not torch.equal(unaugmented["training"]["model"][k], v) for k, v in straight.items())
 
 
 def test_bad_augment_settings_are_errors(pair_store, tmp_path):
