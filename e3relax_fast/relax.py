@@ -203,12 +203,11 @@ class E3Relaxer:
                 from pymatgen.core import Element
 
                 symbols = ", ".join(Element.from_Z(z).symbol for z in unknown)
-                message = (f"structure {structure_id!r}: field 'species' holds {symbols}, not seen in training "
-                           "(on_unknown_element='warn' relaxes it anyway)")
+                found = f"structure {structure_id!r}: field 'species' holds {symbols}, not seen in training"
                 if self.on_unknown_element == "error":
-                    raise ValueError(message)
-                warnings.warn(message, stacklevel=3)
-                note = message.replace(" (on_unknown_element='warn' relaxes it anyway)", ": relaxed anyway")
+                    raise ValueError(found + " (on_unknown_element='warn' relaxes it anyway)")
+                warnings.warn(found + " (on_unknown_element='warn' relaxes it anyway)", stacklevel=3)
+                note = found + ": relaxed anyway"
         graph = None
         if self._builds_graphs():
             # The compiled neighbour kernel releases the GIL: worker threads build graphs while the
@@ -255,7 +254,7 @@ class E3Relaxer:
                               cell: np.ndarray) -> bool:
         """Refuse (input geometry back, with a warning) a prediction that is not finite or whose volume
         left ``[1/max_volume_factor, max_volume_factor]`` times the input's; True when refused."""
-        pos_in, _, cell_in, _ = prepared.arrays
+        cell_in = prepared.arrays[2]  # the reduced basis, as the prediction's cell
         if not (np.isfinite(pos).all() and np.isfinite(cell).all()):
             reason = "holds non-finite positions or cell entries"
         else:
@@ -265,7 +264,7 @@ class E3Relaxer:
             reason = (f"changes the cell volume by a factor of {ratio:.3g} (max_volume_factor="
                       f"{self.max_volume_factor:g})")
         result.confidence["shortest_distance_ratio"] = float("nan")
-        _return_input_geometry(result, prepared)
+        _return_input_geometry(result)
         result.warning = f"structure {result.id!r}: the prediction {reason}: returned the input geometry"
         return True
 
@@ -282,7 +281,7 @@ class E3Relaxer:
                           f"{ratio:.2f} of the input's shortest distance {before:.2f} Å (below "
                           f"overlap_ratio={self.overlap_ratio:g}): ")
         if self.on_overlap == "input":
-            _return_input_geometry(result, prepared)
+            _return_input_geometry(result)
             result.warning += "returned the input geometry (on_overlap='input')"
         else:
             result.warning += "kept (on_overlap='keep')"
@@ -459,11 +458,10 @@ def _finished(entry: Any) -> bool:
     return bool(result.error) or result.final_structure is not None
 
 
-def _return_input_geometry(result: RelaxResult, prepared: "_Prepared") -> None:
-    """A refused prediction: ``final_structure`` becomes the input's geometry (the prediction stays
-    ``trajectory[-1]``)."""
-    pos_in, _, cell_in, _ = prepared.arrays
-    result.final_structure = with_geometry(result.input, pos_in, prepared.to_input_basis @ cell_in)
+def _return_input_geometry(result: RelaxResult) -> None:
+    """A refused prediction: ``final_structure`` becomes a copy of the input, exactly (its cell in the
+    user's basis, not mapped back from the reduced one); the prediction stays ``trajectory[-1]``."""
+    result.final_structure = result.input.copy()
 
 
 @dataclass

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .ops import atom_structure_index
+
 
 def random_cell(rng: np.random.Generator, volume: float, skew: float = 0.3) -> np.ndarray:
     """A right-handed [3, 3] cell (rows are lattice vectors, Å) of the given volume.
@@ -85,10 +87,6 @@ def rotation_error(model, batch: Batch, rotation: np.ndarray) -> float:
     return _largest(pos_rot - pos_layers @ r.T, cell_rot - cell_layers @ r.T)
 
 
-def _structure_index(ptr: Tensor) -> Tensor:
-    return torch.repeat_interleave(torch.arange(ptr.numel() - 1), ptr[1:] - ptr[:-1])
-
-
 def translation_error(model, batch: Batch, shift: np.ndarray, affine: bool = True) -> float:
     """Translating every atom by ``shift`` [3] (Å) keeps every cell and moves every layer's atoms by
     the same fractional shift, ``shift L^-1 L_layer`` (affine position updates), or by ``shift``
@@ -98,7 +96,7 @@ def translation_error(model, batch: Batch, shift: np.ndarray, affine: bool = Tru
     pos_layers, cell_layers = _layers(model, batch)
     pos_moved, cell_moved = _layers(model, (pos + t, z, cell, pbc, ptr))
     if affine:
-        structure = _structure_index(ptr)
+        structure = atom_structure_index(ptr, len(z))
         fractional = torch.linalg.solve(cell[structure].transpose(1, 2), t.expand(len(z), 3).unsqueeze(2))
         expected = (cell_layers[:, structure].transpose(2, 3) @ fractional).squeeze(3)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import sys
@@ -98,11 +99,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def output_kind(output: str) -> str:
-    suffix = os.path.splitext(output.rstrip("/" + os.sep))[1].lower()
-    return {".extxyz": "extxyz", ".xyz": "extxyz", ".db": "db"}.get(suffix, "folder")
-
-
 #: Exit codes of ``e3relax predict`` (docs/cli.md); argparse's usage errors exit with 2.
 EXIT_OK, EXIT_SOME_FAILED, EXIT_NONE_SUCCEEDED = 0, 1, 3
 
@@ -119,6 +115,8 @@ def _injected_kill(step: str, count: int) -> None:
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
+    from ..io.structures import output_kind
+
     if args.model and args.untrained:
         raise ValueError("give -m/--model or --untrained, not both")
     if args.batch_size < 1 or args.max_atoms_per_batch < 1 or args.num_workers < 1 or args.max_edges_per_batch < 0:
@@ -243,6 +241,7 @@ def _output_structure(result, args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..io.outputs import OutputLock, report_path
+    from ..io.structures import output_kind
 
     _check_arguments(args)
     shard = parse_shard(args.shard)
@@ -253,9 +252,12 @@ def run(args: argparse.Namespace) -> int:
     relaxer = _build_relaxer(args)
     report = args.report or report_path(args.output, *shard)
     kind = output_kind(args.output)
-    with OutputLock(report) as report_lock, OutputLock(args.output if kind != "folder" else report + ".out"):
-        if report_lock.replaced_stale:
-            print(report_lock.replaced_stale, file=sys.stderr)
+    # shards share a folder output, so only its report is locked; a file output is locked too
+    output_lock = OutputLock(args.output) if kind != "folder" else contextlib.nullcontext()
+    with OutputLock(report) as report_lock, output_lock as file_lock:
+        for lock in (report_lock, file_lock):
+            if getattr(lock, "replaced_stale", ""):
+                print(lock.replaced_stale, file=sys.stderr)
         done, has_header = _prepare_output(args, report, kind)
         records = _select_records(args.input, shard, done)
         if done:

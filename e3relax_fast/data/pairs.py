@@ -36,6 +36,10 @@ Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 PEROV5_IDEAL_LATTICE_CONSTANT = 4.0
 
 
+#: ``PairRecord.kind`` (and the store's ``pairs.csv`` column) of a pair made by perturbation.
+PERTURBATION_KIND = "perturbation"
+
+
 @dataclass
 class PairRecord:
     """One training pair, or why it is missing.
@@ -51,7 +55,7 @@ class PairRecord:
     split: str = ""
     error: str = ""
     source: str = ""
-    kind: str = "pair"  # "perturbation": made from a relaxed structure by data/perturb.py
+    kind: str = "pair"  # PERTURBATION_KIND: made from a relaxed structure by data/perturb.py
 
     @property
     def ok(self) -> bool:

@@ -27,10 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .convert import reduce_basis, structure_arrays
-from .pairs import PairRecord, _reduced_formula
-
-#: ``PairRecord.kind`` (and the store's ``pairs.csv`` column) of a pair made by perturbation.
-PERTURBATION_KIND = "perturbation"
+from .pairs import PERTURBATION_KIND, PairRecord
 
 
 @dataclass(frozen=True)
@@ -135,5 +132,4 @@ def _perturbation_records(path: Path, how: PerturbConfig, seed: int, max_atoms: 
         except (ValueError, TypeError, np.linalg.LinAlgError) as err:
             yield PairRecord(structure_id, group=group, error=str(err), kind=PERTURBATION_KIND)
             continue
-        yield PairRecord(structure_id, (pos_u, z, cell_u, pbc), (pos, z, cell, pbc),
-                         group or _reduced_formula(z), kind=PERTURBATION_KIND)
+        yield PairRecord(structure_id, (pos_u, z, cell_u, pbc), (pos, z, cell, pbc), group, kind=PERTURBATION_KIND)

@@ -40,7 +40,7 @@ import torch
 
 from ..ops import check_batch, radius_graph
 from .convert import reduce_basis, unwrap_positions
-from .pairs import PairRecord
+from .pairs import PERTURBATION_KIND, PairRecord
 
 STORE_FORMAT = "e3relax-pair-store"
 STORE_VERSION = 1
@@ -143,7 +143,7 @@ def source_name(label: str, kind: str = "pair") -> str:
     ``perov5``, ``chgnet_pairs``), ``:perturbed`` added for perturbation pairs."""
     first = label.split(" ")[0].removeprefix("structures:") if label else ""
     name = Path(first).parent.name or first or "pairs"
-    return f"{name}:perturbed" if kind == "perturbation" else name
+    return f"{name}:perturbed" if kind == PERTURBATION_KIND else name
 
 
 def group_draw(group: str, seed: int) -> float:

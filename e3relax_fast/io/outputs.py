@@ -14,8 +14,7 @@ import os
 import socket
 from pathlib import Path
 
-#: Suffixes of single-file outputs; anything else is a folder of one file per structure.
-FILE_OUTPUTS = (".extxyz", ".xyz", ".db")
+from .structures import output_kind
 
 
 def report_path(output: str, shard_index: int = 0, shard_count: int = 1) -> str:
@@ -23,7 +22,7 @@ def report_path(output: str, shard_index: int = 0, shard_count: int = 1) -> str:
     ``runs/v1.2/out_report.csv``; shard ``i`` of ``n > 1`` -> ``..._shard<i>of<n>_report.csv``, so
     shards writing into one folder keep one report each."""
     path = Path(output.rstrip("/" + os.sep))
-    base = path.with_suffix("") if path.suffix.lower() in FILE_OUTPUTS else path
+    base = path if output_kind(output) == "folder" else path.with_suffix("")
     shard = f"_shard{shard_index}of{shard_count}" if shard_count > 1 else ""
     return str(base.with_name(base.name + shard + "_report.csv"))
 

@@ -162,6 +162,20 @@ def _db_keys(info: dict) -> dict:
     return keys
 
 
+def output_kind(output: str) -> str:
+    """What an output path names: ``"extxyz"`` (``.extxyz``/``.xyz``), ``"db"`` (``.db``) or
+    ``"folder"`` (a path ending with a separator or without extension); any other extension is a
+    ``ValueError``. The one place that decides it, for the writer, the report name and the CLI."""
+    if output.endswith(("/", os.sep)) or not Path(output).suffix:
+        return "folder"
+    suffix = Path(output).suffix.lower()
+    if suffix in (".extxyz", ".xyz"):
+        return "extxyz"
+    if suffix == ".db":
+        return "db"
+    raise ValueError(f"output {output!r}: unsupported extension {suffix!r} (use .extxyz, .xyz, .db or a folder)")
+
+
 FOLDER_FORMATS = {"cif": ("cif", ".cif"), "poscar": ("vasp", ".vasp")}
 
 
@@ -180,27 +194,20 @@ class StructureWriter:
         self._db = None
         if folder_format not in FOLDER_FORMATS:
             raise ValueError(f"folder format must be one of {sorted(FOLDER_FORMATS)}, got {folder_format!r}")
-        if output.endswith(os.sep) or not Path(output).suffix:
-            self.kind = "folder"
+        self.kind = output_kind(output)
+        if self.kind == "folder":
             self._format, self._suffix = FOLDER_FORMATS[folder_format]
             os.makedirs(output, exist_ok=True)
-            return
-        suffix = Path(output).suffix.lower()
-        if suffix in (".extxyz", ".xyz"):
-            self.kind = "extxyz"
+        elif self.kind == "extxyz":
             self._handle = open(output, "a" if append else "w")
-        elif suffix == ".db":
+        else:
             from ase.db import connect
 
-            self.kind = "db"
             if not append and os.path.exists(output):
                 os.remove(output)
             # no ASE lock file: a killed run would leave it and the next connect would wait forever;
             # e3relax predict holds its own lock (io/outputs.py, OutputLock) instead
             self._db = connect(output, use_lock_file=False)
-        else:
-            raise ValueError(f"output {output!r}: unsupported extension {suffix!r} "
-                             "(use .extxyz, .xyz, .db or a folder)")
 
     def write(self, structure_id: str, atoms: Any) -> None:
         from ase.io import write

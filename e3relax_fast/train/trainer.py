@@ -31,6 +31,7 @@ from ..data.perturb import PERTURBATION_KIND, PerturbConfig
 from ..data.store import PairStore, source_name
 from ..model import E3Relax
 from ..model.checkpoint import model_config_of, read_checkpoint, save_checkpoint
+from ..ops import atom_structure_index
 from .augment import BatchAugmenter
 from .batching import BatchOrder, PairBatch, StoreBatches, collate, pack_batches
 from .config import TrainConfig
@@ -274,7 +275,7 @@ class Trainer:
                 continue
             b = collate(self.store, share).to(self.device, self.dtype)
             pos_layers, cell_layers = model(b.pos, b.z, b.cell, b.pbc, b.ptr, b.edge_index, b.shifts)
-            structure = torch.repeat_interleave(torch.arange(b.num_structures), torch.diff(b.ptr).cpu())
+            structure = atom_structure_index(b.ptr.cpu(), b.pos.shape[0])
             rows = torch.tensor([names.index(self.val_source[int(i)]) for i in share])
             per_structure = torch.zeros(b.num_structures, 5, dtype=torch.float64)
             per_structure[:, 4] = 9.0
