@@ -113,7 +113,7 @@ def research_way(model: E3Relax, crystals: list) -> float:
     from pymatgen.core import Lattice, Structure
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    model.set_backend("torch")
+    model.choose_ops("torch")
     start = time.perf_counter()
     for atoms in crystals:
         structure = AseAtomsAdaptor.get_structure(atoms)
@@ -127,7 +127,7 @@ def research_way(model: E3Relax, crystals: list) -> float:
         Structure(Lattice(cell_layers[-1, 0].double().numpy()), structure.species,
                   pos_layers[-1].double().numpy(), coords_are_cartesian=True)
     elapsed = time.perf_counter() - start
-    model.set_backend("auto")
+    model.choose_ops("auto")
     return len(crystals) / elapsed
 
 

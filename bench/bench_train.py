@@ -28,7 +28,7 @@ from common import environment, peak_rss_bytes, write_json_lines  # noqa: E402
 
 from e3relax_fast.data.pairs import read_pairs  # noqa: E402
 from e3relax_fast.data.store import write_store  # noqa: E402
-from e3relax_fast.ops import _backend  # noqa: E402
+from e3relax_fast.ops import backend_report  # noqa: E402
 from e3relax_fast.train import TrainConfig, Trainer, collate  # noqa: E402
 
 DATA = os.path.join(HERE, "..", "tests", "data")
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
         for preset in presets:
             reference_rate = None
             for backend in args.backend:
-                availability = next(a for a in _backend.report()["vector_message"] if a.backend == backend)
+                availability = next(a for a in backend_report()["vector_message"] if a.backend == backend)
                 if not availability.available:
                     print(f"{preset}/{backend}: skipped (vector_message: {availability.reason})")
                     continue

@@ -86,8 +86,10 @@ class DeployedE3Relax(nn.Module):
         return self.model(pos, z, cell, pbc, ptr, None, None)
 
 
-def _deployable(model_or_path: E3Relax | str | Path | None, ops: str, dtype: torch.dtype, eager_ops: bool,
-                all_layers: bool = False) -> tuple[DeployedE3Relax, dict]:
+def _deployable(model_or_path: E3Relax | str | Path | None, ops: str, dtype: torch.dtype,
+                all_layers: bool = False, device: str = "cpu") -> tuple[DeployedE3Relax, dict]:
+    """The model wrapped for deployment, its ops chosen for ``device``: ``ops="compiled"`` holds the op
+    library's kernels where they exist (the references elsewhere), ``"reference"`` the references only."""
     from .model.checkpoint import load_model
     from .model.pretrained import resolve_model_path
     from .ops import library_status
@@ -102,7 +104,9 @@ def _deployable(model_or_path: E3Relax | str | Path | None, ops: str, dtype: tor
         model, checkpoint_metadata = copy.deepcopy(model_or_path), {"model_config": model_or_path.config.to_dict()}
     else:
         model, checkpoint_metadata = load_model(resolve_model_path(model_or_path))
-    model = model.to(dtype).eval().hold_ops(compiled=ops == "compiled", eager=eager_ops)
+    kind = torch.device(device).type
+    backend = ("cuda" if kind == "cuda" else "cpp") if ops == "compiled" else "torch"
+    model = model.to(device=device, dtype=dtype).eval().choose_ops(backend, device)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     metadata = {
@@ -129,7 +133,7 @@ def export_torchscript(model_or_path: E3Relax | str | Path | None, path: str | P
                        dtype: torch.dtype = torch.float32) -> dict:
     """Script the model (a module, a checkpoint path, a shipped model's name; ``None`` = the shipped
     default) into ``path``; returns the metadata written beside it."""
-    deployed, metadata = _deployable(model_or_path, ops, dtype, eager_ops=False)
+    deployed, metadata = _deployable(model_or_path, ops, dtype)
     with torchscript_deprecation_silenced():
         scripted = torch.jit.script(deployed)
         torch.jit.save(scripted, str(path), _extra_files={METADATA_FILE: json.dumps(metadata, sort_keys=True)})
@@ -181,7 +185,7 @@ def export_aoti(model_or_path: E3Relax | str | Path | None, path: str | Path, de
     """``torch.export`` + AOTInductor package (``.pt2``) of the compiled-ops model, dynamic in the
     numbers of atoms, structures and edges; runs on ``device``; returns all layers like
     ``forward_layers``. Returns the metadata stored in it."""
-    deployed, metadata = _deployable(model_or_path, "compiled", dtype, eager_ops=True, all_layers=True)
+    deployed, metadata = _deployable(model_or_path, "compiled", dtype, all_layers=True, device=device)
     metadata["format"] = "e3relax-deployed-aoti"
     metadata["device"] = str(device)
     deployed = deployed.to(device)

@@ -11,7 +11,7 @@ BENCH = os.path.join(os.path.dirname(__file__), "..", "bench")
 
 
 @pytest.mark.parametrize("script", ["bench_radius_graph.py", "bench_predict.py", "bench_train.py",
-                                    "bench_message_passing.py", "bench_export.py",
+                                    "bench_vector_message.py", "bench_export.py",
                                     "bench_screening.py", "bench_radial_filter.py"])
 def test_bench_smoke(script, tmp_path):
     out = tmp_path / "results.jsonl"

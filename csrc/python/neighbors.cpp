@@ -61,7 +61,7 @@ class ThreadCap {
 };
 
 py::tuple neighbors(const DoubleArray& positions, const DoubleArray& cell, const BoolArray& pbc, double cutoff,
-                    int64_t max_neighbors, const std::string& self_images, int threads) {
+                    int64_t max_neighbors, int64_t self_image_mode, int threads) {
   if (positions.ndim() != 2 || positions.shape(1) != 3) {
     throw py::value_error("neighbors: field 'positions' must have shape (n, 3)");
   }
@@ -69,9 +69,6 @@ py::tuple neighbors(const DoubleArray& positions, const DoubleArray& cell, const
     throw py::value_error("neighbors: field 'cell' must have shape (3, 3) (lattice vectors as rows)");
   }
   if (pbc.ndim() != 1 || pbc.shape(0) != 3) throw py::value_error("neighbors: field 'pbc' must have 3 entries");
-  if (self_images != "all" && self_images != "paper") {
-    throw py::value_error("neighbors: self_images must be 'all' or 'paper', got '" + self_images + "'");
-  }
   const int64_t n = positions.shape(0);
   // from_blob views of the caller's buffers: no copy, and the arrays outlive the call.
   auto pos = at::from_blob(const_cast<double*>(positions.data()), {n, 3}, at::kDouble);
@@ -87,7 +84,7 @@ py::tuple neighbors(const DoubleArray& positions, const DoubleArray& cell, const
                              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
                              int64_t, int64_t)>();
     auto ptr = at::tensor({int64_t(0), n}, at::kLong);
-    auto result = op.call(pos, lattice, periodic, ptr, cutoff, max_neighbors, self_images == "paper" ? 1 : 0);
+    auto result = op.call(pos, lattice, periodic, ptr, cutoff, max_neighbors, self_image_mode);
     edge_index = std::get<0>(result);
     shifts = std::get<1>(result);
     // the distances as the model sees them: |pos[j] + shift @ cell - pos[i]|
@@ -104,5 +101,5 @@ py::tuple neighbors(const DoubleArray& positions, const DoubleArray& cell, const
 PYBIND11_MODULE(_neighbors, m) {
   m.doc() = "Periodic radius graph on numpy arrays (the GIL is released while it runs).";
   m.def("neighbors", &neighbors, py::arg("positions"), py::arg("cell"), py::arg("pbc"), py::arg("cutoff"),
-        py::arg("max_neighbors") = 0, py::arg("self_images") = "all", py::arg("threads") = 0);
+        py::arg("max_neighbors") = 0, py::arg("self_image_mode") = 0, py::arg("threads") = 0);
 }

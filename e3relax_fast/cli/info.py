@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     print("numpy binding (e3relax_fast.neighbors): " + ("compiled, GIL released" if _binding() is not None
                                                         else "not built: the PyTorch reference answers"))
-    print("backends (auto picks the first available of cpp/torch on CPU, cuda/triton/torch on CUDA):")
+    order = "; ".join(f"{'/'.join(names)} on {kind}" for kind, names in ops.registry.PREFERENCE.items())
+    print(f"backends (e3relax_fast/ops/registry.py; auto takes the first available of {order}):")
     for op_name, entries in ops.backend_report().items():
         print(f"  {op_name}")
         for entry in entries:

@@ -77,10 +77,12 @@ def model_config_of(metadata: dict) -> E3RelaxConfig:
         raise ValueError(f"checkpoint metadata: field 'model_config' is malformed: {err}") from None
 
 
-def load_model(path: str | Path, backend: str = "auto") -> tuple[E3Relax, dict]:
-    """The model of a checkpoint (its prediction weights) in eval mode, and its metadata."""
+def load_model(path: str | Path, backend: str = "auto", device: str | torch.device | None = None
+               ) -> tuple[E3Relax, dict]:
+    """The model of a checkpoint (its prediction weights) in eval mode, with its ops chosen for
+    ``backend`` on ``device`` (its weights stay on the CPU until moved), and its metadata."""
     payload, metadata = read_checkpoint(path)
-    model = E3Relax(model_config_of(metadata), backend=backend)
+    model = E3Relax(model_config_of(metadata), backend=backend, device=device)
     model.load_state_dict(payload["model"])
     return model.eval(), metadata
 

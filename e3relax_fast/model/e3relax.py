@@ -14,19 +14,47 @@ lattice-node geometry from the lattice vectors alone. The element table is index
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..nn import (AtomMessageBlock, AtomUpdateBlock, GaussianRBF, LatticeNodeBlock, PositionUpdateBlock, StrainBlock,
                   safe_norm)
-from ..nn.blocks import EDGES_PER_CHUNK, edges_per_structure
+from ..nn.blocks import edges_per_structure
 from ..nn.layers import MLP, ReducedPrecisionLinear, ReducedPrecisionMLP
-from ..ops import MessageGraph, atom_structure_index, check_batch, edge_vectors, message_graph, radius_graph
-from ..ops.scripted import (CompiledMessageGraph, CompiledRadialFilter, CompiledRadiusGraph, CompiledVectorMessage,
-                            NoMessageGraph, ReferenceRadialFilter, ReferenceRadiusGraph, ReferenceVectorMessage)
+from ..ops import (MessageGraph, atom_structure_index, check_batch, check_pair_budget, edge_vectors, message_graph,
+                   message_graph_unchecked, registry)
 from .config import E3RelaxConfig
+
+
+class LayerState(NamedTuple):
+    """What one layer updates: positions [N, 3] and cells [B, 3, 3] (Å, lattice vectors as rows), atom
+    features ``h [N, F]``, ``vec [N, 3, F]`` and lattice-node features ``g [B, 3, F]``,
+    ``lattice_vec [B, 3, 3, F]``."""
+
+    pos: Tensor
+    cell: Tensor
+    h: Tensor
+    vec: Tensor
+    g: Tensor
+    lattice_vec: Tensor
+
+
+class Topology(NamedTuple):
+    """What every layer shares, found once per batch on the input structure: the edges (``edge_index
+    [2, E]``: source j, target i; integer ``shifts [E, 3]``), the structure of each atom [N] and edge [E],
+    ``inv_sizes [B]`` (1 / atoms per structure), the message graph (CSR form of the edges, for compiled
+    message kernels; None otherwise) and ``edge_counts [B]`` (edges per structure, at least 1; strain head
+    only)."""
+
+    edge_index: Tensor
+    shifts: Tensor
+    edge_structure: Tensor
+    structure: Tensor
+    inv_sizes: Tensor
+    message_graph: Optional[MessageGraph]
+    edge_counts: Optional[Tensor]
 
 
 def _structure_mean(values: Tensor, structure: Tensor, inv_sizes: Tensor) -> Tensor:
@@ -37,44 +65,57 @@ def _structure_mean(values: Tensor, structure: Tensor, inv_sizes: Tensor) -> Ten
 
 
 class E3RelaxLayer(nn.Module):
-    """One layer: its own weights for the atom blocks and three lattice-node blocks."""
+    """One layer: its own weights for the atom blocks and three lattice-node blocks.
+    ``forward(state: LayerState, topology: Topology) -> LayerState``."""
 
-    def __init__(self, config: E3RelaxConfig, backend: str = "auto"):
+    def __init__(self, config: E3RelaxConfig, backend: str = "auto", device: Optional[torch.device] = None):
         super().__init__()
         f = config.hidden_channels
         self.paper_coupling = config.lattice_coupling == "paper"
         self.affine_positions = config.position_update == "affine"
         self.rbf = GaussianRBF(config.num_rbf, config.rbf_cutoff, config.envelope_exponent)  # no weights
         self.lattice_nodes = nn.ModuleList([LatticeNodeBlock(f, config.num_rbf) for _ in range(3)])
-        self.message = AtomMessageBlock(f, config.num_rbf, backend, config.rbf_cutoff, config.envelope_exponent)
+        self.message = AtomMessageBlock(f, config.num_rbf, config.rbf_cutoff, config.envelope_exponent, backend,
+                                        device)
         self.update = AtomUpdateBlock(f)
         self.position = PositionUpdateBlock(f)
         self.strain: Optional[StrainBlock] = StrainBlock(f, config.graph_cutoff) if config.strain_head else None
 
-    def forward(
-        self,
-        pos: Tensor,
-        cell: Tensor,
-        h: Tensor,
-        vec: Tensor,
-        g: Tensor,
-        lattice_vec: Tensor,
-        edge_index: Tensor,
-        shifts: Tensor,
-        edge_structure: Tensor,
-        structure: Tensor,
-        inv_sizes: Tensor,
-        csr: Optional[MessageGraph] = None,
-        edge_counts: Optional[Tensor] = None,
-    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def forward(self, state: LayerState, topology: Topology) -> LayerState:
+        pos, cell, h, vec, g, lattice_vec = state
         # Step 0: geometry from the current structure on the fixed graph.
-        r = edge_vectors(pos, cell, edge_index, shifts, edge_structure)  # [E, 3]
+        r = edge_vectors(pos, cell, topology.edge_index, topology.shifts, topology.edge_structure)  # [E, 3]
         distance = safe_norm(r)
         edge_unit = -r / distance.unsqueeze(1)  # from the neighbour's image towards the target
-        atom_cell = cell.index_select(0, structure)  # [N, 3, 3]
+        # Step 1: lattice -> atom, k = 1, 2, 3 in turn.
+        h, vec = self._lattice_to_atoms(pos, cell, h, vec, g, lattice_vec, topology.structure)
+        # Steps 2-4: atom-atom messages, gated self-update, position update.
+        h, vec = self.message(h, vec, distance, edge_unit, topology.edge_index, topology.message_graph)
+        h, vec = self.update(h, vec)
+        pos = pos + self.position(h, vec)
+        # Steps 5-6: atom -> lattice and the lattice update (increment k added to row k).
+        g, lattice_vec, new_cell = self._atoms_to_lattice(cell, h, vec, g, lattice_vec, topology)
+        strain = self.strain
+        edge_counts = topology.edge_counts
+        if strain is not None:
+            assert edge_counts is not None, "E3Relax.forward counts edges for layers with a strain head"
+            eps = strain(h, distance, edge_unit, topology.edge_index, topology.edge_structure, edge_counts)
+            new_cell = new_cell + torch.bmm(new_cell, eps)  # L' (I + eps): rows strained alike
+        if self.affine_positions:
+            # Atoms ride along with the cell change at fixed fractional coordinates: x <- x L^-1 L'.
+            # A homogeneous strain moves every atom by an amount proportional to its position, which
+            # displacements from translation-invariant features cannot express; and an atom moved by
+            # a lattice vector n L at the input comes out moved by n L' (the same periodic image).
+            deformation = torch.linalg.solve(cell, new_cell)  # [B, 3, 3], L F = L'
+            pos = torch.bmm(pos.unsqueeze(1), deformation.index_select(0, topology.structure)).squeeze(1)
+        return LayerState(pos, new_cell, h, vec, g, lattice_vec)
+
+    def _lattice_to_atoms(self, pos: Tensor, cell: Tensor, h: Tensor, vec: Tensor, g: Tensor, lattice_vec: Tensor,
+                          structure: Tensor) -> Tuple[Tensor, Tensor]:
+        """Step 1: each lattice node k messages every atom of its structure; returns the new h, vec."""
         if self.paper_coupling:
             # q_ik = l_k - x_i: lattice node k sits at the point l_k (depends on absolute positions).
-            q = atom_cell - pos.unsqueeze(1)
+            q = cell.index_select(0, structure) - pos.unsqueeze(1)
             q_length = safe_norm(q)  # [N, 3]
             lattice_dir = -q / q_length.unsqueeze(2)
             lattice_rbf = self.rbf(q_length)  # [N, 3, R]
@@ -83,8 +124,6 @@ class E3RelaxLayer(nn.Module):
             lengths = safe_norm(cell)  # [B, 3]
             lattice_dir = (cell / lengths.unsqueeze(2)).index_select(0, structure)
             lattice_rbf = self.rbf(lengths)  # [B, 3, R]
-
-        # Step 1: lattice -> atom, k = 1, 2, 3 in turn.
         g_atoms = g.index_select(0, structure)  # [N, 3, F]
         lattice_vec_atoms = lattice_vec.index_select(0, structure)  # [N, 3, 3, F]
         for k, node in enumerate(self.lattice_nodes):
@@ -92,15 +131,14 @@ class E3RelaxLayer(nn.Module):
             if not self.paper_coupling:
                 weights = weights.index_select(0, structure)
             h, vec = node.to_atoms(h, vec, lattice_dir[:, k], weights, g_atoms[:, k], lattice_vec_atoms[:, k])
+        return h, vec
 
-        # Steps 2-4: atom-atom messages, gated self-update, position update.
-        h, vec = self.message(h, vec, distance, edge_unit, edge_index, csr)  # radial basis fused in
-        h, vec = self.update(h, vec)
-        pos = pos + self.position(h, vec)
-
-        # Steps 5-6: atom -> lattice and the lattice update (increment k added to row k).
-        mean_h = _structure_mean(h, structure, inv_sizes)
-        mean_vec = _structure_mean(vec, structure, inv_sizes)
+    def _atoms_to_lattice(self, cell: Tensor, h: Tensor, vec: Tensor, g: Tensor, lattice_vec: Tensor,
+                          topology: Topology) -> Tuple[Tensor, Tensor, Tensor]:
+        """Steps 5-6: the lattice nodes read the atom means and move the cell; returns the new g,
+        lattice_vec and cell (before the strain head)."""
+        mean_h = _structure_mean(h, topology.structure, topology.inv_sizes)
+        mean_vec = _structure_mean(vec, topology.structure, topology.inv_sizes)
         new_g: List[Tensor] = []
         new_lattice_vec: List[Tensor] = []
         increments: List[Tensor] = []
@@ -109,21 +147,7 @@ class E3RelaxLayer(nn.Module):
             new_g.append(g_k)
             new_lattice_vec.append(lattice_vec_k)
             increments.append(increment)
-        new_cell = cell + torch.stack(increments, dim=1)
-        strain = self.strain
-        if strain is not None:
-            assert edge_counts is not None, "E3Relax.forward passes the edge counts to layers with a strain head"
-            eps = strain(h, distance, edge_unit, edge_index, edge_structure, edge_counts)
-            new_cell = new_cell + torch.bmm(new_cell, eps)  # L' (I + eps): rows strained alike
-        if self.affine_positions:
-            # Atoms ride along with the cell change at fixed fractional coordinates: x <- x L^-1 L'.
-            # A homogeneous strain moves every atom by an amount proportional to its position, which
-            # displacements from translation-invariant features cannot express; and an atom moved by
-            # a lattice vector n L at the input comes out moved by n L' (the same periodic image).
-            deformation = torch.linalg.solve(cell, new_cell)  # [B, 3, 3], L F = L'
-            pos = torch.bmm(pos.unsqueeze(1), deformation.index_select(0, structure)).squeeze(1)
-        cell = new_cell
-        return pos, cell, h, vec, torch.stack(new_g, dim=1), torch.stack(new_lattice_vec, dim=1)
+        return torch.stack(new_g, dim=1), torch.stack(new_lattice_vec, dim=1), cell + torch.stack(increments, dim=1)
 
 
 class E3Relax(nn.Module):
@@ -131,14 +155,20 @@ class E3Relax(nn.Module):
 
     Args:
         config: hyperparameters (default: the paper's).
-        backend: backend of the fast ops (``"auto"``, ``"torch"``, ``"cpp"``, ``"cuda"``, ``"triton"``).
+        backend: which implementation of the fast ops to hold (``"auto"``, ``"torch"``, ``"cpp"``,
+            ``"cuda"``, ``"triton"``; ``e3relax_fast/ops/registry.py``), chosen once, here.
+        device: the device type the ops are chosen for (default: the CPU); :meth:`choose_ops` chooses
+            again after a move to another device type.
 
     ``forward(pos [N,3], z [N], cell [B,3,3], pbc [B,3], ptr [B+1], edge_index=None, shifts=None)``
     returns ``pos_layers [L, N, 3]`` and ``cell_layers [L, B, 3, 3]`` (Å), one entry per layer; the
-    last is the prediction. Without ``edge_index``/``shifts`` the graph is built from the input.
+    last is the prediction. Without ``edge_index``/``shifts`` the graph is built from the input. The
+    same modules run in eager mode, under TorchScript and under torch.export; inputs are checked in
+    eager mode only (the deployed wrapper in ``e3relax_fast/export.py`` checks its own).
     """
 
-    def __init__(self, config: Optional[E3RelaxConfig] = None, backend: str = "auto"):
+    def __init__(self, config: Optional[E3RelaxConfig] = None, backend: str = "auto",
+                 device: Optional[torch.device | str] = None):
         super().__init__()
         config = config if config is not None else E3RelaxConfig()
         self.config = config
@@ -147,37 +177,25 @@ class E3Relax(nn.Module):
         self.self_images = str(config.self_images)
         self.num_elements = int(config.num_elements)
         self.strain_head = bool(config.strain_head)
-        self.backend = backend
         f = config.hidden_channels
         self.element_embedding = nn.Embedding(config.num_elements, f)
         nn.init.uniform_(self.element_embedding.weight, -math.sqrt(3.0), math.sqrt(3.0))
         self.lattice_embedding = nn.Parameter(torch.randn(3, f))  # g_k at the input, one per lattice node
-        self.layers = nn.ModuleList([E3RelaxLayer(config, backend) for _ in range(config.num_layers)])
-        # The ops run under TorchScript, and in eager mode once hold_ops() was called (torch.export):
-        # modules without weights, so that an exported model holds exactly the code it calls.
-        self.graph_op: nn.Module = ReferenceRadiusGraph(self.graph_cutoff, self.max_neighbors, self.self_images)
-        self.message_graph_op: nn.Module = NoMessageGraph()
-        self.held_ops = False
+        self.layers = nn.ModuleList([E3RelaxLayer(config, backend, device) for _ in range(config.num_layers)])
+        self.choose_ops(backend, device)
 
-    def hold_ops(self, compiled: bool, eager: bool = False) -> "E3Relax":
-        """Fix the ops the model runs when scripted (and, with ``eager=True``, in eager mode too, with
-        no Python-side input checks: for ``torch.export``). ``compiled=True``: the registered
-        ``torch.ops.e3relax`` kernels (the op library must be loaded wherever the model runs);
-        ``False``: the pure-PyTorch references (plain torch suffices)."""
-        if compiled:
-            self.graph_op = CompiledRadiusGraph(self.graph_cutoff, self.max_neighbors, self.self_images)
-            self.message_graph_op = CompiledMessageGraph()
-        else:
-            self.graph_op = ReferenceRadiusGraph(self.graph_cutoff, self.max_neighbors, self.self_images)
-            self.message_graph_op = NoMessageGraph()
-        self.held_ops = eager
-        filter_op = CompiledRadialFilter if compiled else ReferenceRadialFilter
+    def choose_ops(self, backend: str = "auto", device: Optional[torch.device | str] = None) -> "E3Relax":
+        """Hold the op modules ``e3relax_fast/ops/registry.py`` picks for ``backend`` on ``device`` (the
+        radius graph here, the message ops in every layer's :class:`AtomMessageBlock`). Op modules hold
+        no weights, so the state dict is unchanged. Raises ``RuntimeError`` with the reason when an
+        explicit backend cannot run there."""
+        self.backend = backend
+        self.ops_device = torch.device(device if device is not None else "cpu").type
+        self.graph_op = registry.build("radius_graph", backend, device, cutoff=self.graph_cutoff,
+                                       max_neighbors=self.max_neighbors, self_images=self.self_images)
         for layer in self.layers:
-            layer.message.aggregation_op = CompiledVectorMessage() if compiled else ReferenceVectorMessage()
-            layer.message.filter_op = filter_op(layer.message.rbf_cutoff, layer.message.envelope_exponent)
-            layer.message.held_ops = eager
-            if layer.strain is not None:
-                layer.strain.edges_per_chunk = 0 if eager else EDGES_PER_CHUNK
+            layer.message.choose_ops(backend, device)
+        self.needs_message_graph = any(bool(layer.message.needs_message_graph) for layer in self.layers)
         return self
 
     def reduce_matmul_precision(self, dtype: torch.dtype = torch.bfloat16) -> "E3Relax":
@@ -205,15 +223,21 @@ class E3Relax(nn.Module):
                     setattr(module, name, ReducedPrecisionLinear(child, dtype))
         return self
 
-    def set_backend(self, backend: str) -> "E3Relax":
-        self.backend = backend
-        for layer in self.layers:
-            layer.message.backend = backend
-        return self
-
     @torch.jit.unused
-    def _check(self, pos: Tensor, z: Tensor, cell: Tensor, pbc: Tensor, ptr: Tensor) -> None:
+    def _check(self, pos: Tensor, z: Tensor, cell: Tensor, pbc: Tensor, ptr: Tensor,
+               edge_index: Optional[Tensor]) -> None:
+        """Eager inputs: ``ValueError`` naming the structure and field. Skipped while torch.export or
+        torch.compile traces (the checks read data)."""
+        if torch.compiler.is_compiling():
+            return
+        if pos.device.type != self.ops_device:
+            raise RuntimeError(f"the model's ops were chosen for {self.ops_device}, the inputs are on "
+                               f"{pos.device.type}: call model.choose_ops(backend, device) after moving it")
         check_batch(pos, cell, pbc, ptr, z, num_elements=self.num_elements)
+        if edge_index is None:
+            check_pair_budget(pos, cell, pbc, ptr, self.graph_cutoff)
+        elif self.needs_message_graph:
+            message_graph(edge_index, pos.shape[0])  # raises unless sorted by target, as the kernels need
 
     def forward(
         self,
@@ -226,46 +250,42 @@ class E3Relax(nn.Module):
         shifts: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor]:
         if not torch.jit.is_scripting():
-            if not self.held_ops:
-                self._check(pos, z, cell, pbc, ptr)
-        held = torch.jit.is_scripting() or self.held_ops
+            self._check(pos, z, cell, pbc, ptr, edge_index)
         if edge_index is None or shifts is None:
             with torch.no_grad():
-                if held:
-                    edge_index, shifts = self.graph_op(pos.detach(), cell.detach(), pbc, ptr)
-                else:
-                    # Triton serves message passing only; the graph then comes from the fastest compiled op
-                    graph_backend = "auto" if self.backend == "triton" else self.backend
-                    edge_index, shifts, _ = radius_graph(pos.detach(), cell.detach(), pbc, ptr, self.graph_cutoff,
-                                                         self.max_neighbors, self.self_images, graph_backend)
-        num_atoms = pos.shape[0]
-        structure = atom_structure_index(ptr, num_atoms)
-        edge_structure = structure.index_select(0, edge_index[1])
-        sizes = (ptr[1:] - ptr[:-1]).clamp(min=1)
-        inv_sizes = 1.0 / sizes.to(pos.dtype)
-        num_structures = cell.shape[0]
-        h = self.element_embedding(z - 1)
-        channels = h.shape[1]
-        vec = torch.zeros((num_atoms, 3, channels), dtype=pos.dtype, device=pos.device)
-        g = self.lattice_embedding.to(pos.dtype).unsqueeze(0).expand(num_structures, 3, channels)
-        lattice_vec = torch.zeros((num_structures, 3, 3, channels), dtype=pos.dtype, device=pos.device)
-        csr: Optional[MessageGraph] = None
-        if held:
-            csr = self.message_graph_op(edge_index, num_atoms)
-        elif not torch.jit.is_scripting() and self.backend != "torch":
-            csr = message_graph(edge_index, num_atoms)  # once per batch, for every layer's fused kernel
-        # the graph is fixed: the strain heads' edge counts are the same in every layer
-        edge_counts: Optional[Tensor] = None
-        if self.strain_head:
-            edge_counts = edges_per_structure(edge_structure, num_structures, pos.dtype)
+                edge_index, shifts, _ = self.graph_op(pos.detach(), cell.detach(), pbc, ptr)
+        topology = self._topology(pos, cell, ptr, edge_index, shifts)
+        state = self._initial_state(pos, z, cell)
         pos_layers: List[Tensor] = []
         cell_layers: List[Tensor] = []
         for layer in self.layers:
-            pos, cell, h, vec, g, lattice_vec = layer(pos, cell, h, vec, g, lattice_vec, edge_index, shifts,
-                                                      edge_structure, structure, inv_sizes, csr, edge_counts)
-            pos_layers.append(pos)
-            cell_layers.append(cell)
+            state = layer(state, topology)
+            pos_layers.append(state.pos)
+            cell_layers.append(state.cell)
         return torch.stack(pos_layers), torch.stack(cell_layers)
+
+    def _topology(self, pos: Tensor, cell: Tensor, ptr: Tensor, edge_index: Tensor, shifts: Tensor) -> Topology:
+        """What the layers share (:class:`Topology`), found once for the batch."""
+        num_atoms = pos.shape[0]
+        structure = atom_structure_index(ptr, num_atoms)
+        edge_structure = structure.index_select(0, edge_index[1])
+        inv_sizes = 1.0 / (ptr[1:] - ptr[:-1]).clamp(min=1).to(pos.dtype)
+        graph: Optional[MessageGraph] = None
+        if self.needs_message_graph:
+            graph = message_graph_unchecked(edge_index, num_atoms)  # sorted: checked above or built so
+        edge_counts: Optional[Tensor] = None
+        if self.strain_head:  # the graph is fixed: the strain heads' edge counts are the same in every layer
+            edge_counts = edges_per_structure(edge_structure, cell.shape[0], pos.dtype)
+        return Topology(edge_index, shifts, edge_structure, structure, inv_sizes, graph, edge_counts)
+
+    def _initial_state(self, pos: Tensor, z: Tensor, cell: Tensor) -> LayerState:
+        """Element embeddings, the learned lattice-node scalars, zero vector features."""
+        h = self.element_embedding(z - 1)
+        num_structures, channels = cell.shape[0], h.shape[1]
+        vec = torch.zeros((pos.shape[0], 3, channels), dtype=pos.dtype, device=pos.device)
+        g = self.lattice_embedding.to(pos.dtype).unsqueeze(0).expand(num_structures, 3, channels)
+        lattice_vec = torch.zeros((num_structures, 3, 3, channels), dtype=pos.dtype, device=pos.device)
+        return LayerState(pos, cell, h, vec, g, lattice_vec)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

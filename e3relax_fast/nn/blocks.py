@@ -13,9 +13,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..ops import MessageGraph, radial_filter, radial_vector_message, vector_message
-from ..ops import _backend
-from ..ops.scripted import ReferenceRadialFilter, ReferenceVectorMessage
+from ..ops import MessageGraph, registry
 from .layers import MLP, ScaledSiLU, channel_norm, linear
 
 
@@ -72,51 +70,49 @@ class LatticeNodeBlock(nn.Module):
         return g, lattice_vec, increment
 
 
-def _fused_message_ready(backend: str, device: torch.device) -> bool:
-    """Whether the filter-fused message kernel (``ops.radial_vector_message``) serves this backend request
-    on this device; it has a CPU kernel only, and no backward."""
-    if backend not in ("auto", "cpp") or device.type != "cpu":
-        return False
-    return _backend.select("radial_vector_message", device, backend)[0] == "cpp"
-
-
 class AtomMessageBlock(nn.Module):
     """Step 2: sum of scalar and vector messages over incoming edges: the edge filter on the radial
-    basis (``ops.radial_filter``) and the aggregation (``ops.vector_message``); without autograd on the
-    CPU, the two in one kernel that never stores the filter (``ops.radial_vector_message``).
+    basis (op ``radial_filter``) and the aggregation (op ``vector_message``); without autograd, where
+    the aggregation runs a compiled kernel, the two in one kernel that never stores the filter (op
+    ``radial_vector_message``). The op modules come from ``e3relax_fast/ops/registry.py`` when the block
+    is built (:meth:`choose_ops`) and run as they are in eager mode, under TorchScript and torch.export.
 
-    ``forward(h [N,F], vec [N,3,F], distance [E] (Å), edge_unit [E,3], edge_index [2,E], csr)``.
+    ``forward(h [N,F], vec [N,3,F], distance [E] (Å), edge_unit [E,3], edge_index [2,E], message_graph)``.
     """
 
-    def __init__(self, channels: int, num_rbf: int, backend: str = "auto", rbf_cutoff: float = 30.0,
-                 envelope_exponent: int = 5):
+    def __init__(self, channels: int, num_rbf: int, rbf_cutoff: float = 30.0, envelope_exponent: int = 5,
+                 backend: str = "auto", device: Optional[torch.device] = None):
         super().__init__()
         self.channels = channels
-        self.backend = backend
         self.rbf_cutoff = float(rbf_cutoff)
         self.envelope_exponent = int(envelope_exponent)
         self.node_mlp = MLP(channels, channels // 2, 3 * channels)  # MLP_m
         self.edge_filter = linear(num_rbf, 3 * channels)  # C (with bias c), applied to the radial basis
-        # Used instead of the backend string under TorchScript and when held_ops is set (export):
-        # E3Relax.hold_ops swaps in the compiled ops. No weights.
-        self.filter_op: nn.Module = ReferenceRadialFilter(rbf_cutoff, envelope_exponent)
-        self.aggregation_op: nn.Module = ReferenceVectorMessage()
-        self.held_ops = False
+        self.choose_ops(backend, device)
 
-    def forward(self, h: Tensor, vec: Tensor, distance: Tensor, edge_unit: Tensor,
-                edge_index: Tensor, csr: Optional[MessageGraph] = None) -> Tuple[Tensor, Tensor]:
+    def choose_ops(self, backend: str, device: Optional[torch.device]) -> None:
+        """Hold the op modules the registry picks for ``backend`` on ``device`` (no weights: the state
+        dict is unchanged). The fused kernel is held only beside a compiled aggregation of the same
+        backend, so a request for one backend never runs another's message kernel."""
+        basis = {"cutoff": self.rbf_cutoff, "envelope_exponent": self.envelope_exponent}
+        aggregation = registry.choose("vector_message", backend, device)
+        fused = registry.choose("radial_vector_message", backend, device)
+        self.filter_op = registry.build("radial_filter", backend, device, **basis)
+        self.aggregation_op = aggregation.module()
+        self.fused_op: Optional[nn.Module] = (fused.module(**basis)
+                                              if fused.backend == aggregation.backend != "torch" else None)
+        self.needs_message_graph = bool(aggregation.module.needs_message_graph)
+
+    def forward(self, h: Tensor, vec: Tensor, distance: Tensor, edge_unit: Tensor, edge_index: Tensor,
+                message_graph: Optional[MessageGraph] = None) -> Tuple[Tensor, Tensor]:
         weight, bias = self.edge_filter.weight, self.edge_filter.bias
-        if torch.jit.is_scripting() or self.held_ops:
-            w = self.filter_op(distance, weight, bias)
-            dh, dvec = self.aggregation_op(self.node_mlp(h), w, vec, edge_unit, edge_index, csr)
-        elif not torch.is_grad_enabled() and _fused_message_ready(self.backend, h.device):
-            dh, dvec = radial_vector_message(self.node_mlp(h), distance, weight, bias, self.rbf_cutoff,
-                                             self.envelope_exponent, vec, edge_unit, edge_index, "cpp", csr)
+        phi = self.node_mlp(h)
+        fused = self.fused_op
+        if fused is not None and not torch.is_grad_enabled():
+            dh, dvec = fused(phi, distance, weight, bias, vec, edge_unit, edge_index, message_graph)
         else:
-            # the radial filter has a CPU kernel only: other backend requests take the best available
-            filter_backend = self.backend if self.backend == "torch" or self.backend == "cpp" else "auto"
-            w = radial_filter(distance, weight, bias, self.rbf_cutoff, self.envelope_exponent, filter_backend)
-            dh, dvec = vector_message(self.node_mlp(h), w, vec, edge_unit, edge_index, backend=self.backend, csr=csr)
+            w = self.filter_op(distance, weight, bias)
+            dh, dvec = self.aggregation_op(phi, w, vec, edge_unit, edge_index, message_graph)
         return (h + dh) * (1.0 / math.sqrt(2.0)), vec + dvec
 
 
@@ -159,6 +155,12 @@ def edges_per_structure(edge_structure: Tensor, num_structures: int, dtype: torc
     return counts.clamp(min=1.0)
 
 
+@torch.jit.unused
+def _tracing():  # no annotation: TorchScript reads this file's postponed ones as strings it cannot resolve here
+    """Whether torch.export or torch.compile is tracing this call (never true under TorchScript)."""
+    return torch.compiler.is_compiling()
+
+
 #: Edges per chunk of :class:`StrainBlock` (16k x 32 float32 hidden values: 2 MB, an L2 cache).
 EDGES_PER_CHUNK = 16384
 
@@ -189,7 +191,7 @@ class StrainBlock(nn.Module):
             self.edge_weight.weight.mul_(0.1)  # start near zero strain
         self.distance_scale = float(distance_scale)
         self.max_strain = float(max_strain)
-        self.edges_per_chunk = EDGES_PER_CHUNK  # 0: all at once (E3Relax.hold_ops(eager=True), for torch.export)
+        self.edges_per_chunk = EDGES_PER_CHUNK  # 0: all edges at once
 
     def forward(self, h: Tensor, distance: Tensor, edge_unit: Tensor, edge_index: Tensor, edge_structure: Tensor,
                 edge_counts: Tensor) -> Tensor:
@@ -200,7 +202,8 @@ class StrainBlock(nn.Module):
         target = self.target(h)
         total = torch.zeros((num_structures, 9), dtype=h.dtype, device=h.device)
         chunk = self.edges_per_chunk
-        if chunk <= 0:  # torch.export cannot loop over a symbolic edge count: one pass
+        if chunk <= 0 or (not torch.jit.is_scripting() and _tracing()):
+            # torch.export cannot loop over a symbolic edge count: one pass
             total = total.index_add(0, edge_structure,
                                     self._weighted_outer(source, target, distance, edge_unit, edge_index))
         else:

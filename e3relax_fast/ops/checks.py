@@ -43,6 +43,17 @@ def check_batch(
     allow_empty: bool = False,
 ) -> None:
     """Raise ``ValueError`` naming the first bad structure and field, or return None."""
+    _check_shapes(pos, cell, pbc, ptr)
+    ptr_cpu = ptr.detach().cpu().long()
+    _check_ptr(ptr_cpu, pos.shape[0], names, allow_empty)
+    if z is not None:
+        _check_atomic_numbers(z, ptr_cpu, pos.shape[0], names, num_elements)
+    _check_positions(pos, ptr_cpu, names)
+    if ptr.numel() > 1:
+        _check_cells(cell, pbc, names)
+
+
+def _check_shapes(pos: Tensor, cell: Tensor, pbc: Tensor, ptr: Tensor) -> None:
     if ptr.dim() != 1 or ptr.numel() < 1 or ptr.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"field 'ptr' must be a 1-D integer tensor [B+1], got {tuple(ptr.shape)} {ptr.dtype}")
     num_structures = ptr.numel() - 1
@@ -54,11 +65,13 @@ def check_batch(
     if tuple(pbc.shape) != (num_structures, 3) or pbc.dtype != torch.bool:
         raise ValueError(f"field 'pbc' must be a bool tensor [B,3] with B={num_structures}, "
                          f"got {tuple(pbc.shape)} {pbc.dtype}")
-    ptr_cpu = ptr.detach().cpu().long()
+
+
+def _check_ptr(ptr_cpu: Tensor, num_atoms: int, names: Sequence[str] | None, allow_empty: bool) -> None:
     if int(ptr_cpu[0]) != 0:
         raise ValueError(f"field 'ptr' must start at 0, got {int(ptr_cpu[0])}")
-    if int(ptr_cpu[-1]) != pos.shape[0]:
-        raise ValueError(f"field 'ptr' ends at {int(ptr_cpu[-1])} but 'pos' has {pos.shape[0]} atoms")
+    if int(ptr_cpu[-1]) != num_atoms:
+        raise ValueError(f"field 'ptr' ends at {int(ptr_cpu[-1])} but 'pos' has {num_atoms} atoms")
     sizes = ptr_cpu[1:] - ptr_cpu[:-1]
     if (sizes < 0).any():
         b = int(torch.nonzero(sizes < 0)[0])
@@ -67,16 +80,21 @@ def check_batch(
     if not allow_empty and (sizes == 0).any():
         b = int(torch.nonzero(sizes == 0)[0])
         raise ValueError(f"{structure_label(b, names)}: field 'pos' is empty (the structure has no atoms)")
-    if z is not None:
-        if tuple(z.shape) != (pos.shape[0],) or z.is_floating_point() or z.dtype == torch.bool:
-            raise ValueError(f"field 'z' must be an integer tensor [N] with N={pos.shape[0]}, "
-                             f"got {tuple(z.shape)} {z.dtype}")
-        bad = (z < 1) | (z > num_elements)
-        if bad.any():
-            atom = int(torch.nonzero(bad)[0])
-            b = _first_structure_of_atom(ptr_cpu, atom)
-            raise ValueError(f"{structure_label(b, names)}: field 'z' holds atomic number {int(z[atom])} "
-                             f"at atom {atom - int(ptr_cpu[b])}, outside 1..{num_elements}")
+
+
+def _check_atomic_numbers(z: Tensor, ptr_cpu: Tensor, num_atoms: int, names: Sequence[str] | None,
+                          num_elements: int) -> None:
+    if tuple(z.shape) != (num_atoms,) or z.is_floating_point() or z.dtype == torch.bool:
+        raise ValueError(f"field 'z' must be an integer tensor [N] with N={num_atoms}, got {tuple(z.shape)} {z.dtype}")
+    bad = (z < 1) | (z > num_elements)
+    if bad.any():
+        atom = int(torch.nonzero(bad)[0])
+        b = _first_structure_of_atom(ptr_cpu, atom)
+        raise ValueError(f"{structure_label(b, names)}: field 'z' holds atomic number {int(z[atom])} "
+                         f"at atom {atom - int(ptr_cpu[b])}, outside 1..{num_elements}")
+
+
+def _check_positions(pos: Tensor, ptr_cpu: Tensor, names: Sequence[str] | None) -> None:
     for bad, what in ((~torch.isfinite(pos).all(dim=1), "is not finite"),
                       ((pos.abs() > MAX_COORDINATE).any(dim=1), f"is beyond {MAX_COORDINATE:g} Å")):
         if bad.any():
@@ -84,8 +102,9 @@ def check_batch(
             b = _first_structure_of_atom(ptr_cpu, atom)
             raise ValueError(f"{structure_label(b, names)}: field 'pos' {what} at atom {atom - int(ptr_cpu[b])}: "
                              f"{pos[atom].tolist()}")
-    if num_structures == 0:
-        return
+
+
+def _check_cells(cell: Tensor, pbc: Tensor, names: Sequence[str] | None) -> None:
     finite_cells = torch.isfinite(cell).flatten(1).all(dim=1)
     if not finite_cells.all():
         b = int(torch.nonzero(~finite_cells)[0])

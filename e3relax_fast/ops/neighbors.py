@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from . import _library
-from .radius_graph import radius_graph
+from .functional import radius_graph
+from .radius_graph import self_image_mode
 
 
 def _binding():
@@ -52,7 +53,8 @@ def neighbors(positions, cell, pbc=(True, True, True), cutoff: float = 6.0, max_
         cell = np.diag(np.ptp(positions, axis=0) + float(cutoff) + 1.0)
     binding = _binding()
     if binding is not None:
-        return binding.neighbors(positions, cell, pbc, float(cutoff), int(max_neighbors), self_images, int(threads))
+        return binding.neighbors(positions, cell, pbc, float(cutoff), int(max_neighbors), self_image_mode(self_images),
+                                 int(threads))
     if positions.ndim != 2 or positions.shape[1] != 3:
         raise ValueError("neighbors: field 'positions' must have shape (n, 3)")
     if cell.shape != (3, 3):

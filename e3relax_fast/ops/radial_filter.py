@@ -12,9 +12,8 @@ thirds of E3Relax's time on the CPU (128 exponentials and a 128-wide matrix prod
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from . import _backend
 
 
 def polynomial_envelope(t: Tensor, exponent: int) -> Tensor:
@@ -58,8 +57,25 @@ def radial_filter_reference(distance: Tensor, weight: Tensor, bias: Tensor, cuto
     return torch.nn.functional.linear(features, weight, bias)
 
 
-_backend.register(_backend.OpBackends("radial_filter", radial_filter_reference, "radial_filter",
-                                      device_kernel="radial_filter_forward"))
+class ReferenceRadialFilter(nn.Module):
+    """``forward(distance [E], weight [O,M], bias [O]) -> [E,O]`` by :func:`radial_filter_reference`,
+    with the basis cutoff (Å) and envelope exponent fixed."""
+
+    def __init__(self, cutoff: float, envelope_exponent: int = 5):
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.envelope_exponent = int(envelope_exponent)
+
+    def forward(self, distance: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        return radial_filter_reference(distance, weight, bias, self.cutoff, self.envelope_exponent)
+
+
+class CompiledRadialFilter(ReferenceRadialFilter):
+    """As :class:`ReferenceRadialFilter`, by ``torch.ops.e3relax.radial_filter`` (banded and fused; CPU
+    kernel, C++ autograd)."""
+
+    def forward(self, distance: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        return torch.ops.e3relax.radial_filter(distance, weight, bias, self.cutoff, self.envelope_exponent)
 
 
 def register_fake_kernels() -> None:
@@ -76,20 +92,3 @@ def register_fake_kernels() -> None:
         return torch.empty_like(distance), torch.empty_like(weight), weight.new_empty((weight.shape[0],))
 
     register_fake_kernels.done = True  # type: ignore[attr-defined]
-
-
-@torch.jit.unused
-def _dispatch_radial_filter(distance: Tensor, weight: Tensor, bias: Tensor, cutoff: float, envelope_exponent: int,
-                            backend: str) -> Tensor:
-    _, impl = _backend.select("radial_filter", distance.device, backend)
-    return impl(distance, weight, bias, cutoff, envelope_exponent)
-
-
-def radial_filter(distance: Tensor, weight: Tensor, bias: Tensor, cutoff: float, envelope_exponent: int = 5,
-                  backend: str = "auto") -> Tensor:
-    """``bias + W phi(d)``; shapes as :func:`radial_filter_reference`. ``backend``: ``"auto"``,
-    ``"torch"`` or ``"cpp"`` (no CUDA or Triton kernel yet: ``auto`` takes the reference there).
-    Under TorchScript the reference runs."""
-    if torch.jit.is_scripting():
-        return radial_filter_reference(distance, weight, bias, cutoff, envelope_exponent)
-    return _dispatch_radial_filter(distance, weight, bias, cutoff, envelope_exponent, backend)

@@ -21,12 +21,18 @@ import math
 from typing import List, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from . import _backend
-from .checks import check_batch
 
 SELF_IMAGE_MODES = ("all", "paper")
+
+
+def self_image_mode(self_images: str) -> int:
+    """The compiled op's integer for a self-image rule (its index in :data:`SELF_IMAGE_MODES`): the one
+    place the Python string becomes the C++ ``int64_t self_images``."""
+    if self_images not in SELF_IMAGE_MODES:
+        raise ValueError(f"self_images must be 'all' or 'paper', got {self_images!r}")
+    return SELF_IMAGE_MODES.index(self_images)
 
 
 def _paper_self_shifts(device: torch.device) -> Tensor:
@@ -155,32 +161,8 @@ def radius_graph_reference(
         n = int(ptr[b + 1]) - start
         if n == 0:
             continue
-        x = pos[start:start + n]
-        lattice = cell[b]
-        target, source, shift, d2 = _structure_pairs(x, lattice, pbc[b], cutoff, b)
-        order = _lexsort([target, d2, source, shift[:, 0], shift[:, 1], shift[:, 2]])
-        target, source, shift, d2 = target[order], source[order], shift[order], d2[order]
-        if max_neighbors > 0:
-            first = torch.searchsorted(target, target)  # first edge of each target (sorted)
-            rank = torch.arange(target.numel(), device=device) - first
-            keep = rank < max_neighbors
-            target, source, shift, d2 = target[keep], source[keep], shift[keep], d2[keep]
-        if self_images == "paper":
-            keep = source != target
-            target, source, shift, d2 = target[keep], source[keep], shift[keep], d2[keep]
-            fixed = _paper_self_shifts(device)
-            fixed = fixed[((fixed != 0) & ~pbc[b][None, :]).sum(dim=1) == 0]
-            atoms = torch.arange(n, device=device)
-            fixed_target = atoms.repeat_interleave(fixed.shape[0])
-            fixed_shift = fixed.repeat(n, 1)
-            fixed_offset = _shift_offsets(fixed_shift, lattice)
-            target = torch.cat([target, fixed_target])
-            source = torch.cat([source, fixed_target])
-            shift = torch.cat([shift, fixed_shift])
-            fixed_pos = x.index_select(0, fixed_target)
-            d2 = torch.cat([d2, _distance_sq(fixed_pos, fixed_offset, fixed_pos)])
-            order = _lexsort([target, d2, source, shift[:, 0], shift[:, 1], shift[:, 2]])
-            target, source, shift = target[order], source[order], shift[order]
+        target, source, shift = _structure_edges(pos[start:start + n], cell[b], pbc[b], cutoff, b, max_neighbors,
+                                                 self_images)
         all_targets.append(target + start)
         all_sources.append(source + start)
         all_shifts.append(shift)
@@ -192,7 +174,69 @@ def radius_graph_reference(
     return edge_index, torch.cat(all_shifts), counts
 
 
-_backend.register(_backend.OpBackends("radius_graph", radius_graph_reference, "radius_graph_pbc"))
+def _structure_edges(x: Tensor, lattice: Tensor, periodic: Tensor, cutoff: float, index: int, max_neighbors: int,
+                     self_images: str) -> Tuple[Tensor, Tensor, Tensor]:
+    """(target, source, shift) of one structure's edges in the output order, local atom indices:
+    x [n, 3], lattice [3, 3] (rows), periodic [3]."""
+    target, source, shift, d2 = _structure_pairs(x, lattice, periodic, cutoff, index)
+    order = _lexsort([target, d2, source, shift[:, 0], shift[:, 1], shift[:, 2]])
+    target, source, shift, d2 = target[order], source[order], shift[order], d2[order]
+    if max_neighbors > 0:
+        first = torch.searchsorted(target, target)  # first edge of each target (sorted)
+        rank = torch.arange(target.numel(), device=x.device) - first
+        keep = rank < max_neighbors
+        target, source, shift, d2 = target[keep], source[keep], shift[keep], d2[keep]
+    if self_images == "paper":
+        return _paper_self_images(x, lattice, periodic, target, source, shift, d2)
+    return target, source, shift
+
+
+def _paper_self_images(x: Tensor, lattice: Tensor, periodic: Tensor, target: Tensor, source: Tensor, shift: Tensor,
+                       d2: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """The research code's rule on capped, sorted edges: drop every self-image edge, add the six fixed
+    ones (those along periodic axes only) to every atom, sort again."""
+    keep = source != target
+    target, source, shift, d2 = target[keep], source[keep], shift[keep], d2[keep]
+    fixed = _paper_self_shifts(x.device)
+    fixed = fixed[((fixed != 0) & ~periodic[None, :]).sum(dim=1) == 0]
+    atoms = torch.arange(x.shape[0], device=x.device)
+    fixed_target = atoms.repeat_interleave(fixed.shape[0])
+    fixed_shift = fixed.repeat(x.shape[0], 1)
+    fixed_pos = x.index_select(0, fixed_target)
+    target = torch.cat([target, fixed_target])
+    source = torch.cat([source, fixed_target])
+    shift = torch.cat([shift, fixed_shift])
+    d2 = torch.cat([d2, _distance_sq(fixed_pos, _shift_offsets(fixed_shift, lattice), fixed_pos)])
+    order = _lexsort([target, d2, source, shift[:, 0], shift[:, 1], shift[:, 2]])
+    return target[order], source[order], shift[order]
+
+
+class ReferenceRadiusGraph(nn.Module):
+    """``forward(pos [N,3], cell [B,3,3], pbc [B,3], ptr [B+1]) -> (edge_index [2,E], shifts [E,3], counts [B])``
+    by :func:`radius_graph_reference`, with the cutoff (Å), neighbour cap and self-image rule fixed."""
+
+    def __init__(self, cutoff: float, max_neighbors: int = 0, self_images: str = "all"):
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.max_neighbors = int(max_neighbors)
+        self.self_images = str(self_images)
+
+    def forward(self, pos: Tensor, cell: Tensor, pbc: Tensor, ptr: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        return radius_graph_reference(pos, cell, pbc, ptr, self.cutoff, self.max_neighbors, self.self_images)
+
+
+class CompiledRadiusGraph(ReferenceRadiusGraph):
+    """As :class:`ReferenceRadiusGraph`, by ``torch.ops.e3relax.radius_graph_pbc`` (the CPU or CUDA kernel
+    by the inputs' device; the kernel validates its inputs). The op takes the self-image rule as an
+    integer (:func:`self_image_mode`)."""
+
+    def __init__(self, cutoff: float, max_neighbors: int = 0, self_images: str = "all"):
+        super().__init__(cutoff, max_neighbors, self_images)
+        self.self_image_mode = self_image_mode(self_images)
+
+    def forward(self, pos: Tensor, cell: Tensor, pbc: Tensor, ptr: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        return torch.ops.e3relax.radius_graph_pbc(pos, cell, pbc, ptr, self.cutoff, self.max_neighbors,
+                                                  self.self_image_mode)
 
 
 #: A batch whose expected number of candidate pairs (before any neighbour cap) exceeds this is refused
@@ -201,7 +245,6 @@ _backend.register(_backend.OpBackends("radius_graph", radius_graph_reference, "r
 MAX_CANDIDATE_PAIRS = 100_000_000
 
 
-@torch.jit.unused
 def check_pair_budget(pos: Tensor, cell: Tensor, pbc: Tensor, ptr: Tensor, cutoff: float) -> None:
     """Raise ``ValueError`` for a non-finite or non-positive cutoff, or when the expected pair count
     (atoms x density x sphere volume for periodic structures, n^2 otherwise) of a structure or of the
@@ -220,38 +263,6 @@ def check_pair_budget(pos: Tensor, cell: Tensor, pbc: Tensor, ptr: Tensor, cutof
                          "over the bound of "
                          f"{MAX_CANDIDATE_PAIRS:.0e} (e3relax_fast.ops.radius_graph.MAX_CANDIDATE_PAIRS): "
                          "a smaller cutoff, or smaller batches")
-
-
-@torch.jit.unused
-def _dispatch_radius_graph(pos: Tensor, cell: Tensor, pbc: Tensor, ptr: Tensor, cutoff: float,
-                           max_neighbors: int, self_images: str, backend: str) -> Tuple[Tensor, Tensor, Tensor]:
-    check_batch(pos, cell, pbc, ptr, allow_empty=True)
-    check_pair_budget(pos, cell, pbc, ptr, cutoff)
-    name, impl = _backend.select("radius_graph", pos.device, backend)
-    if name == "torch":
-        return impl(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images)
-    return impl(pos, cell, pbc, ptr, cutoff, max_neighbors, SELF_IMAGE_MODES.index(self_images))
-
-
-def radius_graph(
-    pos: Tensor,
-    cell: Tensor,
-    pbc: Tensor,
-    ptr: Tensor,
-    cutoff: float,
-    max_neighbors: int = 0,
-    self_images: str = "all",
-    backend: str = "auto",
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """Periodic radius graph of a flat batch; see :func:`radius_graph_reference` for shapes.
-
-    ``backend`` is ``"auto"`` (fastest available), ``"torch"``, ``"cpp"``, ``"cuda"`` or ``"triton"``.
-    Inputs are validated first (``ValueError`` naming the structure and field). Under TorchScript
-    the reference runs.
-    """
-    if torch.jit.is_scripting():
-        return radius_graph_reference(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images)
-    return _dispatch_radius_graph(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images, backend)
 
 
 def register_fake_kernel() -> None:

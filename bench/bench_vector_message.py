@@ -1,6 +1,6 @@
 """Fused vector_message against the reference (index_select + index_add_), forward and forward+backward.
 
-    python bench/bench_message_passing.py [--smoke] [--atoms 2000 20000] [--channels 128 512] [--json FILE]
+    python bench/bench_vector_message.py [--smoke] [--atoms 2000 20000] [--channels 128 512] [--json FILE]
 
 Random graphs with 56 edges per atom (the paper's 50 neighbours + 6 self-image edges), sorted by
 target. Every (size, backend, pass) runs in a fresh subprocess so that its peak RSS growth over the
@@ -40,13 +40,13 @@ def measure(atoms: int, channels: int, backend: str, backward: bool, repeats: in
     w = torch.randn(edges, 3 * channels, generator=g)
     vec = torch.randn(atoms, 3, channels, generator=g)
     unit = torch.nn.functional.normalize(torch.randn(edges, 3, generator=g), dim=1)
-    csr = message_graph(edge_index, atoms)
+    graph_arrays = message_graph(edge_index, atoms)
     tensors = [phi, w, vec, unit]
     if backward:
         tensors = [t.requires_grad_(True) for t in tensors]
 
     def run() -> None:
-        dh, dvec = vector_message(*tensors, edge_index, backend=backend, csr=csr)
+        dh, dvec = vector_message(*tensors, edge_index, backend=backend, message_graph=graph_arrays)
         if backward:
             (dh.sum() + dvec.sum()).backward()
             for t in tensors:

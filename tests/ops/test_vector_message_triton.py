@@ -47,9 +47,9 @@ def test_gradcheck_and_gradients_equal_the_reference():
     from e3relax_fast.ops.vector_message_triton import vector_message_triton
 
     phi, w, vec, unit, edge_index = random_inputs(num_nodes=4, num_edges=9, channels=3)
-    csr = message_graph(edge_index, 4)
+    graph_arrays = message_graph(edge_index, 4)
     tensors = [t.clone().requires_grad_(True) for t in (phi, w, vec, unit)]
-    assert torch.autograd.gradcheck(lambda *t: vector_message_triton(*t, *csr), tensors, fast_mode=True)
+    assert torch.autograd.gradcheck(lambda *t: vector_message_triton(*t, *graph_arrays), tensors, fast_mode=True)
     grads = {}
     for backend in ("torch", "triton"):
         tensors = [t.clone().requires_grad_(True) for t in (phi, w, vec, unit)]
@@ -87,7 +87,7 @@ def test_model_outputs_and_gradients_equal_the_reference(make_model):
     model = make_model(channels=8, layers=2)
     results = {}
     for backend in ("torch", "triton"):
-        model.set_backend(backend)
+        model.choose_ops(backend)
         model.zero_grad()
         pos_layers, cell_layers = model(*batch)
         (pos_layers[-1].pow(2).sum() + cell_layers[-1].sum()).backward()

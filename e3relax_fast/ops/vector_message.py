@@ -15,9 +15,8 @@ import math
 from typing import Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from . import _backend
 
 
 def vector_message_reference(phi: Tensor, w: Tensor, vec: Tensor, unit: Tensor,
@@ -44,16 +43,6 @@ def vector_message_reference(phi: Tensor, w: Tensor, vec: Tensor, unit: Tensor,
     dvec = dvec.index_add_(0, target, vector_message) * (1.0 / math.sqrt(float(channels)))
     return dh, dvec
 
-
-# vector_message itself carries the autograd kernel; its device kernels are vector_message_forward.
-def _triton_implementation():
-    from .vector_message_triton import vector_message_triton  # needs triton: imported on first use
-
-    return vector_message_triton
-
-
-_backend.register(_backend.OpBackends("vector_message", vector_message_reference, "vector_message",
-                                      triton_impl=_triton_implementation, device_kernel="vector_message_forward"))
 
 #: ``(rowptr [N+1], source [E], target [E], perm [E], source_ptr [N+1])``: the target-sorted edge list in
 #: CSR form plus its transpose (``perm`` lists edge ids by source, stably; ``source_ptr`` its row pointer).
@@ -101,34 +90,46 @@ def register_fake_kernels() -> None:
     register_fake_kernels.done = True  # type: ignore[attr-defined]
 
 
-@torch.jit.unused
-def _dispatch_vector_message(phi: Tensor, w: Tensor, vec: Tensor, unit: Tensor, edge_index: Tensor,
-                             backend: str, csr: Optional[MessageGraph]) -> Tuple[Tensor, Tensor]:
-    name, impl = _backend.select("vector_message", phi.device, backend)
-    if name == "torch":
-        return impl(phi, w, vec, unit, edge_index)
-    if csr is None:
-        csr = message_graph(edge_index, vec.shape[0])
-    return impl(phi, w, vec, unit, *csr)
+class ReferenceVectorMessage(nn.Module):
+    """``forward(phi, w, vec, unit, edge_index, message_graph) -> (dh [N,F], dvec [N,3,F])`` by
+    :func:`vector_message_reference`, which needs no CSR form and ignores ``message_graph``."""
 
+    needs_message_graph = False  # whether forward walks the CSR form (the model finds it once per batch)
 
-def vector_message(
-    phi: Tensor,
-    w: Tensor,
-    vec: Tensor,
-    unit: Tensor,
-    edge_index: Tensor,
-    backend: str = "auto",
-    csr: Optional[MessageGraph] = None,
-) -> Tuple[Tensor, Tensor]:
-    """Message aggregation; shapes as :func:`vector_message_reference`.
-
-    ``edge_index`` must be sorted by target (as :func:`radius_graph` returns it). ``csr`` may carry
-    :func:`message_graph` of it, found once and reused by every layer; the reference ignores it. The
-    fused backends differentiate: ``cpp``/``cuda`` through C++ autograd, ``triton`` through
-    ``torch.library`` autograd. Under TorchScript
-    the reference runs.
-    """
-    if torch.jit.is_scripting():
+    def forward(self, phi: Tensor, w: Tensor, vec: Tensor, unit: Tensor, edge_index: Tensor,
+                message_graph: Optional[MessageGraph]) -> Tuple[Tensor, Tensor]:
         return vector_message_reference(phi, w, vec, unit, edge_index)
-    return _dispatch_vector_message(phi, w, vec, unit, edge_index, backend, csr)
+
+
+class CompiledVectorMessage(nn.Module):
+    """As :class:`ReferenceVectorMessage`, by ``torch.ops.e3relax.vector_message`` (CPU or CUDA kernel by
+    the inputs' device, C++ autograd). ``message_graph``: :func:`message_graph` of ``edge_index``, found once per
+    batch by the model; found here when absent."""
+
+    needs_message_graph = True  # whether forward walks the CSR form (the model finds it once per batch)
+
+    def forward(self, phi: Tensor, w: Tensor, vec: Tensor, unit: Tensor, edge_index: Tensor,
+                message_graph: Optional[MessageGraph]) -> Tuple[Tensor, Tensor]:
+        if message_graph is None:
+            message_graph = message_graph_unchecked(edge_index, vec.shape[0])
+        rowptr, source, target, perm, source_ptr = message_graph
+        dh, dvec = torch.ops.e3relax.vector_message(phi, w, vec, unit, rowptr, source, target, perm, source_ptr)
+        return dh, dvec
+
+
+class TritonVectorMessage(CompiledVectorMessage):
+    """As :class:`CompiledVectorMessage`, by the Triton op ``torch.ops.e3relax.vector_message_triton``
+    (registered by ``e3relax_fast/ops/vector_message_triton.py``, imported here: it needs Triton)."""
+
+    def __init__(self):
+        super().__init__()
+        from . import vector_message_triton  # noqa: F401  (registers the op)
+
+    def forward(self, phi: Tensor, w: Tensor, vec: Tensor, unit: Tensor, edge_index: Tensor,
+                message_graph: Optional[MessageGraph]) -> Tuple[Tensor, Tensor]:
+        if message_graph is None:
+            message_graph = message_graph_unchecked(edge_index, vec.shape[0])
+        rowptr, source, target, perm, source_ptr = message_graph
+        dh, dvec = torch.ops.e3relax.vector_message_triton(phi, w, vec, unit, rowptr, source, target, perm,
+                                                           source_ptr)
+        return dh, dvec

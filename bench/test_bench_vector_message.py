@@ -23,10 +23,10 @@ def problem():
 def test_vector_message_forward_backward(benchmark, backend):
     if not dict((a.backend, a.available) for a in backend_report()["vector_message"])[backend]:
         pytest.skip(f"backend {backend} unavailable")
-    tensors, edge_index, csr = problem()
+    tensors, edge_index, graph_arrays = problem()
 
     def step():
-        dh, dvec = vector_message(*tensors, edge_index, backend=backend, csr=csr)
+        dh, dvec = vector_message(*tensors, edge_index, backend=backend, message_graph=graph_arrays)
         (dh.sum() + dvec.sum()).backward()
 
     benchmark.group = f"vector_message fwd+bwd N={ATOMS} F={CHANNELS}"

@@ -15,10 +15,9 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from . import _backend
-from .message_passing import MessageGraph, message_graph, vector_message_reference
+from .vector_message import MessageGraph, message_graph_unchecked, vector_message_reference
 from .radial_filter import radial_filter_reference
 
 
@@ -42,8 +41,39 @@ def radial_vector_message_reference(phi: Tensor, distance: Tensor, weight: Tenso
     return vector_message_reference(phi, w, vec, unit, edge_index)
 
 
-_backend.register(_backend.OpBackends("radial_vector_message", radial_vector_message_reference,
-                                      "radial_vector_message"))
+class ReferenceRadialVectorMessage(nn.Module):
+    """``forward(phi, distance, weight, bias, vec, unit, edge_index, message_graph) -> (dh [N,F], dvec [N,3,F])`` by
+    :func:`radial_vector_message_reference` (``message_graph`` ignored), with the basis settings fixed."""
+
+    needs_message_graph = False  # whether forward walks the CSR form (the model finds it once per batch)
+
+    def __init__(self, cutoff: float, envelope_exponent: int = 5):
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.envelope_exponent = int(envelope_exponent)
+
+    def forward(self, phi: Tensor, distance: Tensor, weight: Tensor, bias: Tensor, vec: Tensor, unit: Tensor,
+                edge_index: Tensor, message_graph: Optional[MessageGraph]) -> Tuple[Tensor, Tensor]:
+        return radial_vector_message_reference(phi, distance, weight, bias, self.cutoff, self.envelope_exponent,
+                                               vec, unit, edge_index)
+
+
+class CompiledRadialVectorMessage(ReferenceRadialVectorMessage):
+    """As :class:`ReferenceRadialVectorMessage`, by ``torch.ops.e3relax.radial_vector_message`` (CPU kernel;
+    no backward, so it refuses inputs that require grad under autograd)."""
+
+    needs_message_graph = True  # whether forward walks the CSR form (the model finds it once per batch)
+
+    def forward(self, phi: Tensor, distance: Tensor, weight: Tensor, bias: Tensor, vec: Tensor, unit: Tensor,
+                edge_index: Tensor, message_graph: Optional[MessageGraph]) -> Tuple[Tensor, Tensor]:
+        if torch.is_grad_enabled() and (phi.requires_grad or distance.requires_grad or weight.requires_grad
+                                        or bias.requires_grad or vec.requires_grad or unit.requires_grad):
+            raise ValueError("radial_vector_message has no backward (inference only): under autograd, call "
+                             "radial_filter and vector_message, or run under torch.no_grad()")
+        if message_graph is None:
+            message_graph = message_graph_unchecked(edge_index, vec.shape[0])
+        return torch.ops.e3relax.radial_vector_message(phi, distance, weight, bias, self.cutoff,
+                                                       self.envelope_exponent, vec, unit, message_graph[0], message_graph[1])
 
 
 def register_fake_kernels() -> None:
@@ -56,32 +86,3 @@ def register_fake_kernels() -> None:
         return vec.new_empty((vec.shape[0], vec.shape[2])), torch.empty_like(vec)
 
     register_fake_kernels.done = True  # type: ignore[attr-defined]
-
-
-@torch.jit.unused
-def _dispatch(phi: Tensor, distance: Tensor, weight: Tensor, bias: Tensor, cutoff: float, envelope_exponent: int,
-              vec: Tensor, unit: Tensor, edge_index: Tensor, backend: str,
-              csr: Optional[MessageGraph]) -> Tuple[Tensor, Tensor]:
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (phi, distance, weight, bias, vec, unit)):
-        raise ValueError("radial_vector_message has no backward (inference only): under autograd, call "
-                         "radial_filter and vector_message, or run under torch.no_grad()")
-    name, impl = _backend.select("radial_vector_message", phi.device, backend)
-    if name == "torch":
-        return impl(phi, distance, weight, bias, cutoff, envelope_exponent, vec, unit, edge_index)
-    if csr is None:
-        csr = message_graph(edge_index, vec.shape[0])
-    return impl(phi, distance, weight, bias, cutoff, envelope_exponent, vec, unit, csr[0], csr[1])
-
-
-def radial_vector_message(phi: Tensor, distance: Tensor, weight: Tensor, bias: Tensor, cutoff: float,
-                          envelope_exponent: int, vec: Tensor, unit: Tensor, edge_index: Tensor,
-                          backend: str = "auto", csr: Optional[MessageGraph] = None) -> Tuple[Tensor, Tensor]:
-    """``vector_message(phi, radial_filter(distance, weight, bias, cutoff, envelope_exponent), vec, unit,
-    edge_index)`` without storing the filter; shapes as :func:`radial_vector_message_reference`.
-    ``backend``: ``"auto"``, ``"torch"`` or ``"cpp"`` (no CUDA or Triton kernel yet: ``auto`` takes the
-    reference there). Inference only: raises ``ValueError`` when an input requires grad under autograd.
-    Under TorchScript the reference runs."""
-    if torch.jit.is_scripting():
-        return radial_vector_message_reference(phi, distance, weight, bias, cutoff, envelope_exponent, vec, unit,
-                                               edge_index)
-    return _dispatch(phi, distance, weight, bias, cutoff, envelope_exponent, vec, unit, edge_index, backend, csr)

@@ -68,7 +68,7 @@ def test_float32_is_as_close_as_the_references_own_rounding():
 UNFUSED_EQUALITY = """
 import torch, sys
 sys.path.insert(0, {tests!r})
-from test_radial_message import CUTOFF, fused, inputs
+from test_radial_vector_message import CUTOFF, fused, inputs
 from e3relax_fast.ops import radial_filter, vector_message
 for dtype in (torch.float64, torch.float32):
     for channels in (20, 64, 128):
@@ -107,13 +107,13 @@ def test_same_result_for_any_thread_count():
         assert all(torch.equal(a, b) for a, b in zip(single, run))
 
 
-def test_a_precomputed_csr_and_empty_graphs():
+def test_a_precomputed_message_graph_and_empty_graphs():
     phi, distance, weight, bias, vec, unit, edge_index = inputs()
     with torch.no_grad():
         plain = fused(phi, distance, weight, bias, vec, unit, edge_index)
-        with_csr = radial_vector_message(phi, distance, weight, bias, CUTOFF, 5, vec, unit, edge_index, "cpp",
+        with_message_graph = radial_vector_message(phi, distance, weight, bias, CUTOFF, 5, vec, unit, edge_index, "cpp",
                                          message_graph(edge_index, vec.shape[0]))
-        assert all(torch.equal(a, b) for a, b in zip(plain, with_csr))
+        assert all(torch.equal(a, b) for a, b in zip(plain, with_message_graph))
         none = fused(phi, distance[:0], weight, bias, vec, unit[:0], edge_index[:, :0])
     assert torch.equal(none[0], torch.zeros_like(none[0])) and torch.equal(none[1], torch.zeros_like(vec))
 

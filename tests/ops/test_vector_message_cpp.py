@@ -55,9 +55,9 @@ def test_float32_is_within_twice_the_references_own_error():
 
 def test_gradcheck_all_four_inputs():
     phi, w, vec, unit, edge_index = random_inputs(num_nodes=6, num_edges=20, channels=3)
-    csr = message_graph(edge_index, 6)
+    graph_arrays = message_graph(edge_index, 6)
     tensors = [t.requires_grad_(True) for t in (phi, w, vec, unit)]
-    assert torch.autograd.gradcheck(lambda *t: torch.ops.e3relax.vector_message(*t, *csr), tensors)
+    assert torch.autograd.gradcheck(lambda *t: torch.ops.e3relax.vector_message(*t, *graph_arrays), tensors)
 
 
 def test_gradients_equal_the_references_and_one_output_may_be_unused():
@@ -79,8 +79,8 @@ def test_gradients_equal_the_references_and_one_output_may_be_unused():
 
 def test_opcheck():
     phi, w, vec, unit, edge_index = random_inputs(num_nodes=7, num_edges=30, channels=4)
-    csr = message_graph(edge_index, 7)
-    args = (*[t.requires_grad_(True) for t in (phi, w, vec, unit)], *csr)
+    graph_arrays = message_graph(edge_index, 7)
+    args = (*[t.requires_grad_(True) for t in (phi, w, vec, unit)], *graph_arrays)
     result = opcheck(torch.ops.e3relax.vector_message.default, args)
     assert all(v == "SUCCESS" for v in result.values()), result
     plain = tuple(t.detach() for t in args)  # the device kernels themselves are not differentiable
@@ -127,7 +127,7 @@ def test_model_outputs_and_gradients_equal_on_both_backends(make_model):
     model = make_model()
     results = {}
     for backend in ("torch", "cpp"):
-        model.set_backend(backend)
+        model.choose_ops(backend)
         model.zero_grad()
         pos = batch[0].clone().requires_grad_(True)
         pos_layers, cell_layers = model(pos, *batch[1:])
