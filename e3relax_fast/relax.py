@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .confidence import ErrorModel, prediction_confidence
-from .data import batch_from_arrays, reduce_basis, structure_arrays, with_geometry
+from .data import batch_from_arrays, flat_graph, reduce_basis, structure_arrays, with_geometry
 from .data.batching import pack_greedy
 from .model import E3Relax
 from .ops import neighbors
@@ -150,6 +150,8 @@ class E3Relaxer:
         self.dtype = dtype
         self.matmul_precision = matmul_precision
         model = model.to(device=self.device, dtype=dtype).eval()
+        if isinstance(model, E3Relax) and model.ops_device != self.device.type:
+            model.choose_ops(model.backend, self.device)  # the ops of a model built for another device type
         if matmul_precision != "float32":
             if not isinstance(model, E3Relax):
                 raise ValueError("matmul_precision applies to checkpoints and shipped models, not to exported "
@@ -181,7 +183,8 @@ class E3Relaxer:
             kwargs.setdefault("dtype", getattr(torch, metadata["dtype"]))
             return cls(module, metadata, device=device, **kwargs)
 
-        model, metadata = load_model(resolve_model_path(name_or_path), backend=backend)
+        model, metadata = load_model(resolve_model_path(name_or_path), backend=backend,
+                                     device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
         return cls(model, metadata, device=device, **kwargs)
 
     # ----------------------------------------------------------------------------------------------
@@ -223,15 +226,16 @@ class E3Relaxer:
 
     def _forward(self, items: list[tuple[RelaxResult, _Prepared]]) -> None:
         started = time.perf_counter()
+        # each structure was validated alone in _prepare
         batch = batch_from_arrays([p.arrays for _, p in items], [r.id for r, _ in items], dtype=torch.float64,
-                                  num_elements=self.model.num_elements)
-        tensors = batch.to(self.device, self.dtype).tensors()
+                                  num_elements=self.model.num_elements, validate=False)
         if all(p.graph is not None for _, p in items):
-            offsets = batch.ptr[:-1].tolist()
-            edge_index = torch.from_numpy(np.concatenate([p.graph[0] + o for (_, p), o in zip(items, offsets)], axis=1))
-            shifts = torch.from_numpy(np.concatenate([p.graph[1] for _, p in items]))
-            tensors = tensors + (edge_index.to(self.device), shifts.to(self.device))
-        pos_layers, cell_layers = self.model(*tensors)
+            batch.edge_index, batch.shifts = flat_graph([p.graph[0] for _, p in items], [p.graph[1] for _, p in items],
+                                                        batch.ptr.tolist())
+        if self._builds_graphs():
+            pos_layers, cell_layers = self.model(*batch.to(self.device, self.dtype).model_inputs())
+        else:  # deployed artifacts take (pos, z, cell, pbc, ptr) and build their graphs inside
+            pos_layers, cell_layers = self.model(*batch.to(self.device, self.dtype).tensors())
         pos_layers, cell_layers = pos_layers.double().cpu(), cell_layers.double().cpu()
         seconds = (time.perf_counter() - started) / len(items)
         ptr = batch.ptr

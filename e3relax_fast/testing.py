@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .data import batch_from_arrays
 from .ops import atom_structure_index
 
 
@@ -41,15 +42,11 @@ def random_crystal(rng: np.random.Generator, num_atoms: int, volume_per_atom: fl
 def flat_batch(crystals: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
                pbc: Sequence[Sequence[bool]] | None = None,
                dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``(pos, z, cell, pbc, ptr)`` of a list of ``(pos, z, cell)`` crystals (periodic unless given)."""
-    sizes = [len(z) for _, z, _ in crystals]
-    ptr = torch.zeros(len(crystals) + 1, dtype=torch.long)
-    ptr[1:] = torch.cumsum(torch.tensor(sizes), 0)
-    pos = torch.from_numpy(np.concatenate([p for p, _, _ in crystals])).to(dtype)
-    z = torch.from_numpy(np.concatenate([zz for _, zz, _ in crystals]))
-    cell = torch.from_numpy(np.stack([c for _, _, c in crystals])).to(dtype)
-    pbc_tensor = torch.ones((len(crystals), 3), dtype=torch.bool) if pbc is None else torch.tensor(pbc)
-    return pos, z, cell, pbc_tensor, ptr
+    """``(pos, z, cell, pbc, ptr)`` of a list of ``(pos, z, cell)`` crystals (periodic unless given), by
+    :func:`e3relax_fast.data.batch_from_arrays` unchecked (tests feed it broken crystals on purpose)."""
+    flags = [(True, True, True)] * len(crystals) if pbc is None else pbc
+    arrays = [(p, z, c, np.asarray(f, dtype=bool)) for (p, z, c), f in zip(crystals, flags)]
+    return batch_from_arrays(arrays, dtype=dtype, validate=False).tensors()
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:

@@ -1,15 +1,12 @@
 """Structures in, flat batched tensors out, and back.
 
-A flat batch holds ``pos [N, 3]`` (Å, Cartesian), ``z [N]`` (atomic numbers), ``cell [B, 3, 3]`` (Å,
-lattice vectors as rows), ``pbc [B, 3]`` and ``ptr [B + 1]`` (atoms of structure b are
-``ptr[b]:ptr[b+1]``). pymatgen ``Structure`` and ASE ``Atoms`` both go in; what comes back out has the
+The flat batch is :class:`~e3relax_fast.data.batching.CrystalBatch`. pymatgen ``Structure`` and ASE ``Atoms`` both go in; what comes back out has the
 type, species, order and metadata of what went in, with the new positions and cell.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -17,31 +14,7 @@ import torch
 from torch import Tensor
 
 from ..ops.checks import check_batch, structure_label
-
-
-@dataclass
-class CrystalBatch:
-    """A flat batch of crystals; ``ids`` names each structure in errors and reports."""
-
-    pos: Tensor
-    z: Tensor
-    cell: Tensor
-    pbc: Tensor
-    ptr: Tensor
-    ids: list[str] = field(default_factory=list)
-
-    @property
-    def num_structures(self) -> int:
-        return self.ptr.numel() - 1
-
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "CrystalBatch":
-        float_kwargs = {"device": device, "dtype": dtype}
-        return CrystalBatch(self.pos.to(**float_kwargs), self.z.to(device), self.cell.to(**float_kwargs),
-                            self.pbc.to(device), self.ptr.to(device), list(self.ids))
-
-    def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """``(pos, z, cell, pbc, ptr)``, the positional arguments of :class:`E3Relax`."""
-        return self.pos, self.z, self.cell, self.pbc, self.ptr
+from .batching import CrystalBatch
 
 
 def _is_pymatgen(structure: Any) -> bool:
@@ -83,8 +56,10 @@ def structure_arrays(structure: Any, label: str = "structure") -> tuple[np.ndarr
 
 def batch_from_arrays(arrays: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
                       ids: Sequence[str] | None = None, dtype: torch.dtype = torch.float64,
-                      num_elements: int = 118) -> CrystalBatch:
-    """Stack per-structure ``(pos, z, cell, pbc)`` arrays into a validated :class:`CrystalBatch`."""
+                      num_elements: int = 118, validate: bool = True) -> CrystalBatch:
+    """Stack per-structure ``(pos, z, cell, pbc)`` arrays into a :class:`CrystalBatch`, validated unless
+    the caller has checked every structure already (``validate=False``: the relaxer checks each alone,
+    so that one bad input never fails its batch)."""
     ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(arrays))]
     sizes = [len(a[1]) for a in arrays]
     ptr = torch.zeros(len(arrays) + 1, dtype=torch.long)
@@ -102,8 +77,8 @@ def batch_from_arrays(arrays: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray,
         ptr=ptr,
         ids=ids,
     )
-    check_batch(batch.pos, batch.cell, batch.pbc, batch.ptr, batch.z, names=ids,
-                num_elements=num_elements)
+    if validate:
+        check_batch(batch.pos, batch.cell, batch.pbc, batch.ptr, batch.z, names=ids, num_elements=num_elements)
     return batch
 
 

@@ -195,15 +195,7 @@ def write_store(
     ``--structures`` source, as a dict) is recorded in ``store.json``: training draws fresh inputs of
     those pairs with it.
     """
-    from .._version import __version__
-
-    out = Path(out_dir)
-    if out.exists():
-        if not overwrite and any(out.iterdir()):
-            raise ValueError(f"store folder {str(out)!r} exists and is not empty (pass overwrite=True / --overwrite)")
-        if overwrite:
-            shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _empty_folder(Path(out_dir), overwrite)
     split_fractions = dict(split_fractions if split_fractions is not None else {"val": 0.1})
     written = _write_arrays(records, out, graph, workers, chunk_size, progress)
     if not written.rows:
@@ -213,8 +205,30 @@ def write_store(
     splits = assign_splits([r[1] for r in written.rows], [r[2] for r in written.rows], split_fractions, seed)
     split_names = sorted(set(splits) | {"train"}, key=lambda s: (s != "train", s))
     _write_tables(out, written, splits, split_names)
+    meta = _store_metadata(written, graph, splits, split_names, split_fractions, seed, sources, perturbation)
+    (out / "store.json").write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def _empty_folder(out: Path, overwrite: bool) -> Path:
+    """``out``, created, or emptied when ``overwrite``; a folder holding anything else is an error."""
+    if out.exists():
+        if not overwrite and any(out.iterdir()):
+            raise ValueError(f"store folder {str(out)!r} exists and is not empty (pass overwrite=True / --overwrite)")
+        if overwrite:
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _store_metadata(written: "_Written", graph: GraphSettings, splits: list[str], split_names: list[str],
+                    split_fractions: dict[str, float], seed: int, sources: Sequence[str],
+                    perturbation: dict | None) -> dict:
+    """The contents of ``store.json``: format, graph settings, counts, splits, sources, array layout."""
+    from .._version import __version__
+
     counts = {"pair": len(written.rows), "atom": written.atom_ptr[-1], "edge": written.edge_ptr[-1]}
-    meta = {
+    return {
         "format": STORE_FORMAT,
         "version": STORE_VERSION,
         "graph": graph.to_dict(),
@@ -232,8 +246,6 @@ def write_store(
                    for name, (dtype, shape, axis) in _ARRAYS.items()},
         "versions": {"e3relax_fast": __version__, "torch": torch.__version__, "numpy": np.__version__},
     }
-    (out / "store.json").write_text(json.dumps(meta, indent=1))
-    return meta
 
 
 @dataclass

@@ -26,7 +26,7 @@ import torch
 from ..data.convert import reduce_basis
 from ..data.perturb import PerturbConfig, perturbed_input
 from ..ops import radius_graph
-from .batching import PairBatch
+from ..data.batching import CrystalBatch
 from .config import AugmentConfig
 
 
@@ -61,7 +61,7 @@ class BatchAugmenter:
             return rng, self.augment.perturbation(), input_volume
         return None
 
-    def __call__(self, batch: PairBatch, k: int = 0) -> PairBatch:
+    def __call__(self, batch: CrystalBatch, k: int = 0) -> CrystalBatch:
         pos, cell = batch.pos.numpy().copy(), batch.cell.numpy().copy()
         target_cell = batch.target_cell.numpy().copy()
         ptr = batch.ptr.numpy()
@@ -83,8 +83,8 @@ class BatchAugmenter:
                              self.graph)
 
 
-def rebuild_graph(batch: PairBatch, pos: torch.Tensor, cell: torch.Tensor, target_cell: torch.Tensor,
-                  graph: tuple[float, int, str]) -> PairBatch:
+def rebuild_graph(batch: CrystalBatch, pos: torch.Tensor, cell: torch.Tensor, target_cell: torch.Tensor,
+                  graph: tuple[float, int, str]) -> CrystalBatch:
     """``batch`` with new inputs ``pos [N,3]``, ``cell [B,3,3]`` (and target cells in their bases) and
     the graph built anew on them."""
     cutoff, max_neighbors, self_images = graph

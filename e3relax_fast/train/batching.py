@@ -9,46 +9,13 @@ batches and takes structures ``rank::world_size`` of each.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from ..data.batching import pack_greedy
+from ..data.batching import CrystalBatch, flat_graph, pack_greedy
 from ..data.store import PairStore
-
-
-@dataclass
-class PairBatch:
-    """A flat batch of pairs: model inputs, the fixed graph and the targets.
-
-    ``pos [N,3]``, ``z [N]``, ``cell [B,3,3]``, ``pbc [B,3]``, ``ptr [B+1]``, ``edge_index [2,E]``
-    (source, target; sorted by target), ``shifts [E,3]``, ``target_pos [N,3]``, ``target_cell [B,3,3]``.
-    """
-
-    pos: Tensor
-    z: Tensor
-    cell: Tensor
-    pbc: Tensor
-    ptr: Tensor
-    edge_index: Tensor
-    shifts: Tensor
-    target_pos: Tensor
-    target_cell: Tensor
-    indices: Tensor
-
-    def to(self, device: torch.device | str, dtype: torch.dtype) -> "PairBatch":
-        def floating(t: Tensor) -> Tensor:
-            return t.to(device=device, dtype=dtype)
-        return PairBatch(floating(self.pos), self.z.to(device), floating(self.cell), self.pbc.to(device),
-                         self.ptr.to(device), self.edge_index.to(device), self.shifts.to(device),
-                         floating(self.target_pos), floating(self.target_cell), self.indices)
-
-    @property
-    def num_structures(self) -> int:
-        return self.ptr.numel() - 1
 
 
 def pack_batches(order: np.ndarray, num_atoms: np.ndarray, max_structures: int, max_atoms: int) -> list[np.ndarray]:
@@ -87,20 +54,21 @@ class BatchOrder:
         return self._cache[1]
 
 
-def collate(store: PairStore, indices: np.ndarray) -> PairBatch:
-    """Stack stored pairs into a :class:`PairBatch` (float64; edges offset to the flat atom index)."""
+def collate(store: PairStore, indices: np.ndarray) -> CrystalBatch:
+    """Stack stored pairs into a :class:`CrystalBatch` with their graphs and targets (float64; the
+    store's ``edges [E, 2]`` become the flat ``edge_index [2, E]``; ids are the store ids)."""
     pairs = [store.pair(int(i)) for i in indices]
-    sizes = [len(p["z"]) for p in pairs]
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    edges = np.concatenate([p["edges"] + offsets[k] for k, p in enumerate(pairs)]).astype(np.int64)
-    return PairBatch(
+    offsets = np.concatenate([[0], np.cumsum([len(p["z"]) for p in pairs])]).astype(np.int64)
+    edge_index, shifts = flat_graph([p["edges"].T for p in pairs], [p["shifts"] for p in pairs], offsets)
+    return CrystalBatch(
         pos=torch.from_numpy(np.concatenate([p["pos_unrelaxed"] for p in pairs])),
         z=torch.from_numpy(np.concatenate([p["z"] for p in pairs]).astype(np.int64)),
         cell=torch.from_numpy(np.stack([p["cell_unrelaxed"] for p in pairs])),
         pbc=torch.from_numpy(np.stack([p["pbc"] for p in pairs])),
-        ptr=torch.from_numpy(offsets.astype(np.int64)),
-        edge_index=torch.from_numpy(np.ascontiguousarray(edges.T)),
-        shifts=torch.from_numpy(np.concatenate([p["shifts"] for p in pairs]).astype(np.int64)),
+        ptr=torch.from_numpy(offsets),
+        ids=[store.ids[int(i)] for i in indices],
+        edge_index=edge_index,
+        shifts=shifts,
         target_pos=torch.from_numpy(np.concatenate([p["pos_relaxed"] for p in pairs])),
         target_cell=torch.from_numpy(np.stack([p["cell_relaxed"] for p in pairs])),
         indices=torch.from_numpy(np.asarray(indices, dtype=np.int64)),
@@ -123,7 +91,7 @@ class StoreBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, k: int) -> PairBatch:
+    def __getitem__(self, k: int) -> CrystalBatch:
         if self._store is None:  # opened lazily: each worker maps the files itself
             self._store = PairStore(self.store_path)
         batch = collate(self._store, self.batches[k])

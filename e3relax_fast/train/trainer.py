@@ -27,13 +27,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..data.batching import CrystalBatch
 from ..data.perturb import PERTURBATION_KIND, PerturbConfig
 from ..data.store import PairStore, source_name
 from ..model import E3Relax
 from ..model.checkpoint import model_config_of, read_checkpoint, save_checkpoint
 from ..ops import atom_structure_index
 from .augment import BatchAugmenter
-from .batching import BatchOrder, PairBatch, StoreBatches, collate, pack_batches
+from .batching import BatchOrder, StoreBatches, collate, pack_batches
 from .config import TrainConfig
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -128,40 +129,13 @@ class Trainer:
         self.is_main = self.rank == 0
         self.run_dir = Path(config.run.dir)
 
-        if not config.data.store:
-            raise ValueError("data.store is not set: make a store with `e3relax preprocess` and point to it")
-        self.store = PairStore(config.data.store)
-        self.store.graph.require_model(config.model, config.data.store)
-        self.train_indices = self.store.indices(config.data.train_split)
-        self.val_indices = self.store.indices(config.data.val_split)
-        if len(self.val_indices) == 0:
-            raise ValueError(f"split {config.data.val_split!r} of the store is empty; validation needs pairs")
-        num_atoms = self.store.num_atoms
-        self.order = BatchOrder(self.train_indices, num_atoms, config.data.max_structures_per_batch,
-                                config.data.max_atoms_per_batch, config.run.seed, self.world_size)
-        # which pairs get fresh perturbed inputs (train/augment.py)
-        self.augment_eligible = np.array([config.data.augment.source_contains in source for source in self.store.sources])
-        self.is_perturbation = np.array([kind == PERTURBATION_KIND for kind in self.store.kinds])
-        settings = self.store.meta.get("perturbation")
-        self.perturbation = PerturbConfig(**settings) if settings else None
-        self.val_source = {int(i): source_name(self.store.sources[i], self.store.kinds[i]) for i in self.val_indices}
-        self.val_batches = pack_batches(np.sort(self.val_indices), num_atoms, config.data.max_structures_per_batch,
-                                        config.data.max_atoms_per_batch)
-
+        self._open_data()
         torch.manual_seed(config.run.seed)
-        model = E3Relax(config.model, backend=config.run.backend).to(device=self.device, dtype=self.dtype)
-        self.init_metadata: dict = {}
-        if config.run.init_from:
-            payload, self.init_metadata = read_checkpoint(config.run.init_from)
-            init_config = model_config_of(self.init_metadata).to_dict()  # older checkpoints: their defaults
-            if init_config != config.model.to_dict():
-                raise ValueError(f"run.init_from {config.run.init_from!r} holds a model with config "
-                                 f"{init_config}, not the configured {config.model.to_dict()}")
-            model.load_state_dict(payload["model"])
-        self.model = model
-        self.ema = ExponentialMovingAverage(model, config.optim.ema_decay)
-        self.ddp_model: nn.Module = (nn.parallel.DistributedDataParallel(model) if self.distributed else model)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr,
+        self.model = self._build_model()
+        self.ema = ExponentialMovingAverage(self.model, config.optim.ema_decay)
+        self.ddp_model: nn.Module = (nn.parallel.DistributedDataParallel(self.model) if self.distributed
+                                     else self.model)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.optim.lr,
                                            weight_decay=config.optim.weight_decay, amsgrad=config.optim.amsgrad)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="min", factor=config.optim.plateau_factor,
@@ -178,6 +152,42 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config.to_yaml(self.run_dir / "config.yaml")
             (self.run_dir / "versions.json").write_text(json.dumps(_versions(), indent=1))
+
+    def _open_data(self) -> None:
+        """The store, its splits, the batch order and which pairs get fresh inputs (train/augment.py)."""
+        config = self.config
+        if not config.data.store:
+            raise ValueError("data.store is not set: make a store with `e3relax preprocess` and point to it")
+        self.store = PairStore(config.data.store)
+        self.store.graph.require_model(config.model, config.data.store)
+        self.train_indices = self.store.indices(config.data.train_split)
+        self.val_indices = self.store.indices(config.data.val_split)
+        if len(self.val_indices) == 0:
+            raise ValueError(f"split {config.data.val_split!r} of the store is empty; validation needs pairs")
+        num_atoms = self.store.num_atoms
+        self.order = BatchOrder(self.train_indices, num_atoms, config.data.max_structures_per_batch,
+                                config.data.max_atoms_per_batch, config.run.seed, self.world_size)
+        self.augment_eligible = np.array([config.data.augment.source_contains in source for source in self.store.sources])
+        self.is_perturbation = np.array([kind == PERTURBATION_KIND for kind in self.store.kinds])
+        settings = self.store.meta.get("perturbation")
+        self.perturbation = PerturbConfig(**settings) if settings else None
+        self.val_source = {int(i): source_name(self.store.sources[i], self.store.kinds[i]) for i in self.val_indices}
+        self.val_batches = pack_batches(np.sort(self.val_indices), num_atoms, config.data.max_structures_per_batch,
+                                        config.data.max_atoms_per_batch)
+
+    def _build_model(self) -> E3Relax:
+        """The configured model on the run's device, from ``run.init_from``'s weights where set."""
+        config = self.config
+        model = E3Relax(config.model, config.run.backend, self.device).to(device=self.device, dtype=self.dtype)
+        self.init_metadata: dict = {}
+        if config.run.init_from:
+            payload, self.init_metadata = read_checkpoint(config.run.init_from)
+            init_config = model_config_of(self.init_metadata).to_dict()  # older checkpoints: their defaults
+            if init_config != config.model.to_dict():
+                raise ValueError(f"run.init_from {config.run.init_from!r} holds a model with config "
+                                 f"{init_config}, not the configured {config.model.to_dict()}")
+            model.load_state_dict(payload["model"])
+        return model
 
     # ----------------------------------------------------------------------------------------------
     def metadata(self, metrics: dict | None = None) -> dict:
@@ -244,7 +254,7 @@ class Trainer:
         return tensor
 
     # ----------------------------------------------------------------------------------------------
-    def train_step(self, batch: PairBatch, global_atoms: int, global_structures: int) -> Tensor:
+    def train_step(self, batch: CrystalBatch, global_atoms: int, global_structures: int) -> Tensor:
         """One optimiser step on this rank's share of a global batch; returns the loss parts [L, 2]."""
         self.ddp_model.train()
         b = batch.to(self.device, self.dtype)
@@ -324,47 +334,19 @@ class Trainer:
         bar = tqdm(total=cfg.run.steps_per_epoch, initial=self.state["step"] % cfg.run.steps_per_epoch,
                    desc=f"epoch {self.state['epoch'] + 1}", unit="step", file=sys.stderr,
                    disable=not (cfg.run.progress and self.is_main))
-        window_start, window_structures = time.perf_counter(), 0
+        self._window = (time.perf_counter(), 0)
         try:
             while not self.state["stopped"]:
                 if cfg.run.max_steps and self.state["step"] >= cfg.run.max_steps:
                     self.state["stopped"] = f"max_steps ({cfg.run.max_steps}) reached"
                     break
                 batches = self.order.batches(self.state["pass"])[self.state["batch_in_pass"]:]
-                shares = [b[self.rank::self.world_size] for b in batches]
-                augment = None
-                if cfg.data.augment.fraction > 0 or self.perturbation is not None:
-                    augment = BatchAugmenter(cfg.data.augment, self.augment_eligible, self.perturbation,
-                                             self.is_perturbation, cfg.run.seed, self.state["pass"],
-                                             (self.store.graph.cutoff, self.store.graph.max_neighbors,
-                                              self.store.graph.self_images))
-                loader = torch.utils.data.DataLoader(StoreBatches(cfg.data.store, shares, augment), batch_size=None,
-                                                     shuffle=False, num_workers=cfg.data.num_workers)
-                for global_batch, batch in zip(batches, loader):
+                for global_batch, batch in zip(batches, self._pass_loader(batches)):
                     parts = self.train_step(batch, int(num_atoms[global_batch].sum()), len(global_batch))
                     self.state["step"] += 1
                     self.state["batch_in_pass"] += 1
-                    window_structures += len(global_batch)
-                    step = self.state["step"]
-                    bar.update(1)
-                    if step % cfg.run.log_every == 0:
-                        parts = self._all_reduce(parts)
-                        elapsed = time.perf_counter() - window_start
-                        record = {"step": step, "epoch": self.state["epoch"], "loss": float(parts.sum()),
-                                  "loss_pos_last": float(parts[-1, 0]), "loss_cell_last": float(parts[-1, 1]),
-                                  "lr": self.optimizer.param_groups[0]["lr"],
-                                  "structures_per_s": window_structures / elapsed if elapsed > 0 else 0.0}
-                        self._log(record)
-                        bar.set_postfix(loss=f"{record['loss']:.4f}")
-                        window_start, window_structures = time.perf_counter(), 0
-                    if step % cfg.run.steps_per_epoch == 0:
-                        self._end_epoch()
-                        self._save_last()
-                        bar.reset()
-                        bar.set_description(f"epoch {self.state['epoch'] + 1}")
-                    elif step % cfg.run.checkpoint_every == 0:
-                        self._save_last()
-                    if self.state["stopped"] or (cfg.run.max_steps and step >= cfg.run.max_steps):
+                    self._after_step(parts, len(global_batch), bar)
+                    if self.state["stopped"] or (cfg.run.max_steps and self.state["step"] >= cfg.run.max_steps):
                         break
                 else:
                     self.state["pass"] += 1
@@ -380,6 +362,45 @@ class Trainer:
             save_checkpoint(self.run_dir / "best.ckpt", self.ema.module.state_dict(), self.metadata())
         return {"step": self.state["step"], "epoch": self.state["epoch"], "best_val_score": self.state["best_val"],
                 "stopped": self.state["stopped"], "run_dir": str(self.run_dir)}
+
+    def _pass_loader(self, batches: list[np.ndarray]) -> torch.utils.data.DataLoader:
+        """This rank's share of the remaining ``batches`` of the current pass, collated (and given fresh
+        inputs by the pass's augmenter) in order."""
+        cfg = self.config
+        shares = [b[self.rank::self.world_size] for b in batches]
+        augment = None
+        if cfg.data.augment.fraction > 0 or self.perturbation is not None:
+            graph = (self.store.graph.cutoff, self.store.graph.max_neighbors, self.store.graph.self_images)
+            augment = BatchAugmenter(cfg.data.augment, self.augment_eligible, self.perturbation, self.is_perturbation,
+                                     cfg.run.seed, self.state["pass"], graph)
+        return torch.utils.data.DataLoader(StoreBatches(cfg.data.store, shares, augment), batch_size=None,
+                                           shuffle=False, num_workers=cfg.data.num_workers)
+
+    def _after_step(self, parts: Tensor, structures: int, bar: Any) -> None:
+        """Log every ``log_every`` steps (losses, rate over the window since the last log); validate and
+        save at the end of each pseudo-epoch; save ``last.ckpt`` every ``checkpoint_every`` steps."""
+        cfg = self.config
+        step = self.state["step"]
+        window_start, window_structures = self._window[0], self._window[1] + structures
+        self._window = (window_start, window_structures)
+        bar.update(1)
+        if step % cfg.run.log_every == 0:
+            parts = self._all_reduce(parts)
+            elapsed = time.perf_counter() - window_start
+            record = {"step": step, "epoch": self.state["epoch"], "loss": float(parts.sum()),
+                      "loss_pos_last": float(parts[-1, 0]), "loss_cell_last": float(parts[-1, 1]),
+                      "lr": self.optimizer.param_groups[0]["lr"],
+                      "structures_per_s": window_structures / elapsed if elapsed > 0 else 0.0}
+            self._log(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            self._window = (time.perf_counter(), 0)
+        if step % cfg.run.steps_per_epoch == 0:
+            self._end_epoch()
+            self._save_last()
+            bar.reset()
+            bar.set_description(f"epoch {self.state['epoch'] + 1}")
+        elif step % cfg.run.checkpoint_every == 0:
+            self._save_last()
 
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
