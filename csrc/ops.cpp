@@ -14,7 +14,7 @@
 //   _radius_graph_targets the same contract as radius_graph_pbc, computed one target atom at a time by
 //                         brute force over images: the CUDA kernel of radius_graph_pbc, and a CPU
 //                         harness of it so that the tests run the GPU's per-target code everywhere.
-//   vector_message        fused scalar-vector message aggregation (ops/message_passing.py):
+//   vector_message        fused scalar-vector message aggregation (ops/vector_message.py):
 //                         phi [N,3F], w [E,3F], vec [N,3,F], unit [E,3] and the graph in CSR form:
 //                         rowptr [N+1] (edges sorted by target), source [E], target [E], perm [E] (edge
 //                         ids sorted by source), source_ptr [N+1] -> dh [N,F], dvec [N,3,F].
@@ -28,7 +28,7 @@
 //   radial_filter_forward / radial_filter_backward (grad_out, distance, weight, cutoff, exponent ->
 //                         grad_distance, grad_weight, grad_bias).
 //   radial_vector_message vector_message with w = radial_filter(distance, weight, bias, cutoff,
-//                         envelope_exponent) computed inside and never stored (ops/radial_message.py):
+//                         envelope_exponent) computed inside and never stored (ops/radial_vector_message.py):
 //                         phi [N,3F], distance [E] (Å), weight [3F,M], bias [3F], cutoff, exponent,
 //                         vec [N,3,F], unit [E,3], rowptr [N+1], source [E] -> dh [N,F], dvec [N,3,F].
 //                         Inference only: no autograd kernel (training runs the two ops).

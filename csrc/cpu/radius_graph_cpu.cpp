@@ -73,171 +73,217 @@ struct TaskEdges {
   int32_t per_target[kTargetsPerTask] = {};  // edges of each target of the task
 };
 
-template <typename scalar_t>
-void build_grid(ImageGrid& grid, int64_t b, const scalar_t* pos, const scalar_t* cell_s, const bool* pbc,
-                int64_t start, int64_t count, double cutoff) {
-  grid.start = start;
-  double m[9];
-  for (int k = 0; k < 9; ++k) m[k] = static_cast<double>(cell_s[k]);
-  // inverse of the row-major cell: frac = pos @ inverse; column k of the inverse is reciprocal vector b_k.
-  const double c00 = m[4] * m[8] - m[5] * m[7], c01 = m[5] * m[6] - m[3] * m[8], c02 = m[3] * m[7] - m[4] * m[6];
-  const double det = m[0] * c00 + m[1] * c01 + m[2] * c02;
-  double row_norms = 1.0;
-  for (int r = 0; r < 3; ++r) row_norms *= std::sqrt(m[3 * r] * m[3 * r] + m[3 * r + 1] * m[3 * r + 1] + m[3 * r + 2] * m[3 * r + 2]);
-  TORCH_CHECK_VALUE(std::isfinite(det) && std::abs(det) >= 1e-6 * row_norms, "structure ", b,
-                    ": field 'cell' is singular (lattice vectors are linearly dependent or zero)");
-  const double inv[9] = {c00 / det, (m[2] * m[7] - m[1] * m[8]) / det, (m[1] * m[5] - m[2] * m[4]) / det,
-                         c01 / det, (m[0] * m[8] - m[2] * m[6]) / det, (m[2] * m[3] - m[0] * m[5]) / det,
-                         c02 / det, (m[1] * m[6] - m[0] * m[7]) / det, (m[0] * m[4] - m[1] * m[3]) / det};
-  double rho[3];  // the cutoff in fractional units along each axis, with a margin for rounding
-  double images = 1.0;
-  for (int k = 0; k < 3; ++k) {
-    grid.periodic[k] = pbc[k];
-    const double recip = std::sqrt(inv[k] * inv[k] + inv[3 + k] * inv[3 + k] + inv[6 + k] * inv[6 + k]);
-    rho[k] = cutoff * recip * (1.0 + kReachMargin) + 1e-12;
-    if (pbc[k]) images *= 2.0 * std::ceil(rho[k] + 1.0) + 1.0;
-  }
-  // Checked before anything is allocated from these numbers.
-  TORCH_CHECK_VALUE(images <= kMaxImages, "structure ", b, ": field 'cell' is too small for cutoff ", cutoff,
-                    " Å: the radius graph would need about ", images,
-                    " periodic images (a lattice vector is far shorter than the cutoff)");
-  if (count == 0) {
-    grid.bin_start.assign(2, 0);
-    return;
+// Builds the ImageGrid of one structure in named steps, in the order of build(): the lattice (inverse,
+// reach, bounds), the wrapped atoms, the image count, the bins, the target places, the binned images.
+class GridBuilder {
+ public:
+  GridBuilder(ImageGrid& grid, int64_t structure, double cutoff) : grid_(grid), structure_(structure), cutoff_(cutoff) {}
+
+  template <typename scalar_t>
+  void build(const scalar_t* pos, const scalar_t* cell, const bool* pbc, int64_t start, int64_t count) {
+    grid_.start = start;
+    count_ = count;
+    set_lattice(cell, pbc);
+    if (count == 0) {
+      grid_.bin_start.assign(2, 0);
+      return;
+    }
+    wrap_atoms(pos + start * 3);
+    count_images();
+    choose_bins();
+    place_targets();
+    bin_images();
   }
 
-  std::vector<double> frac(count * 3);
-  double low[3], high[3];
-  for (int k = 0; k < 3; ++k) {
-    low[k] = std::numeric_limits<double>::infinity();
-    high[k] = -low[k];
-  }
-  grid.wrap.assign(count * 3, 0);
-  grid.target_cart.resize(count * 3);
-  for (int64_t a = 0; a < count; ++a) {
-    const scalar_t* p = pos + (start + a) * 3;
-    int* w = &grid.wrap[a * 3];
+ private:
+  // The cell's inverse (column k is reciprocal vector b_k), refusing singular cells; rho_k, the cutoff in
+  // fractional units along axis k with a margin for rounding; the image bound, checked before anything
+  // is allocated from these numbers.
+  template <typename scalar_t>
+  void set_lattice(const scalar_t* cell, const bool* pbc) {
+    double* m = m_;
+    for (int k = 0; k < 9; ++k) m[k] = static_cast<double>(cell[k]);
+    const double c00 = m[4] * m[8] - m[5] * m[7], c01 = m[5] * m[6] - m[3] * m[8], c02 = m[3] * m[7] - m[4] * m[6];
+    const double det = m[0] * c00 + m[1] * c01 + m[2] * c02;
+    double row_norms = 1.0;
+    for (int r = 0; r < 3; ++r) row_norms *= std::sqrt(m[3 * r] * m[3 * r] + m[3 * r + 1] * m[3 * r + 1] + m[3 * r + 2] * m[3 * r + 2]);
+    TORCH_CHECK_VALUE(std::isfinite(det) && std::abs(det) >= 1e-6 * row_norms, "structure ", structure_,
+                      ": field 'cell' is singular (lattice vectors are linearly dependent or zero)");
+    const double inv[9] = {c00 / det, (m[2] * m[7] - m[1] * m[8]) / det, (m[1] * m[5] - m[2] * m[4]) / det,
+                           c01 / det, (m[0] * m[8] - m[2] * m[6]) / det, (m[2] * m[3] - m[0] * m[5]) / det,
+                           c02 / det, (m[1] * m[6] - m[0] * m[7]) / det, (m[0] * m[4] - m[1] * m[3]) / det};
+    std::copy(inv, inv + 9, inv_);
+    double images = 1.0;
     for (int k = 0; k < 3; ++k) {
-      double f = static_cast<double>(p[0]) * inv[k] + static_cast<double>(p[1]) * inv[3 + k] +
-                 static_cast<double>(p[2]) * inv[6 + k];
-      if (grid.periodic[k]) {
-        const double whole = std::floor(f);
-        w[k] = static_cast<int>(whole);
-        f -= whole;
+      grid_.periodic[k] = pbc[k];
+      const double recip = std::sqrt(inv[k] * inv[k] + inv[3 + k] * inv[3 + k] + inv[6 + k] * inv[6 + k]);
+      rho_[k] = cutoff_ * recip * (1.0 + kReachMargin) + 1e-12;
+      if (pbc[k]) images *= 2.0 * std::ceil(rho_[k] + 1.0) + 1.0;
+    }
+    TORCH_CHECK_VALUE(images <= kMaxImages, "structure ", structure_, ": field 'cell' is too small for cutoff ",
+                      cutoff_, " Å: the radius graph would need about ", images,
+                      " periodic images (a lattice vector is far shorter than the cutoff)");
+  }
+
+  // Fractional coordinates wrapped into [0, 1) on periodic axes (the integer part kept in grid.wrap),
+  // their range, and the wrapped Cartesian positions. pos: the structure's first atom.
+  template <typename scalar_t>
+  void wrap_atoms(const scalar_t* pos) {
+    const double* m = m_;
+    const double* inv = inv_;
+    frac_.resize(count_ * 3);
+    for (int k = 0; k < 3; ++k) {
+      low_[k] = std::numeric_limits<double>::infinity();
+      high_[k] = -low_[k];
+    }
+    grid_.wrap.assign(count_ * 3, 0);
+    grid_.target_cart.resize(count_ * 3);
+    for (int64_t a = 0; a < count_; ++a) {
+      const scalar_t* p = pos + a * 3;
+      int* w = &grid_.wrap[a * 3];
+      for (int k = 0; k < 3; ++k) {
+        double f = static_cast<double>(p[0]) * inv[k] + static_cast<double>(p[1]) * inv[3 + k] +
+                   static_cast<double>(p[2]) * inv[6 + k];
+        if (grid_.periodic[k]) {
+          const double whole = std::floor(f);
+          w[k] = static_cast<int>(whole);
+          f -= whole;
+        }
+        frac_[a * 3 + k] = f;
+        low_[k] = std::min(low_[k], f);
+        high_[k] = std::max(high_[k], f);
       }
-      frac[a * 3 + k] = f;
-      low[k] = std::min(low[k], f);
-      high[k] = std::max(high[k], f);
+      for (int k = 0; k < 3; ++k) {
+        grid_.target_cart[a * 3 + k] = static_cast<double>(p[k]) - (w[0] * m[k] + w[1] * m[3 + k] + w[2] * m[6 + k]);
+      }
     }
-    for (int k = 0; k < 3; ++k) {
-      grid.target_cart[a * 3 + k] = static_cast<double>(p[k]) - (w[0] * m[k] + w[1] * m[3 + k] + w[2] * m[6 + k]);
+    for (int k = 0; k < 3; ++k) {  // the padded box
+      grid_.origin[k] = grid_.periodic[k] ? -rho_[k] : low_[k];
+      extent_[k] = grid_.periodic[k] ? 1.0 + 2.0 * rho_[k] : high_[k] - low_[k];
     }
   }
 
-  // Image range of each atom along each axis, and the padded box.
-  double extent[3];
-  for (int k = 0; k < 3; ++k) {
-    grid.origin[k] = grid.periodic[k] ? -rho[k] : low[k];
-    extent[k] = grid.periodic[k] ? 1.0 + 2.0 * rho[k] : high[k] - low[k];
-  }
-  auto image_range = [&](int64_t a, int k, int& first, int& last) {
-    if (!grid.periodic[k]) {
+  // The image shifts of atom a along axis k that fall in the padded box: first..last (0..0 when open).
+  void image_range(int64_t a, int k, int& first, int& last) const {
+    if (!grid_.periodic[k]) {
       first = last = 0;
       return;
     }
-    const double f = frac[a * 3 + k];
-    first = static_cast<int>(std::ceil(-rho[k] - f));
-    last = static_cast<int>(std::floor(1.0 + rho[k] - f));
-  };
-  int64_t num_images = 0;
-  for (int64_t a = 0; a < count; ++a) {
-    int64_t per_atom = 1;
-    for (int k = 0; k < 3; ++k) {
-      int first, last;
-      image_range(a, k, first, last);
-      per_atom *= std::max(0, last - first + 1);
-    }
-    num_images += per_atom;
+    const double f = frac_[a * 3 + k];
+    first = static_cast<int>(std::ceil(-rho_[k] - f));
+    last = static_cast<int>(std::floor(1.0 + rho_[k] - f));
   }
-  TORCH_CHECK_VALUE(num_images < std::numeric_limits<int32_t>::max() && count < std::numeric_limits<int32_t>::max(),
-                    "structure ", b, ": ", count, " atoms with ", num_images,
-                    " periodic images within the cutoff is more than this kernel indexes (2^31)");
+
+  void count_images() {
+    num_images_ = 0;
+    for (int64_t a = 0; a < count_; ++a) {
+      int64_t per_atom = 1;
+      for (int k = 0; k < 3; ++k) {
+        int first, last;
+        image_range(a, k, first, last);
+        per_atom *= std::max(0, last - first + 1);
+      }
+      num_images_ += per_atom;
+    }
+    TORCH_CHECK_VALUE(num_images_ < std::numeric_limits<int32_t>::max() && count_ < std::numeric_limits<int32_t>::max(),
+                      "structure ", structure_, ": ", count_, " atoms with ", num_images_,
+                      " periodic images within the cutoff is more than this kernel indexes (2^31)");
+  }
 
   // Bins at least rho / kBinsPerReach wide; sparse structures (a few atoms in a huge box) get coarser
   // bins rather than millions of empty ones.
-  double total_bins = 1.0;
-  for (int k = 0; k < 3; ++k) {
-    const double wanted = std::floor(kBinsPerReach * extent[k] / rho[k]);
-    grid.bins[k] = static_cast<int>(std::max(1.0, std::min(wanted, 1024.0)));
-    total_bins *= grid.bins[k];
-  }
-  const double max_bins = std::max(27.0, 2.0 * static_cast<double>(num_images));
-  while (total_bins > max_bins) {
-    const int k = static_cast<int>(std::max_element(grid.bins, grid.bins + 3) - grid.bins);
-    total_bins /= grid.bins[k];
-    grid.bins[k] = std::max(1, grid.bins[k] / 2);
-    total_bins *= grid.bins[k];
-  }
-  for (int k = 0; k < 3; ++k) {
-    const double width = extent[k] > 0.0 ? extent[k] / grid.bins[k] : 1.0;
-    grid.inv_width[k] = 1.0 / width;
-    grid.reach[k] = rho[k] / width;
-  }
-  auto bin_coordinate = [&](double f, int k) {
-    const int c = static_cast<int>(std::floor((f - grid.origin[k]) * grid.inv_width[k]));
-    return std::min(std::max(c, 0), grid.bins[k] - 1);
-  };
-  grid.target_place.resize(count * 3);
-  for (int64_t a = 0; a < count; ++a) {
-    for (int k = 0; k < 3; ++k) grid.target_place[a * 3 + k] = (frac[a * 3 + k] - grid.origin[k]) * grid.inv_width[k];
+  void choose_bins() {
+    double total_bins = 1.0;
+    for (int k = 0; k < 3; ++k) {
+      const double wanted = std::floor(kBinsPerReach * extent_[k] / rho_[k]);
+      grid_.bins[k] = static_cast<int>(std::max(1.0, std::min(wanted, 1024.0)));
+      total_bins *= grid_.bins[k];
+    }
+    const double max_bins = std::max(27.0, 2.0 * static_cast<double>(num_images_));
+    while (total_bins > max_bins) {
+      const int k = static_cast<int>(std::max_element(grid_.bins, grid_.bins + 3) - grid_.bins);
+      total_bins /= grid_.bins[k];
+      grid_.bins[k] = std::max(1, grid_.bins[k] / 2);
+      total_bins *= grid_.bins[k];
+    }
+    for (int k = 0; k < 3; ++k) {
+      const double width = extent_[k] > 0.0 ? extent_[k] / grid_.bins[k] : 1.0;
+      grid_.inv_width[k] = 1.0 / width;
+      grid_.reach[k] = rho_[k] / width;
+    }
   }
 
-  // Counting sort of the images by bin; within a bin, images keep the order (atom, s0, s1, s2).
-  const int64_t num_bins = static_cast<int64_t>(grid.bins[0]) * grid.bins[1] * grid.bins[2];
-  std::vector<int32_t> image_bin(num_images);
-  grid.bin_start.assign(num_bins + 1, 0);
-  auto for_each_image = [&](auto&& body) {
+  int bin_coordinate(double f, int k) const {
+    const int c = static_cast<int>(std::floor((f - grid_.origin[k]) * grid_.inv_width[k]));
+    return std::min(std::max(c, 0), grid_.bins[k] - 1);
+  }
+
+  void place_targets() {
+    grid_.target_place.resize(count_ * 3);
+    for (int64_t a = 0; a < count_; ++a) {
+      for (int k = 0; k < 3; ++k) grid_.target_place[a * 3 + k] = (frac_[a * 3 + k] - grid_.origin[k]) * grid_.inv_width[k];
+    }
+  }
+
+  // body(image, atom, s0, s1, s2, bin) for every image in the order (atom, s0, s1, s2).
+  template <typename Body>
+  void for_each_image(Body&& body) const {
     int64_t image = 0;
-    for (int64_t a = 0; a < count; ++a) {
+    for (int64_t a = 0; a < count_; ++a) {
       int first[3], last[3];
       for (int k = 0; k < 3; ++k) image_range(a, k, first[k], last[k]);
-      const double* f = &frac[a * 3];
+      const double* f = &frac_[a * 3];
       for (int s0 = first[0]; s0 <= last[0]; ++s0) {
         const int c0 = bin_coordinate(f[0] + s0, 0);
         for (int s1 = first[1]; s1 <= last[1]; ++s1) {
           const int c1 = bin_coordinate(f[1] + s1, 1);
           for (int s2 = first[2]; s2 <= last[2]; ++s2) {
             const int c2 = bin_coordinate(f[2] + s2, 2);
-            body(image++, a, s0, s1, s2, (static_cast<int64_t>(c0) * grid.bins[1] + c1) * grid.bins[2] + c2);
+            body(image++, a, s0, s1, s2, (static_cast<int64_t>(c0) * grid_.bins[1] + c1) * grid_.bins[2] + c2);
           }
         }
       }
     }
-  };
-  for_each_image([&](int64_t image, int64_t, int, int, int, int64_t bin) {
-    image_bin[image] = static_cast<int32_t>(bin);
-    grid.bin_start[bin + 1] += 1;
-  });
-  for (int64_t bin = 0; bin < num_bins; ++bin) grid.bin_start[bin + 1] += grid.bin_start[bin];
-  std::vector<int64_t> fill(grid.bin_start.begin(), grid.bin_start.end() - 1);
-  grid.x.resize(num_images);
-  grid.y.resize(num_images);
-  grid.z.resize(num_images);
-  grid.atom.resize(num_images);
-  grid.shift.resize(num_images * 3);
-  for_each_image([&](int64_t image, int64_t a, int s0, int s1, int s2, int64_t) {
-    const int64_t slot = fill[image_bin[image]]++;
-    const double* c = &grid.target_cart[a * 3];
-    grid.x[slot] = c[0] + (s0 * m[0] + s1 * m[3] + s2 * m[6]);
-    grid.y[slot] = c[1] + (s0 * m[1] + s1 * m[4] + s2 * m[7]);
-    grid.z[slot] = c[2] + (s0 * m[2] + s1 * m[5] + s2 * m[8]);
-    grid.atom[slot] = static_cast<int32_t>(a);
-    const int* w = &grid.wrap[a * 3];
-    grid.shift[slot * 3] = s0 - w[0];
-    grid.shift[slot * 3 + 1] = s1 - w[1];
-    grid.shift[slot * 3 + 2] = s2 - w[2];
-  });
-}
+  }
+
+  // Counting sort of the images by bin; within a bin, images keep the order (atom, s0, s1, s2).
+  void bin_images() {
+    const double* m = m_;
+    const int64_t num_bins = static_cast<int64_t>(grid_.bins[0]) * grid_.bins[1] * grid_.bins[2];
+    std::vector<int32_t> image_bin(num_images_);
+    grid_.bin_start.assign(num_bins + 1, 0);
+    for_each_image([&](int64_t image, int64_t, int, int, int, int64_t bin) {
+      image_bin[image] = static_cast<int32_t>(bin);
+      grid_.bin_start[bin + 1] += 1;
+    });
+    for (int64_t bin = 0; bin < num_bins; ++bin) grid_.bin_start[bin + 1] += grid_.bin_start[bin];
+    std::vector<int64_t> fill(grid_.bin_start.begin(), grid_.bin_start.end() - 1);
+    grid_.x.resize(num_images_);
+    grid_.y.resize(num_images_);
+    grid_.z.resize(num_images_);
+    grid_.atom.resize(num_images_);
+    grid_.shift.resize(num_images_ * 3);
+    for_each_image([&](int64_t image, int64_t a, int s0, int s1, int s2, int64_t) {
+      const int64_t slot = fill[image_bin[image]]++;
+      const double* c = &grid_.target_cart[a * 3];
+      grid_.x[slot] = c[0] + (s0 * m[0] + s1 * m[3] + s2 * m[6]);
+      grid_.y[slot] = c[1] + (s0 * m[1] + s1 * m[4] + s2 * m[7]);
+      grid_.z[slot] = c[2] + (s0 * m[2] + s1 * m[5] + s2 * m[8]);
+      grid_.atom[slot] = static_cast<int32_t>(a);
+      const int* w = &grid_.wrap[a * 3];
+      grid_.shift[slot * 3] = s0 - w[0];
+      grid_.shift[slot * 3 + 1] = s1 - w[1];
+      grid_.shift[slot * 3 + 2] = s2 - w[2];
+    });
+  }
+
+  ImageGrid& grid_;
+  int64_t structure_;
+  double cutoff_;
+  double m_[9] = {}, inv_[9] = {}, rho_[3] = {}, low_[3] = {}, high_[3] = {}, extent_[3] = {};
+  int64_t count_ = 0, num_images_ = 0;
+  std::vector<double> frac_;  // [count * 3] wrapped fractional coordinates
+};
 
 // Sorts a group of candidates by rank: each one's place is the number of others before it, counted
 // without branches on (squared distance, tie key) pairs of doubles that the compiler vectorises. The tie
@@ -423,8 +469,7 @@ std::vector<TaskEdges> find_edges(const at::Tensor& pos, const at::Tensor& cell,
   std::vector<ImageGrid> grids(num_structures);
   at::parallel_for(0, num_structures, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
-      build_grid<scalar_t>(grids[b], b, pos_data, cell_data + 9 * b, pbc_data + 3 * b, ptr[b], ptr[b + 1] - ptr[b],
-                           cutoff);
+      GridBuilder(grids[b], b, cutoff).build(pos_data, cell_data + 9 * b, pbc_data + 3 * b, ptr[b], ptr[b + 1] - ptr[b]);
     }
   });
   const int64_t num_tasks = (num_atoms + kTargetsPerTask - 1) / kTargetsPerTask;

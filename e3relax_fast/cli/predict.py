@@ -20,9 +20,33 @@ UNTRAINED_BANNER = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _io_arguments(parser.add_argument_group("inputs and outputs"))
+    _model_arguments(parser.add_argument_group("model and batching"))
+    _refusal_arguments(parser.add_argument_group("refusing predictions"))
+    _refine_arguments(parser.add_argument_group("refinement"))
+
+
+def _io_arguments(parser: argparse._ArgumentGroup) -> None:
     parser.add_argument("-i", "--input", nargs="+", required=True, help="files, globs, folders, extxyz, ASE db")
     parser.add_argument("-o", "--output", required=True,
                         help="OUT.extxyz, OUT.db (ASE database) or a folder (one CIF, or POSCAR, per structure)")
+    parser.add_argument("--wrap", action="store_true", help="wrap the relaxed positions into the cell")
+    parser.add_argument("--folder-format", default="cif", choices=("cif", "poscar"),
+                        help="file format when OUTPUT is a folder")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip the ids already in the report of an earlier run and append to its output "
+                             "(first removing what that run wrote but did not report)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output and report (without it, or --resume, they are an error)")
+    parser.add_argument("--shard", default="0/1", metavar="I/N",
+                        help="relax only inputs I, I+N, I+2N, ... (SLURM arrays, torchrun ranks, several machines)")
+    parser.add_argument("--trajectory", metavar="FILE.extxyz",
+                        help="also write every layer's structure of each prediction (info: id, layer)")
+    parser.add_argument("--report", help="CSV with one row per input (default: OUTPUT stem + _report.csv)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _model_arguments(parser: argparse._ArgumentGroup) -> None:
     parser.add_argument("-m", "--model",
                         help="shipped model name, checkpoint (runs/x/best.ckpt) or exported model (.ts.pt, .pt2); "
                              "default: the shipped e3relax-small")
@@ -36,8 +60,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="structures per batch at most")
     parser.add_argument("--num-workers", type=int, default=1,
                         help="threads that validate inputs and build graphs while the model runs")
-    parser.add_argument("--shard", default="0/1", metavar="I/N",
-                        help="relax only inputs I, I+N, I+2N, ... (SLURM arrays, torchrun ranks, several machines)")
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda, cuda:1, ... (default auto: cuda when available, else cpu)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "cpp", "cuda", "triton"),
+                        help="implementation of the fast ops (e3relax info lists what runs here)")
+    from ..relax import MATMUL_PRECISIONS
+
+    parser.add_argument("--matmul-precision", default="float32", choices=MATMUL_PRECISIONS,
+                        help="bfloat16: channel-mixing products in bfloat16 (float32 accumulation; geometry stays "
+                             "float32): several times faster on CPUs with AMX or AVX512-BF16, predictions move "
+                             "slightly (see the README)")
+    parser.add_argument("--no-tune-allocator", action="store_true",
+                        help="leave glibc's allocator as it is (by default freed CPU memory is kept for reuse: "
+                             "e3relax_fast.tune_cpu_allocator)")
+
+
+def _refusal_arguments(parser: argparse._ArgumentGroup) -> None:
     parser.add_argument("--on-unknown-element", default="error", choices=("error", "warn"),
                         help="elements not seen in training (checkpoint metadata): skip with an error or warn")
     parser.add_argument("--on-overlap", default="input", choices=("input", "keep"),
@@ -49,14 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a prediction whose cell volume is more than this factor above or below the input's, "
                              "or that is not finite, is refused: the input geometry is written, with a warning "
                              "(default %(default)g; inf: no volume check)")
-    parser.add_argument("--wrap", action="store_true", help="wrap the relaxed positions into the cell")
-    parser.add_argument("--folder-format", default="cif", choices=("cif", "poscar"),
-                        help="file format when OUTPUT is a folder")
-    parser.add_argument("--resume", action="store_true",
-                        help="skip the ids already in the report of an earlier run and append to its output "
-                             "(first removing what that run wrote but did not report)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing output and report (without it, or --resume, they are an error)")
+
+
+def _refine_arguments(parser: argparse._ArgumentGroup) -> None:
     parser.add_argument("--refine", metavar="CALC",
                         help="then relax each prediction with an ASE calculator ('emt' or module:Class), FIRE + "
                              "FrechetCellFilter; writes the refined structures")
@@ -64,22 +97,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=500, help="refinement step limit")
     parser.add_argument("--refine-from-input", action="store_true",
                         help="also refine from the unrelaxed input and report its steps (the comparison)")
-    parser.add_argument("--device", default="auto",
-                        help="cpu, cuda, cuda:1, ... (default auto: cuda when available, else cpu)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "cpp", "cuda", "triton"))
-    from ..relax import MATMUL_PRECISIONS
-
-    parser.add_argument("--matmul-precision", default="float32", choices=MATMUL_PRECISIONS,
-                        help="bfloat16: channel-mixing products in bfloat16 (float32 accumulation; geometry stays "
-                             "float32): several times faster on CPUs with AMX or AVX512-BF16, predictions move "
-                             "slightly (see the README)")
-    parser.add_argument("--no-tune-allocator", action="store_true",
-                        help="leave glibc's allocator as it is (by default freed CPU memory is kept for reuse: "
-                             "e3relax_fast.tune_cpu_allocator)")
-    parser.add_argument("--trajectory", metavar="FILE.extxyz",
-                        help="also write every layer's structure of each prediction (info: id, layer)")
-    parser.add_argument("--report", help="CSV with one row per input (default: OUTPUT stem + _report.csv)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 REPORT_COLUMNS = ["id", "source", "formula", "atoms", "status", "error", "warning", "expected_error_A",
@@ -138,7 +155,7 @@ def _build_relaxer(args: argparse.Namespace):
                    overlap_ratio=args.overlap_ratio, max_volume_factor=args.max_volume_factor)
     if args.untrained:
         print(UNTRAINED_BANNER.format(preset=args.preset, seed=args.seed), file=sys.stderr)
-        return E3Relaxer(untrained_model(args.preset, args.seed).set_backend(args.backend), device=device, **options)
+        return E3Relaxer(untrained_model(args.preset, args.seed).choose_ops(args.backend, device), device=device, **options)
     return E3Relaxer.from_pretrained(args.model, device=device, backend=args.backend,
                                      on_unknown_element=args.on_unknown_element, **options)
 

@@ -74,32 +74,34 @@ inline at::Tensor exclusive_cumsum(const at::Tensor& values) {
   return out;
 }
 
-// The cell lists of the CPU kernel, built with ATen ops on the tensors' own device (no per-structure
-// round trip): fractional coordinates wrapped on periodic axes, rho_k = cutoff |b_k| (widened by 1e-4
-// so that rounding never hides an image), every image within rho of the unit box, bins at least rho wide
-// (coarser for sparse structures), and the images sorted by bin (stable: deterministic). Two host syncs
-// after the data checks: the image check and the image/bin totals, to allocate.
-inline TargetPlan plan_targets(const at::Tensor& pos, const at::Tensor& cell, const at::Tensor& pbc,
-                               const at::Tensor& ptr, double cutoff, int64_t max_neighbors, int64_t self_images) {
+// What the steps of plan_targets hand on to each other (all on the tensors' device).
+struct PlanGeometry {
+  at::Tensor cell64, inv, rho;      // [B,3,3] double, [B,3,3], [B,3]: cells, inverses, reach rho_k
+  at::Tensor frac_w, periodic;      // [N,3] wrapped fractional coordinates, [N,3] bool
+  at::Tensor first, per_axis;       // [N,3] long: first image shift, images along each axis
+  at::Tensor per_atom, image_offsets;  // [N] images per atom, [N+1] their exclusive prefix sum
+  at::Tensor origin, inv_width;     // [B,3] lower corner of the padded box, bins per fractional unit
+};
+
+// The inputs as the kernels read them, the structure of each atom, and rho_k = cutoff |b_k| (widened by
+// 1e-4 so that rounding never hides an image), refusing cells that need more than kMaxImages images.
+inline PlanGeometry plan_lattice(TargetPlan& plan, const at::Tensor& pos, const at::Tensor& cell, const at::Tensor& pbc,
+                                 const at::Tensor& ptr, double cutoff) {
   constexpr double kMaxImages = 200000.0;  // as the reference and the CPU kernel
   constexpr double kReachMargin = 1e-4;
-  check_radius_graph_args(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images);
-  check_radius_graph_data(pos, cell, ptr);
-  TargetPlan plan;
   plan.pos = pos.contiguous();
   plan.cell = cell.to(pos.scalar_type()).contiguous();
   plan.pbc = pbc.to(at::kBool).contiguous();
   plan.ptr = ptr.to(at::kLong).contiguous();
-  const int64_t num_structures = plan.ptr.numel() - 1, num_atoms = plan.pos.size(0);
+  const int64_t num_structures = plan.ptr.numel() - 1;
   const auto sizes = plan.ptr.slice(0, 1) - plan.ptr.slice(0, 0, num_structures);
   plan.structure = at::repeat_interleave(at::arange(num_structures, plan.ptr.options()), sizes, /*dim=*/0,
-                                         /*output_size=*/num_atoms);
-  const auto& structure = plan.structure;
-  const auto cell64 = plan.cell.to(at::kDouble);
-  const auto pos64 = plan.pos.to(at::kDouble);
-  const auto inv = num_structures > 0 ? at::linalg_inv(cell64) : cell64.clone();
-  const auto rho = cutoff * at::linalg_vector_norm(inv, 2, {1}) * (1.0 + kReachMargin) + 1e-12;  // [B,3]
-  const auto images = at::where(plan.pbc, 2 * at::ceil(rho + 1) + 1, at::ones_like(rho)).prod(1);
+                                         /*output_size=*/plan.pos.size(0));
+  PlanGeometry geometry;
+  geometry.cell64 = plan.cell.to(at::kDouble);
+  geometry.inv = num_structures > 0 ? at::linalg_inv(geometry.cell64) : geometry.cell64.clone();
+  geometry.rho = cutoff * at::linalg_vector_norm(geometry.inv, 2, {1}) * (1.0 + kReachMargin) + 1e-12;  // [B,3]
+  const auto images = at::where(plan.pbc, 2 * at::ceil(geometry.rho + 1) + 1, at::ones_like(geometry.rho)).prod(1);
   const auto too_many = images > kMaxImages;
   if (num_structures > 0 && too_many.any().item<bool>()) {
     const int64_t b = too_many.to(at::kInt).argmax().item<int64_t>();
@@ -107,38 +109,46 @@ inline TargetPlan plan_targets(const at::Tensor& pos, const at::Tensor& cell, co
                       " Å: the radius graph would need about ", images[b].item<double>(),
                       " periodic images (a lattice vector is far shorter than the cutoff)");
   }
+  return geometry;
+}
 
-  // Atoms: wrapped fractional and Cartesian positions.
-  const auto periodic = plan.pbc.index_select(0, structure);  // [N,3]
-  const auto frac = at::bmm(pos64.unsqueeze(1), inv.index_select(0, structure)).squeeze(1);
-  const auto whole = at::where(periodic, at::floor(frac), at::zeros_like(frac));
-  const auto frac_w = frac - whole;
+// Atoms: wrapped fractional and Cartesian positions, the padded box of each structure ([-rho, 1 + rho)
+// on periodic axes, the atoms' extent on the others) and the image shifts of each atom (s_k from
+// ceil(-rho - f) to floor(1 + rho - f) on periodic axes, 0 elsewhere).
+inline void plan_atoms(TargetPlan& plan, PlanGeometry& geometry, at::Tensor& extent) {
+  const auto& structure = plan.structure;
+  const int64_t num_structures = plan.ptr.numel() - 1;
+  const auto frac = at::bmm(plan.pos.to(at::kDouble).unsqueeze(1), geometry.inv.index_select(0, structure)).squeeze(1);
+  geometry.periodic = plan.pbc.index_select(0, structure);  // [N,3]
+  const auto whole = at::where(geometry.periodic, at::floor(frac), at::zeros_like(frac));
+  geometry.frac_w = frac - whole;
   plan.wrap = whole.to(at::kInt).contiguous();
-  plan.cart = (pos64 - at::bmm(whole.unsqueeze(1), cell64.index_select(0, structure)).squeeze(1)).contiguous();
-
-  // The padded box of each structure: [-rho, 1 + rho) on periodic axes, the atoms' extent on the others.
+  plan.cart = (plan.pos.to(at::kDouble) - at::bmm(whole.unsqueeze(1), geometry.cell64.index_select(0, structure)).squeeze(1))
+                  .contiguous();
   const auto index = structure.unsqueeze(1).expand({-1, 3});
-  auto low = at::full({num_structures, 3}, INFINITY, frac.options()).scatter_reduce(0, index, frac_w, "amin");
-  auto high = at::full({num_structures, 3}, -INFINITY, frac.options()).scatter_reduce(0, index, frac_w, "amax");
-  const auto occupied = (sizes > 0).unsqueeze(1);
+  auto low = at::full({num_structures, 3}, INFINITY, frac.options()).scatter_reduce(0, index, geometry.frac_w, "amin");
+  auto high = at::full({num_structures, 3}, -INFINITY, frac.options()).scatter_reduce(0, index, geometry.frac_w, "amax");
+  const auto occupied = ((plan.ptr.slice(0, 1) - plan.ptr.slice(0, 0, num_structures)) > 0).unsqueeze(1);
   low = at::where(occupied, low, at::zeros_like(low));
   high = at::where(occupied, high, at::zeros_like(high));
-  const auto origin = at::where(plan.pbc, -rho, low);
-  const auto extent = at::where(plan.pbc, 1 + 2 * rho, high - low);
+  geometry.origin = at::where(plan.pbc, -geometry.rho, low);
+  extent = at::where(plan.pbc, 1 + 2 * geometry.rho, high - low);
+  const auto rho_atom = geometry.rho.index_select(0, structure);
+  geometry.first = at::where(geometry.periodic, at::ceil(-rho_atom - geometry.frac_w), at::zeros_like(frac)).to(at::kLong);
+  const auto last = at::where(geometry.periodic, at::floor(1 + rho_atom - geometry.frac_w), at::zeros_like(frac)).to(at::kLong);
+  geometry.per_axis = (last - geometry.first + 1).clamp_min(0);  // [N,3]
+  geometry.per_atom = geometry.per_axis.prod(1);                  // [N]
+  geometry.image_offsets = exclusive_cumsum(geometry.per_atom);
+}
 
-  // Images of each atom: s_k from ceil(-rho - f) to floor(1 + rho - f) on periodic axes, 0 elsewhere.
-  const auto rho_atom = rho.index_select(0, structure);
-  const auto first = at::where(periodic, at::ceil(-rho_atom - frac_w), at::zeros_like(frac_w)).to(at::kLong);
-  const auto last = at::where(periodic, at::floor(1 + rho_atom - frac_w), at::zeros_like(frac_w)).to(at::kLong);
-  const auto per_axis = (last - first + 1).clamp_min(0);  // [N,3]
-  const auto per_atom = per_axis.prod(1);                  // [N]
-  const auto image_offsets = exclusive_cumsum(per_atom);
+// Bins at least rho wide, at most 1024 per axis; a sparse structure's largest axis is halved while it
+// has more than max(27, 2 * images) bins (the CPU kernel's rule, vectorised over structures). Returns
+// the totals of images and bins (one host sync for both, to allocate).
+inline std::tuple<int64_t, int64_t> plan_bins(TargetPlan& plan, PlanGeometry& geometry, const at::Tensor& extent) {
+  const int64_t num_structures = plan.ptr.numel() - 1;
   const auto images_per_structure =
-      at::zeros({num_structures}, per_atom.options()).index_add_(0, structure, per_atom);
-
-  // Bins at least rho wide, at most 1024 per axis; a sparse structure's largest axis is halved while it
-  // has more than max(27, 2 * images) bins (the CPU kernel's rule, vectorised over structures).
-  auto bins = at::clamp(at::floor(extent / rho), 1, 1024).to(at::kLong);
+      at::zeros({num_structures}, geometry.per_atom.options()).index_add_(0, plan.structure, geometry.per_atom);
+  auto bins = at::clamp(at::floor(extent / geometry.rho), 1, 1024).to(at::kLong);
   const auto max_bins = at::clamp_min(2 * images_per_structure, 27);
   const auto axes = at::arange(3, bins.options());
   for (int halving = 0; halving < 32; ++halving) {
@@ -147,27 +157,33 @@ inline TargetPlan plan_targets(const at::Tensor& pos, const at::Tensor& cell, co
     bins = at::where(over & largest, at::clamp_min(at::div(bins, 2, "floor"), 1), bins);
   }
   const auto width = at::where(extent > 0, extent / bins, at::ones_like(extent));
-  const auto inv_width = 1.0 / width;
-  plan.reach = (rho * inv_width).contiguous();
+  geometry.inv_width = 1.0 / width;
+  plan.reach = (geometry.rho * geometry.inv_width).contiguous();
   plan.bins = bins.contiguous();
   const auto bin_offsets = exclusive_cumsum(bins.prod(1));
   plan.first_bin = bin_offsets.slice(0, 0, num_structures).contiguous();
-  plan.place = ((frac_w - origin.index_select(0, structure)) * inv_width.index_select(0, structure)).contiguous();
-  const auto totals = at::stack({image_offsets[-1], bin_offsets[-1]}).cpu();
-  const int64_t num_images = totals[0].item<int64_t>(), num_bins = totals[1].item<int64_t>();
+  plan.place = ((geometry.frac_w - geometry.origin.index_select(0, plan.structure)) *
+                geometry.inv_width.index_select(0, plan.structure))
+                   .contiguous();
+  const auto totals = at::stack({geometry.image_offsets[-1], bin_offsets[-1]}).cpu();
+  return {totals[0].item<int64_t>(), totals[1].item<int64_t>()};
+}
 
-  // Every image, then sorted by bin (stable: images keep the order atom, s0, s1, s2 within a bin).
-  const auto atom_of = at::repeat_interleave(at::arange(num_atoms, per_atom.options()), per_atom, /*dim=*/0,
+// Every image, then sorted by bin (stable: images keep the order atom, s0, s1, s2 within a bin).
+inline void plan_images(TargetPlan& plan, const PlanGeometry& geometry, int64_t num_images, int64_t num_bins) {
+  const auto& per_atom = geometry.per_atom;
+  const auto atom_of = at::repeat_interleave(at::arange(plan.pos.size(0), per_atom.options()), per_atom, /*dim=*/0,
                                              /*output_size=*/num_images);
-  const auto q = at::arange(num_images, per_atom.options()) - image_offsets.index_select(0, atom_of);
-  const auto n = per_axis.index_select(0, atom_of), s_first = first.index_select(0, atom_of);
+  const auto q = at::arange(num_images, per_atom.options()) - geometry.image_offsets.index_select(0, atom_of);
+  const auto n = geometry.per_axis.index_select(0, atom_of), s_first = geometry.first.index_select(0, atom_of);
   const auto n1 = n.select(1, 1), n2 = n.select(1, 2);
   const auto shift = at::stack({at::div(q, n1 * n2, "floor"), at::remainder(at::div(q, n2, "floor"), n1),
                                 at::remainder(q, n2)}, 1) + s_first;  // [I,3]
-  const auto structure_of = structure.index_select(0, atom_of);
-  const auto cell_bins = bins.index_select(0, structure_of);
-  const auto coordinate = at::floor((frac_w.index_select(0, atom_of) + shift - origin.index_select(0, structure_of)) *
-                                    inv_width.index_select(0, structure_of))
+  const auto structure_of = plan.structure.index_select(0, atom_of);
+  const auto cell_bins = plan.bins.index_select(0, structure_of);
+  const auto coordinate = at::floor((geometry.frac_w.index_select(0, atom_of) + shift -
+                                     geometry.origin.index_select(0, structure_of)) *
+                                    geometry.inv_width.index_select(0, structure_of))
                               .to(at::kLong);
   const auto c = at::minimum(at::clamp_min(coordinate, 0), cell_bins - 1);
   const auto key = plan.first_bin.index_select(0, structure_of) +
@@ -178,11 +194,26 @@ inline TargetPlan plan_targets(const at::Tensor& pos, const at::Tensor& cell, co
   const auto shift_sorted = shift.index_select(0, order);
   const auto structure_sorted = structure_of.index_select(0, order);
   plan.image_cart = (plan.cart.index_select(0, atom_sorted) +
-                     at::bmm(shift_sorted.to(at::kDouble).unsqueeze(1), cell64.index_select(0, structure_sorted))
+                     at::bmm(shift_sorted.to(at::kDouble).unsqueeze(1), geometry.cell64.index_select(0, structure_sorted))
                          .squeeze(1))
                         .contiguous();
   plan.image_atom = (atom_sorted - plan.ptr.index_select(0, structure_sorted)).to(at::kInt).contiguous();
   plan.image_shift = (shift_sorted - plan.wrap.index_select(0, atom_sorted)).to(at::kInt).contiguous();
+}
+
+// The cell lists of the CPU kernel, built with ATen ops on the tensors' own device (no per-structure
+// round trip), in the steps above: the lattice, the atoms and their images, the bins, the sorted images.
+// Host syncs after the data checks: the image check, and the bin and image totals, to allocate.
+inline TargetPlan plan_targets(const at::Tensor& pos, const at::Tensor& cell, const at::Tensor& pbc,
+                               const at::Tensor& ptr, double cutoff, int64_t max_neighbors, int64_t self_images) {
+  check_radius_graph_args(pos, cell, pbc, ptr, cutoff, max_neighbors, self_images);
+  check_radius_graph_data(pos, cell, ptr);
+  TargetPlan plan;
+  PlanGeometry geometry = plan_lattice(plan, pos, cell, pbc, ptr, cutoff);
+  at::Tensor extent;
+  plan_atoms(plan, geometry, extent);
+  const auto [num_images, num_bins] = plan_bins(plan, geometry, extent);
+  plan_images(plan, geometry, num_images, num_bins);
   return plan;
 }
 
