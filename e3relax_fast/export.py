@@ -188,7 +188,6 @@ def export_aoti(model_or_path: E3Relax | str | Path | None, path: str | Path, de
     deployed, metadata = _deployable(model_or_path, "compiled", dtype, all_layers=True, device=device)
     metadata["format"] = "e3relax-deployed-aoti"
     metadata["device"] = str(device)
-    deployed = deployed.to(device)
     inputs = tuple(t.to(device) for t in _example_inputs(dtype))
     atoms, structures = torch.export.Dim("atoms", min=1), torch.export.Dim("structures", min=1)
     dynamic_shapes = ({0: atoms}, {0: atoms}, {0: structures}, {0: structures}, {0: structures + 1})

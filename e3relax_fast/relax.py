@@ -229,10 +229,9 @@ class E3Relaxer:
         # each structure was validated alone in _prepare
         batch = batch_from_arrays([p.arrays for _, p in items], [r.id for r, _ in items], dtype=torch.float64,
                                   num_elements=self.model.num_elements, validate=False)
-        if all(p.graph is not None for _, p in items):
+        if self._builds_graphs():  # _prepare built every structure's graph
             batch.edge_index, batch.shifts = flat_graph([p.graph[0] for _, p in items], [p.graph[1] for _, p in items],
                                                         batch.ptr.tolist())
-        if self._builds_graphs():
             pos_layers, cell_layers = self.model(*batch.to(self.device, self.dtype).model_inputs())
         else:  # deployed artifacts take (pos, z, cell, pbc, ptr) and build their graphs inside
             pos_layers, cell_layers = self.model(*batch.to(self.device, self.dtype).tensors())

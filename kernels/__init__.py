@@ -5,7 +5,5 @@ dispatch. Triton is imported lazily by the modules of this package, never at pac
 CPU-only install never touches it. On a CPU the kernels run only under ``TRITON_INTERPRET=1``.
 
 Kernels: ``vector_message`` (forward and backward of the fused scalar-vector message aggregation).
+Which ops have a Triton implementation is said in one place, ``e3relax_fast/ops/registry.py``.
 """
-
-#: Names of the ops for which this package provides a Triton kernel.
-PROVIDED_OPS: tuple[str, ...] = ("vector_message",)

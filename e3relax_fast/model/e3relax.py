@@ -23,8 +23,8 @@ from ..nn import (AtomMessageBlock, AtomUpdateBlock, GaussianRBF, LatticeNodeBlo
                   safe_norm)
 from ..nn.blocks import edges_per_structure
 from ..nn.layers import MLP, ReducedPrecisionLinear, ReducedPrecisionMLP
-from ..ops import (MessageGraph, atom_structure_index, check_batch, check_pair_budget, edge_vectors, message_graph,
-                   message_graph_unchecked, registry)
+from ..ops import (MessageGraph, atom_structure_index, check_batch, check_pair_budget, check_sorted_by_target,
+                   edge_vectors, message_graph_unchecked, registry)
 from .config import E3RelaxConfig
 
 
@@ -237,7 +237,7 @@ class E3Relax(nn.Module):
         if edge_index is None:
             check_pair_budget(pos, cell, pbc, ptr, self.graph_cutoff)
         elif self.needs_message_graph:
-            message_graph(edge_index, pos.shape[0])  # raises unless sorted by target, as the kernels need
+            check_sorted_by_target(edge_index)  # _topology then builds the message graph unchecked
 
     def forward(
         self,

@@ -11,7 +11,8 @@ from . import _library, registry
 from .checks import check_batch
 from .functional import radial_filter, radial_vector_message, radius_graph, vector_message
 from .geometry import atom_structure_index, edge_vectors
-from .vector_message import MessageGraph, message_graph, message_graph_unchecked, vector_message_reference
+from .vector_message import (MessageGraph, check_sorted_by_target, message_graph, message_graph_unchecked,
+                             vector_message_reference)
 from .vector_message import register_fake_kernels as _register_vector_message_fakes
 from .neighbors import neighbors
 from .radial_filter import gaussian_basis, polynomial_envelope, radial_filter_reference
@@ -40,6 +41,7 @@ __all__ = [
     "backend_report",
     "check_batch",
     "check_pair_budget",
+    "check_sorted_by_target",
     "edge_vectors",
     "gaussian_basis",
     "library_status",

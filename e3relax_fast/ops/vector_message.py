@@ -68,10 +68,15 @@ def message_graph_unchecked(edge_index: Tensor, num_nodes: int) -> MessageGraph:
 def message_graph(edge_index: Tensor, num_nodes: int) -> MessageGraph:
     """The CSR form of a target-sorted edge list that the fused kernels walk, found once per batch and
     shared by all layers. Raises ``ValueError`` if ``edge_index`` is not sorted by target."""
+    check_sorted_by_target(edge_index)
+    return message_graph_unchecked(edge_index, num_nodes)
+
+
+def check_sorted_by_target(edge_index: Tensor) -> None:
+    """Raise ``ValueError`` unless ``edge_index [2, E]`` is sorted by target, as the fused kernels need."""
     target = edge_index[1]
     if target.numel() > 1 and bool((target[1:] < target[:-1]).any()):
         raise ValueError("vector_message: edge_index must be sorted by target (as radius_graph returns it)")
-    return message_graph_unchecked(edge_index, num_nodes)
 
 
 def register_fake_kernels() -> None:
