@@ -39,6 +39,11 @@ PEROV5_IDEAL_LATTICE_CONSTANT = 4.0
 #: ``PairRecord.kind`` (and the store's ``pairs.csv`` column) of a pair made by perturbation.
 PERTURBATION_KIND = "perturbation"
 
+#: ``PairRecord.kind`` of a pair whose input is an intermediate geometry of a relaxation (a frame of its
+#: path, recognised by ``info["path_step"]``), beside the same relaxed target as the true pair: an
+#: easier, extra training input. Validation leaves these out (e3relax_fast/train/trainer.py).
+PATH_KIND = "path"
+
 
 @dataclass
 class PairRecord:
@@ -55,7 +60,7 @@ class PairRecord:
     split: str = ""
     error: str = ""
     source: str = ""
-    kind: str = "pair"  # PERTURBATION_KIND: made from a relaxed structure by data/perturb.py
+    kind: str = "pair"  # PERTURBATION_KIND: made from a relaxed structure; PATH_KIND: a relaxation frame
 
     @property
     def ok(self) -> bool:
@@ -99,7 +104,9 @@ def extxyz_pairs(unrelaxed_path: str | Path, relaxed_path: str | Path,
     """Pairs from two extxyz files with the same frames in the same order (streamed).
 
     Ids come from ``info["id"]`` (else ``<stem>:<frame>``); if both sides carry ids they must agree.
-    The group is ``info[group_key]`` when present, else the reduced formula.
+    The group is ``info[group_key]`` when present, else the reduced formula. A frame whose unrelaxed
+    side carries ``info["path_step"]`` is an intermediate geometry of its pair's relaxation: kind
+    :data:`PATH_KIND`, grouped with its pair by the same ``group_key`` (so it shares the pair's split).
     """
     from ase.io import iread
 
@@ -121,7 +128,10 @@ def extxyz_pairs(unrelaxed_path: str | Path, relaxed_path: str | Path,
             yield PairRecord(pair_id, error=f"pair {pair_id!r}: frame {index} of {relaxed_path} has id "
                                             f"{r.info['id']!r}; the files are not aligned")
         else:
-            yield _make_record(pair_id, u, r, str(u.info.get(group_key, "")))
+            record = _make_record(pair_id, u, r, str(u.info.get(group_key, "")))
+            if "path_step" in u.info:
+                record.kind = PATH_KIND
+            yield record
         index += 1
 
 

@@ -40,7 +40,7 @@ import torch
 
 from ..ops import check_batch, radius_graph
 from .convert import reduce_basis, unwrap_positions
-from .pairs import PERTURBATION_KIND, PairRecord
+from .pairs import PATH_KIND, PERTURBATION_KIND, PairRecord
 
 STORE_FORMAT = "e3relax-pair-store"
 STORE_VERSION = 1
@@ -140,10 +140,15 @@ def _chunks(records: Iterable[PairRecord], size: int, graph: GraphSettings):
 
 def source_name(label: str, kind: str = "pair") -> str:
     """Short name of a store source for logs and reports: the folder of its first file (``mp``,
-    ``perov5``, ``chgnet_pairs``), ``:perturbed`` added for perturbation pairs."""
+    ``perov5``, ``chgnet_pairs``), ``:perturbed`` added for perturbation pairs; relaxation-path frames
+    (``mp_pairs2/path/...``) are named by the folder above ``path/``, with ``:path`` added."""
     first = label.split(" ")[0].removeprefix("structures:") if label else ""
-    name = Path(first).parent.name or first or "pairs"
-    return f"{name}:perturbed" if kind == PERTURBATION_KIND else name
+    folder = Path(first).parent
+    if kind == PATH_KIND and folder.name == "path":
+        folder = folder.parent
+    name = folder.name or first or "pairs"
+    suffix = {PERTURBATION_KIND: ":perturbed", PATH_KIND: ":path"}.get(kind, "")
+    return name + suffix
 
 
 def group_draw(group: str, seed: int) -> float:

@@ -10,8 +10,9 @@ mechanism; its module docstring says why the target stays right):
   ``fraction``): volume drawn around the pair's *own* unrelaxed volume, so the model still learns the
   volume from the elements, as on real inputs.
 
-Every draw is seeded by ``(run seed, pass, pair index)`` alone, so a resumed run, which restarts a
-pass at any batch, and any worker or rank draw the same inputs. The new input's basis is reduced
+Every draw is seeded by ``(run seed, pass, batch of the pass, pair index)`` alone, so a resumed run,
+which restarts a pass at any batch, and any worker or rank draw the same inputs, and a pair drawn twice
+in one pass (``data.source_weights`` above 1) gets two different inputs. The new input's basis is reduced
 (:func:`e3relax_fast.data.convert.reduce_basis`) and the target's cell follows the same change of
 basis, as the store does; the graph of the batch is rebuilt with the store's graph settings.
 """
@@ -40,21 +41,25 @@ class BatchAugmenter:
         is_perturbation: bool [num_pairs], the store's perturbation pairs.
         seed / pass_index: run seed and pass of the training order.
         graph: ``(cutoff Å, max_neighbors, self_images)`` of the store.
+        first_batch: the batch of the pass that the loader's batch 0 is (a resumed pass starts later).
     """
 
     def __init__(self, augment: AugmentConfig, eligible: np.ndarray, perturbation: PerturbConfig | None,
-                 is_perturbation: np.ndarray, seed: int, pass_index: int, graph: tuple[float, int, str]):
+                 is_perturbation: np.ndarray, seed: int, pass_index: int, graph: tuple[float, int, str],
+                 first_batch: int = 0):
         self.augment = augment
         self.eligible = eligible
         self.perturbation = perturbation
         self.is_perturbation = is_perturbation
         self.key = (seed, pass_index)
         self.graph = graph
+        self.first_batch = first_batch
 
-    def draw(self, index: int, input_volume: float, relaxed_volume: float
+    def draw(self, index: int, input_volume: float, relaxed_volume: float, batch_in_pass: int = 0
              ) -> tuple[np.random.Generator, PerturbConfig, float] | None:
-        """``(generator, settings, centre volume Å³)`` of pair ``index``'s fresh input, or None."""
-        rng = np.random.default_rng([*self.key, 0xA06, index])
+        """``(generator, settings, centre volume Å³)`` of pair ``index``'s fresh input in batch
+        ``batch_in_pass`` of the pass, or None."""
+        rng = np.random.default_rng([*self.key, batch_in_pass, 0xA06, index])
         if self.is_perturbation[index] and self.perturbation is not None:
             return rng, self.perturbation, relaxed_volume
         if self.eligible[index] and rng.random() < self.augment.fraction:
@@ -67,7 +72,8 @@ class BatchAugmenter:
         ptr = batch.ptr.numpy()
         changed = False
         for b, index in enumerate(batch.indices.tolist()):
-            plan = self.draw(index, abs(float(np.linalg.det(cell[b]))), abs(float(np.linalg.det(target_cell[b]))))
+            plan = self.draw(index, abs(float(np.linalg.det(cell[b]))), abs(float(np.linalg.det(target_cell[b]))),
+                             self.first_batch + k)
             if plan is None:
                 continue
             a0, a1 = int(ptr[b]), int(ptr[b + 1])

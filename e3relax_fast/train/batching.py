@@ -4,7 +4,9 @@ The order of a run is a pure function of ``(seed, pass)``: pass ``p`` over the t
 them with ``numpy.random.default_rng([seed, p])`` and packs them greedily into batches that close at
 ``max_structures`` or before ``max_atoms`` would be exceeded. A resumed run recomputes the same order
 and skips the batches already done; with ``world_size`` ranks, every rank computes the same global
-batches and takes structures ``rank::world_size`` of each.
+batches and takes structures ``rank::world_size`` of each. With draw weights (``data.source_weights``),
+a pair of weight w appears floor(w) times in a pass, plus once more with probability w - floor(w),
+drawn from the same generator before the shuffle.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ def pack_batches(order: np.ndarray, num_atoms: np.ndarray, max_structures: int, 
 
 
 class BatchOrder:
-    """The global batch list of each pass over ``indices``, deterministic in ``seed``."""
+    """The global batch list of each pass over ``indices``, deterministic in ``seed``; ``draws``
+    [len(indices)]: expected appearances of each pair per pass (None: each once)."""
 
     def __init__(self, indices: np.ndarray, num_atoms: np.ndarray, max_structures: int, max_atoms: int,
-                 seed: int, world_size: int = 1):
+                 seed: int, world_size: int = 1, draws: np.ndarray | None = None):
         if len(indices) == 0:
             raise ValueError("the training split is empty")
         self.indices = np.asarray(indices)
@@ -39,12 +42,20 @@ class BatchOrder:
         self.max_atoms = max_atoms
         self.seed = seed
         self.world_size = world_size
+        self.draws = None if draws is None else np.asarray(draws, dtype=np.float64)
+        if self.draws is not None and (self.draws.shape != self.indices.shape or not self.draws.sum() > 0):
+            raise ValueError("draws must give every training pair a weight, and some weight must be positive")
         self._cache: tuple[int, list[np.ndarray]] | None = None
 
     def batches(self, pass_index: int) -> list[np.ndarray]:
         if self._cache is None or self._cache[0] != pass_index:
             rng = np.random.default_rng([self.seed, pass_index])
-            order = self.indices[rng.permutation(len(self.indices))]
+            drawn = self.indices
+            if self.draws is not None:
+                whole = np.floor(self.draws)
+                copies = whole.astype(np.int64) + (rng.random(len(self.draws)) < self.draws - whole)
+                drawn = np.repeat(self.indices, copies)
+            order = drawn[rng.permutation(len(drawn))]
             packed = pack_batches(order, self.num_atoms, self.max_structures, self.max_atoms)
             # every rank needs at least one structure of every batch
             packed = [b for b in packed if len(b) >= self.world_size]

@@ -52,6 +52,10 @@ class DataConfig:
         max_atoms_per_batch: atom budget per step (0: none); a batch closes at whichever limit comes first.
         num_workers: DataLoader worker processes assembling batches.
         augment: re-perturbed inputs for training pairs (off by default).
+        source_weights: draws per pass of each pair of a source, by the source's name in the logs
+            (``mp:perturbed``, ``mp_pairs2``, ``mp_pairs2:path``, ...; ``e3relax_fast.data.store.source_name``);
+            unnamed sources 1. A weight of 2 draws each pair twice per pass, 0.25 a quarter of them (a
+            fresh random quarter every pass), 0 never (train/batching.py, ``BatchOrder``).
     """
 
     store: str = ""
@@ -61,11 +65,26 @@ class DataConfig:
     max_atoms_per_batch: int = 0
     num_workers: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    source_weights: dict[str, float] = field(default_factory=dict)
+
+
+#: ``optim.schedule`` values: the paper's ReduceLROnPlateau, or a warm-up and a decay to ``final_lr``
+#: at the end of the step budget (``run.max_steps``), e3relax_fast/train/schedule.py.
+SCHEDULES = ("plateau", "cosine", "linear")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW (amsgrad), global-norm clipping, EMA of the weights and ReduceLROnPlateau, as the paper."""
+    """AdamW (amsgrad), global-norm clipping, EMA of the weights and the learning-rate schedule.
+
+    Attributes:
+        schedule: ``plateau`` (the paper: ReduceLROnPlateau on the validation score, ``plateau_*``),
+            or ``cosine`` / ``linear``: ``warmup_steps`` of linear warm-up from ``lr / warmup_steps``
+            to ``lr``, then a decay to ``final_lr`` at ``run.max_steps`` (which must be set). Under a
+            fixed step budget a decay to ~0 learns more than a constant rate.
+        warmup_steps: steps of the warm-up (budgeted schedules; also at each re-warm, docs/training.md).
+        final_lr: learning rate at the end of the budget (budgeted schedules).
+    """
 
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -75,6 +94,9 @@ class OptimConfig:
     plateau_factor: float = 0.8
     plateau_patience: int = 5
     min_lr: float = 1e-8
+    schedule: str = "plateau"
+    warmup_steps: int = 0
+    final_lr: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +161,20 @@ class TrainConfig(YamlConfig):
             raise ValueError(f"optim.ema_decay must be in [0, 1), got {self.optim.ema_decay}")
         if self.run.checkpoint_every < 1 or self.run.log_every < 1:
             raise ValueError("run.checkpoint_every and run.log_every must be >= 1")
+        self._check_schedule()
+        for name, weight in self.data.source_weights.items():
+            if not (weight >= 0.0 and weight < 1e3):
+                raise ValueError(f"data.source_weights.{name} must be in [0, 1000), got {weight}")
+
+    def _check_schedule(self) -> None:
+        optim = self.optim
+        if optim.schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {optim.schedule!r}")
+        if optim.warmup_steps < 0 or not 0.0 <= optim.final_lr <= optim.lr:
+            raise ValueError("optim.warmup_steps must be >= 0 and optim.final_lr in [0, optim.lr]")
+        if optim.schedule != "plateau" and self.run.max_steps <= optim.warmup_steps:
+            raise ValueError(f"optim.schedule={optim.schedule!r} decays over the step budget: set run.max_steps "
+                             f"above optim.warmup_steps ({optim.warmup_steps}), got {self.run.max_steps}")
 
     def replace(self, **sections: dict) -> "TrainConfig":
         """A copy with fields of sections changed: ``cfg.replace(run={"max_steps": 10})``."""

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..data.batching import CrystalBatch
+from ..data.pairs import PATH_KIND
 from ..data.perturb import PERTURBATION_KIND, PerturbConfig
 from ..data.store import PairStore, source_name
 from ..model import E3Relax
@@ -36,6 +37,7 @@ from ..ops import atom_structure_index
 from .augment import BatchAugmenter
 from .batching import BatchOrder, StoreBatches, collate, pack_batches
 from .config import TrainConfig
+from .schedule import BudgetSchedule, next_cycle
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -142,6 +144,8 @@ class Trainer:
             patience=config.optim.plateau_patience, min_lr=config.optim.min_lr)
         self.state: dict[str, Any] = {"step": 0, "epoch": 0, "pass": 0, "batch_in_pass": 0,
                                       "best_val": math.inf, "epochs_since_best": 0, "stopped": ""}
+        if config.optim.schedule != "plateau":  # the budgeted schedule's cycle [start, end) (train/schedule.py)
+            self.state["cycle"] = [0, config.run.max_steps]
         self.elements = self.store.elements(self.train_indices)
         if resume:
             self._resume()
@@ -161,19 +165,46 @@ class Trainer:
         self.store = PairStore(config.data.store)
         self.store.graph.require_model(config.model, config.data.store)
         self.train_indices = self.store.indices(config.data.train_split)
-        self.val_indices = self.store.indices(config.data.val_split)
+        # relaxation-path frames are extra training inputs, not what the model is judged on
+        self.val_indices = np.array([i for i in self.store.indices(config.data.val_split)
+                                     if self.store.kinds[i] != PATH_KIND], dtype=np.int64)
         if len(self.val_indices) == 0:
             raise ValueError(f"split {config.data.val_split!r} of the store is empty; validation needs pairs")
         num_atoms = self.store.num_atoms
         self.order = BatchOrder(self.train_indices, num_atoms, config.data.max_structures_per_batch,
-                                config.data.max_atoms_per_batch, config.run.seed, self.world_size)
-        self.augment_eligible = np.array([config.data.augment.source_contains in source for source in self.store.sources])
+                                config.data.max_atoms_per_batch, config.run.seed, self.world_size,
+                                self._draw_weights())
+        # relaxation-path frames keep their own inputs: they are the easier inputs they were added as
+        self.augment_eligible = np.array([config.data.augment.source_contains in source and kind != PATH_KIND
+                                          for source, kind in zip(self.store.sources, self.store.kinds)])
         self.is_perturbation = np.array([kind == PERTURBATION_KIND for kind in self.store.kinds])
         settings = self.store.meta.get("perturbation")
         self.perturbation = PerturbConfig(**settings) if settings else None
         self.val_source = {int(i): source_name(self.store.sources[i], self.store.kinds[i]) for i in self.val_indices}
         self.val_batches = pack_batches(np.sort(self.val_indices), num_atoms, config.data.max_structures_per_batch,
                                         config.data.max_atoms_per_batch)
+
+    def _draw_weights(self) -> np.ndarray | None:
+        """Draws per pass of each training pair from ``data.source_weights`` (None: every pair once)."""
+        weights = self.config.data.source_weights
+        if not weights:
+            return None
+        names = [source_name(self.store.sources[i], self.store.kinds[i]) for i in self.train_indices]
+        unknown = sorted(set(weights) - set(names))
+        if unknown:
+            raise ValueError(f"data.source_weights names {unknown}, which the training split of "
+                             f"{self.config.data.store!r} does not hold; its sources: {sorted(set(names))}")
+        return np.array([weights.get(name, 1.0) for name in names], dtype=np.float64)
+
+    def _set_learning_rate(self) -> None:
+        """Budgeted schedules: the rate of the coming step, from the step alone (train/schedule.py)."""
+        optim = self.config.optim
+        if optim.schedule == "plateau":
+            return
+        start, end = self.state["cycle"]
+        rate = BudgetSchedule(optim.schedule, optim.lr, optim.warmup_steps, optim.final_lr, start, end)
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate.lr_at(self.state["step"])
 
     def _build_model(self) -> E3Relax:
         """The configured model on the run's device, from ``run.init_from``'s weights where set."""
@@ -236,6 +267,9 @@ class Trainer:
         self.scheduler.load_state_dict(training["scheduler"])
         self.state.update(training["state"])
         self.state["stopped"] = ""
+        if self.config.optim.schedule != "plateau":  # older runs: one cycle over their saved budget
+            saved = tuple(training["state"].get("cycle", (0, metadata["train_config"]["run"]["max_steps"])))
+            self.state["cycle"] = list(next_cycle(saved, self.state["step"], self.config.run.max_steps))
         if self.is_main:  # lines logged after the checkpoint will be written again
             log = self.run_dir / "metrics.jsonl"
             if log.exists():
@@ -309,7 +343,8 @@ class Trainer:
         metrics = self.validate()
         self.state["epoch"] += 1
         value = metrics["val_score"]
-        self.scheduler.step(value)
+        if self.config.optim.schedule == "plateau":
+            self.scheduler.step(value)
         improved = value < self.state["best_val"]
         if improved:
             self.state["best_val"] = value
@@ -342,6 +377,7 @@ class Trainer:
                     break
                 batches = self.order.batches(self.state["pass"])[self.state["batch_in_pass"]:]
                 for global_batch, batch in zip(batches, self._pass_loader(batches)):
+                    self._set_learning_rate()
                     parts = self.train_step(batch, int(num_atoms[global_batch].sum()), len(global_batch))
                     self.state["step"] += 1
                     self.state["batch_in_pass"] += 1
@@ -372,7 +408,7 @@ class Trainer:
         if cfg.data.augment.fraction > 0 or self.perturbation is not None:
             graph = (self.store.graph.cutoff, self.store.graph.max_neighbors, self.store.graph.self_images)
             augment = BatchAugmenter(cfg.data.augment, self.augment_eligible, self.perturbation, self.is_perturbation,
-                                     cfg.run.seed, self.state["pass"], graph)
+                                     cfg.run.seed, self.state["pass"], graph, self.state["batch_in_pass"])
         return torch.utils.data.DataLoader(StoreBatches(cfg.data.store, shares, augment), batch_size=None,
                                            shuffle=False, num_workers=cfg.data.num_workers)
 
