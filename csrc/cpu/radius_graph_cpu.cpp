@@ -436,7 +436,8 @@ void target_edges(const ImageGrid& grid, int64_t local_target, const scalar_t* p
     }
   }
   sort_candidates(candidates, scratch.sorted, work.bucket_start, static_cast<double>(cutoff_sq), grid.start);
-  if (max_neighbors > 0 && static_cast<int64_t>(candidates.size()) > max_neighbors) candidates.resize(max_neighbors);
+  // the cap keeps whole shells (capped_count, e3relax/radius_graph_common.h)
+  candidates.resize(capped_count(candidates.data(), static_cast<int64_t>(candidates.size()), max_neighbors));
   if (self_images == kSelfImagesPaper) {
     const auto by_distance = [](const Candidate<scalar_t>& x, const Candidate<scalar_t>& y) {
       return candidate_less(x, y);

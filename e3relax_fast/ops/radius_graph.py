@@ -8,7 +8,9 @@ Conventions (stated once, used everywhere):
 - A non-periodic axis gets no shifts along it.
 - Edges are sorted by target, then distance, then source, then shift (lexicographic), so the output
   is identical run to run and on every backend. ``max_neighbors > 0`` keeps the first
-  ``max_neighbors`` edges of each target in that order.
+  ``max_neighbors`` edges of each target in that order and every later edge within
+  ``SHELL_TOLERANCE`` Å of the last of them: the cap keeps or drops whole shells of equal distance, so a
+  symmetric crystal keeps a symmetric graph and a jitter of 1e-6 Å changes no edge.
 - ``self_images="paper"`` is the research code's graph: after the cap, every self-image edge is
   dropped and six fixed ones are added to every atom, with shifts (0,0,1), (0,1,0), (1,0,0),
   (0,1,1), (1,0,1), (1,1,0), whatever their length. On a partly periodic structure only those that
@@ -25,6 +27,10 @@ from torch import Tensor, nn
 
 
 SELF_IMAGE_MODES = ("all", "paper")
+
+#: Distances within this much (Å) of the last edge under the neighbour cap belong to its shell and are
+#: kept (kShellTolerance in csrc/include/e3relax/radius_graph_common.h, the compiled kernels' rule).
+SHELL_TOLERANCE: float = 1e-3
 
 
 def self_image_mode(self_images: str) -> int:
@@ -182,13 +188,23 @@ def _structure_edges(x: Tensor, lattice: Tensor, periodic: Tensor, cutoff: float
     order = _lexsort([target, d2, source, shift[:, 0], shift[:, 1], shift[:, 2]])
     target, source, shift, d2 = target[order], source[order], shift[order], d2[order]
     if max_neighbors > 0:
-        first = torch.searchsorted(target, target)  # first edge of each target (sorted)
-        rank = torch.arange(target.numel(), device=x.device) - first
-        keep = rank < max_neighbors
+        keep = _within_cap(target, d2, max_neighbors)
         target, source, shift, d2 = target[keep], source[keep], shift[keep], d2[keep]
     if self_images == "paper":
         return _paper_self_images(x, lattice, periodic, target, source, shift, d2)
     return target, source, shift
+
+
+def _within_cap(target: Tensor, d2: Tensor, max_neighbors: int) -> Tensor:
+    """Bool [E] of the edges (sorted by target, then distance) that the cap keeps: the first
+    ``max_neighbors`` of each target and the rest of the shell of the last of them (``SHELL_TOLERANCE``,
+    compared in float64 on the distances as computed, as the kernels do)."""
+    first = torch.searchsorted(target, target)  # first edge of each target (sorted)
+    end = torch.searchsorted(target, target, right=True)
+    rank = torch.arange(target.numel(), device=target.device) - first
+    last = torch.minimum(first + max_neighbors - 1, end - 1)
+    reach = torch.sqrt(d2.double().index_select(0, last)) + 1e-3  # SHELL_TOLERANCE (TorchScript reads no globals)
+    return (rank < max_neighbors) | (d2.double() <= reach * reach)
 
 
 def _paper_self_images(x: Tensor, lattice: Tensor, periodic: Tensor, target: Tensor, source: Tensor, shift: Tensor,

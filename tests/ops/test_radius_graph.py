@@ -92,16 +92,34 @@ def test_output_is_sorted_by_target_then_distance_then_source(rng):
     assert (d[1:][same] >= d[:-1][same] - 1e-12).all()
 
 
-def test_max_neighbors_keeps_the_nearest_with_deterministic_ties():
-    # Simple cubic, one atom: 6 neighbours at a, 12 at sqrt(2) a. Ties broken by source, then shift.
+def test_max_neighbors_keeps_whole_shells_in_a_deterministic_order():
+    # Simple cubic, one atom: 6 neighbours at a, 12 at sqrt(2) a. A cap of 8 cuts through the second
+    # shell, so all of it is kept; a cap of 6 ends with the first. Ties broken by source, then shift.
     cell = np.eye(3) * 2.0
     p, z, c, b, ptr = flat_batch([(np.zeros((1, 3)), np.ones(1, dtype=np.int64), cell)])
     edge_index, shifts, counts = radius_graph_reference(p, c, b, ptr, 3.0, max_neighbors=8)
-    assert counts.tolist() == [8]
+    assert counts.tolist() == [18]
+    assert radius_graph_reference(p, c, b, ptr, 3.0, max_neighbors=6)[2].tolist() == [6]
     expected_first_six = sorted(tuple(s) for s in (np.eye(3, dtype=int).tolist() + (-np.eye(3, dtype=int)).tolist()))
     assert [tuple(s) for s in shifts[:6].tolist()] == expected_first_six
     full_index, full_shifts, _ = radius_graph_reference(p, c, b, ptr, 3.0)
-    assert torch.equal(shifts, full_shifts[:8])
+    assert torch.equal(shifts, full_shifts[:18])
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_a_jitter_of_a_micro_angstrom_changes_no_edge_under_the_cap(backend, rng):
+    """Rock salt (8 atoms): a cap of 8 cuts through the 12-atom second shell. Without the shell rule a
+    1e-6 Å jitter reorders that shell and swaps which neighbours are kept."""
+    from ase.build import bulk
+
+    atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+    graphs = []
+    for jitter in (0.0, 1e-6):
+        pos = atoms.positions + jitter * rng.standard_normal(atoms.positions.shape)
+        p, z, c, b, ptr = flat_batch([(pos, atoms.numbers, atoms.cell[:])])
+        edge_index, shifts, _ = radius_graph(p, c, b, ptr, 6.0, max_neighbors=8, backend=backend)
+        graphs.append({(int(j), int(i), *map(int, s)) for (j, i), s in zip(edge_index.T, shifts)})
+    assert len(graphs[0]) == 8 * (6 + 12) and graphs[0] == graphs[1]
 
 
 def test_max_neighbors_caps_each_target(rng):

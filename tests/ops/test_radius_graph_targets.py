@@ -124,3 +124,15 @@ def test_bad_data_is_refused_by_the_shared_device_checks(field, message):
     # the checks the CUDA kernel runs on the device, before it sizes anything from the data
     with pytest.raises(ValueError, match=message):
         targets(*bad_batch(field), 6.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_cap_keeps_whole_shells_as_the_reference_does(dtype):
+    """Rock salt, jittered by 1e-6 Å: caps of 6, 8 and 20 end inside or at the edge of a shell."""
+    from ase.build import bulk
+
+    atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+    pos = atoms.positions + 1e-6 * np.random.default_rng(3).standard_normal(atoms.positions.shape)
+    args = flat_batch([(pos, atoms.numbers, atoms.cell[:])], dtype=dtype)
+    for cap in (6, 8, 20):
+        assert_same((args[0], args[2], args[3], args[4]), cutoff=6.0, max_neighbors=cap, self_images="paper")

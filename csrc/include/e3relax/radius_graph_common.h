@@ -9,6 +9,8 @@
 // A pair is an edge iff d2 < cutoff^2, in the dtype of the positions.
 #pragma once
 
+#include <math.h>
+
 #include <cstdint>
 
 #include "e3relax/host_device.h"
@@ -73,6 +75,24 @@ E3R_HOST_DEVICE void insertion_sort_candidates(Candidate<scalar_t>* items, int64
     } while (slot > 0 && candidate_less(moving, items[slot - 1]));
     items[slot] = moving;
   }
+}
+
+// The neighbour cap keeps whole shells: the first max_neighbors candidates of a sorted list, and every
+// later one whose distance is within kShellTolerance (Å) of the last of those. A cap that cut through a
+// shell of equal distances would keep an arbitrary part of it (by source index), so a symmetric crystal
+// would get a graph of lower symmetry, and a 1e-6 Å jitter could swap which atoms are kept. The
+// comparison is done in double on the distances as computed (d2), the same in every backend and in the
+// reference (e3relax_fast/ops/radius_graph.py, SHELL_TOLERANCE). Returns how many candidates stay.
+constexpr double kShellTolerance = 1e-3;
+
+template <typename scalar_t>
+E3R_HOST_DEVICE int64_t capped_count(const Candidate<scalar_t>* sorted, int64_t count, int64_t max_neighbors) {
+  if (max_neighbors <= 0 || count <= max_neighbors) return count;
+  const double reach = sqrt(static_cast<double>(sorted[max_neighbors - 1].d2)) + kShellTolerance;
+  const double limit = reach * reach;
+  int64_t kept = max_neighbors;
+  while (kept < count && static_cast<double>(sorted[kept].d2) <= limit) ++kept;
+  return kept;
 }
 
 }  // namespace e3relax

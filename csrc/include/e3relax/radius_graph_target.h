@@ -12,7 +12,8 @@
 //             the caller's positions, the target itself at shift 0 excluded
 //   fill:     the same scan, writing Candidates to the target's segment of a buffer
 //   sort:     insertion_sort_candidates of the segment (distance, source, shift; radius_graph_common.h)
-//   finalize: keep the first max_neighbors (0: all); self_images == paper drops self-image edges and adds
+//   finalize: keep the first max_neighbors (0: all) and the rest of the last kept shell (capped_count,
+//             radius_graph_common.h); self_images == paper drops self-image edges and adds
 //             the six fixed shifts allowed by pbc, merged in the same order.
 #pragma once
 
@@ -124,7 +125,7 @@ E3R_HOST_DEVICE int64_t finalize_target(const Candidate<scalar_t>* sorted, int64
                                         int64_t self_images, const scalar_t* pos, int64_t i, const scalar_t* cell,
                                         const bool* pbc, int64_t atom_offset, int64_t* out_source,
                                         int64_t* out_target, int64_t* out_shift) {
-  const int64_t kept = (max_neighbors > 0 && count > max_neighbors) ? max_neighbors : count;
+  const int64_t kept = capped_count(sorted, count, max_neighbors);  // whole shells (radius_graph_common.h)
   Candidate<scalar_t> fixed[6];
   const int num_fixed = self_images == kSelfImagesPaper ? paper_self_edges(pos, i, cell, pbc, fixed) : 0;
   int64_t a = 0, written = 0;
