@@ -110,6 +110,8 @@ class RunConfig:
             act once per pseudo-epoch (the paper: 800).
         max_epochs: pseudo-epochs at most (the paper: 800).
         max_steps: optimiser steps at most (0: no limit).
+        max_cpu_minutes: stop once this process has used this much CPU time in this session of the run
+            (0: no limit); what equal-compute comparisons of recipes need (scripts/recipe_study.py).
         early_stopping_patience: stop after this many pseudo-epochs without a better validation
             coordinate MAE (the paper: 15).
         checkpoint_every: steps between resumable checkpoints (``last.ckpt``).
@@ -124,6 +126,7 @@ class RunConfig:
     steps_per_epoch: int = 800
     max_epochs: int = 800
     max_steps: int = 0
+    max_cpu_minutes: float = 0.0
     early_stopping_patience: int = 15
     checkpoint_every: int = 100
     log_every: int = 10

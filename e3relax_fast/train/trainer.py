@@ -42,7 +42,7 @@ from .schedule import BudgetSchedule, next_cycle
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: Config fields that may change between a run and its resumption (they do not change the numbers).
-_RESUMABLE_CHANGES = {("run", "max_steps"), ("run", "max_epochs"), ("run", "progress"), ("run", "checkpoint_every"),
+_RESUMABLE_CHANGES = {("run", "max_steps"), ("run", "max_cpu_minutes"), ("run", "max_epochs"), ("run", "progress"), ("run", "checkpoint_every"),
                       ("run", "log_every"), ("run", "dir"), ("data", "num_workers"), ("run", "device"),
                       ("run", "backend"), ("run", "early_stopping_patience")}
 
@@ -214,7 +214,9 @@ class Trainer:
         if config.run.init_from:
             payload, self.init_metadata = read_checkpoint(config.run.init_from)
             init_config = model_config_of(self.init_metadata).to_dict()  # older checkpoints: their defaults
-            if init_config != config.model.to_dict():
+            # the graph's neighbour cap shapes no weight: a model may be fine-tuned on a sparser graph
+            differ = {key for key in init_config if init_config[key] != config.model.to_dict()[key]}
+            if differ - {"max_neighbors"}:
                 raise ValueError(f"run.init_from {config.run.init_from!r} holds a model with config "
                                  f"{init_config}, not the configured {config.model.to_dict()}")
             model.load_state_dict(payload["model"])
@@ -370,6 +372,7 @@ class Trainer:
                    desc=f"epoch {self.state['epoch'] + 1}", unit="step", file=sys.stderr,
                    disable=not (cfg.run.progress and self.is_main))
         self._window = (time.perf_counter(), 0)
+        self._cpu_start = time.process_time()
         try:
             while not self.state["stopped"]:
                 if cfg.run.max_steps and self.state["step"] >= cfg.run.max_steps:
@@ -382,6 +385,7 @@ class Trainer:
                     self.state["step"] += 1
                     self.state["batch_in_pass"] += 1
                     self._after_step(parts, len(global_batch), bar)
+                    self._check_cpu_budget()
                     if self.state["stopped"] or (cfg.run.max_steps and self.state["step"] >= cfg.run.max_steps):
                         break
                 else:
@@ -398,6 +402,16 @@ class Trainer:
             save_checkpoint(self.run_dir / "best.ckpt", self.ema.module.state_dict(), self.metadata())
         return {"step": self.state["step"], "epoch": self.state["epoch"], "best_val_score": self.state["best_val"],
                 "stopped": self.state["stopped"], "run_dir": str(self.run_dir)}
+
+    def _check_cpu_budget(self) -> None:
+        """Stop after ``run.max_cpu_minutes`` of this process's CPU time (all ranks stop together: rank
+        0's clock decides, so no rank waits for another in DDP)."""
+        budget = self.config.run.max_cpu_minutes
+        if budget <= 0:
+            return
+        spent = torch.tensor([(time.process_time() - self._cpu_start) / 60.0 if self.is_main else 0.0])
+        if float(self._all_reduce(spent)) >= budget:
+            self.state["stopped"] = f"max_cpu_minutes ({budget}) reached"
 
     def _pass_loader(self, batches: list[np.ndarray]) -> torch.utils.data.DataLoader:
         """This rank's share of the remaining ``batches`` of the current pass, collated (and given fresh

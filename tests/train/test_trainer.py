@@ -183,3 +183,24 @@ def test_init_from_reads_older_checkpoints_with_their_defaults(pair_store, tmp_p
                          model={"hidden_channels": 16, "num_layers": 2, "num_rbf": 16, "position_update": "affine"})
     with pytest.raises(ValueError, match="holds a model with config"):
         train(affine)
+
+
+def test_init_from_a_model_trained_with_another_neighbour_cap(pair_store, pair_records, tmp_path):
+    """The cap shapes no weight: release 3 (50 neighbours) may start a run on a sparser graph."""
+    from e3relax_fast.data.store import GraphSettings
+
+    train(tiny_config(pair_store, tmp_path / "first", run={"max_steps": 1}))
+    sparse = tmp_path / "sparse"
+    write_store(pair_records(), sparse, GraphSettings(6.0, 24, "paper"), split_fractions={"val": 0.25}, seed=10,
+                progress=False)
+    config = tiny_config(sparse, tmp_path / "second", model={"hidden_channels": 16, "num_layers": 2, "num_rbf": 16,
+                                                             "max_neighbors": 24},
+                         run={"init_from": str(tmp_path / "first" / "best.ckpt"), "max_steps": 1})
+    assert train(config)["step"] == 1
+
+
+def test_a_cpu_budget_stops_the_run_and_says_so(pair_store, tmp_path):
+    summary = train(tiny_config(pair_store, tmp_path / "run", run={"max_steps": 10 ** 6, "max_cpu_minutes": 0.02,
+                                                                   "steps_per_epoch": 10 ** 6}))
+    assert summary["stopped"] == "max_cpu_minutes (0.02) reached"
+    assert 1 <= summary["step"] < 10 ** 6 and (tmp_path / "run" / "last.ckpt").exists()
