@@ -4,6 +4,7 @@
         [--matmul-precision float32 bfloat16] [--json FILE]
         [--chgnet-python runs/genvenv/bin/python --chgnet-count 30]
     python bench/bench_screening.py --compare runs/release2.ckpt e3relax_fast/pretrained/e3relax-small.ckpt
+    python bench/bench_screening.py --compare e3relax-small --symprec 0.01 none
 
 Workload: ``count`` real crystals of 4-64 atoms, deterministic: the unrelaxed sides of the shared
 CHGNet prototype pairs (``../shared/data/chgnet_pairs``), each repeated along its first axis to a
@@ -26,7 +27,9 @@ both ways.
 
 The ``small`` preset runs the shipped weights; ``paper`` runs random weights (speed only).
 ``--compare A B ...`` instead times ``relax_many`` (float32) with each checkpoint on the same crystals,
-in turn and then again in reverse order (the mean of the two), as ratios to the first.
+in turn and then again in reverse order (the mean of the two), as ratios to the first; with
+``--symprec S1 S2 ...`` each checkpoint once per symmetry tolerance (``none``: no symmetry imposed),
+which is the cost of keeping the input's space group.
 """
 
 from __future__ import annotations
@@ -161,20 +164,22 @@ def chgnet(python: str, crystals: list, threads: int) -> dict:
             return json.load(handle)
 
 
-def compare(paths: list[str], crystals: list) -> list[dict]:
-    """``relax_many`` structures/s of each checkpoint, measured in order and in reverse, averaged."""
-    rates: dict[str, list[float]] = {path: [] for path in paths}
-    for order in (paths, paths[::-1]):
-        for path in order:
-            relaxer = E3Relaxer.from_pretrained(path, device="cpu", on_unknown_element="warn")
-            rates[path].append(ours(relaxer, crystals)[0])
-    first = float(np.mean(rates[paths[0]]))
+def compare(paths: list[str], symprecs: list[str], crystals: list) -> list[dict]:
+    """``relax_many`` structures/s of each (checkpoint, symprec), measured in order and in reverse, averaged."""
+    setups = [(path, symprec) for path in paths for symprec in symprecs]
+    rates: dict[tuple, list[float]] = {setup: [] for setup in setups}
+    for order in (setups, setups[::-1]):
+        for path, symprec in order:
+            tolerance = None if symprec.lower() == "none" else float(symprec)
+            relaxer = E3Relaxer.from_pretrained(path, device="cpu", on_unknown_element="warn", symprec=tolerance)
+            rates[(path, symprec)].append(ours(relaxer, crystals)[0])
+    first = float(np.mean(rates[setups[0]]))
     rows = []
-    for path in paths:
-        rate = float(np.mean(rates[path]))
-        rows.append({"bench": "screening_compare", "checkpoint": path, "e3relax_per_s": rate,
+    for path, symprec in setups:
+        rate = float(np.mean(rates[(path, symprec)]))
+        rows.append({"bench": "screening_compare", "checkpoint": path, "symprec": symprec, "e3relax_per_s": rate,
                      "ratio_vs_first": rate / first, "crystals": len(crystals), **environment()})
-        print(f"{path}: {rate:.1f} structures/s ({rate / first:.3f} of {paths[0]})", flush=True)
+        print(f"{path} (symprec {symprec}): {rate:.1f} structures/s ({rate / first:.3f} of the first)", flush=True)
     return rows
 
 
@@ -185,12 +190,14 @@ def main(argv=None) -> int:
     parser.add_argument("--matmul-precision", nargs="+", default=["float32", "bfloat16"],
                         choices=["float32", "bfloat16"])
     parser.add_argument("--compare", nargs="+", metavar="CKPT", help="time these checkpoints against each other")
+    parser.add_argument("--symprec", nargs="+", default=["0.01"], metavar="A|none",
+                        help="with --compare: each checkpoint once per symmetry tolerance")
     args = parser.parse_args(argv)
     count = 4 if args.smoke else args.count
     tune_cpu_allocator()  # as e3relax predict does; the research way runs in this process too
     crystals = workload(count, args.smoke)
     if args.compare:
-        write_json_lines(args.json, compare(args.compare, crystals))
+        write_json_lines(args.json, compare(args.compare, args.symprec, crystals))
         return 0
     atoms_total = sum(len(a) for a in crystals)
     threads = torch.get_num_threads()

@@ -1,11 +1,22 @@
 """Training throughput (forward + backward + AdamW step, layer-wise loss) of E3Relax on the CPU.
 
     python bench/bench_train.py [--smoke] [--preset small paper] [--backend torch cpp] [--steps 5] [--json FILE]
+    python bench/bench_train.py --recipes configs/train/release3.yaml configs/train/release4.yaml \
+        --workload mp [--steps 60] [--rounds 2] [--json FILE]
 
-Real pairs (tests/data: CHGNet-labelled prototypes and Perov-5, 2-24 atoms) in a temporary store,
-batches of 32 structures as the paper trains, through the same ``Trainer.train_step`` that
-``e3relax train`` runs, each configuration in its own process. Reports structures/s and peak RSS growth
-per preset and backend, with the ratio against the reference (``torch``) backend measured in the same run.
+Presets and backends: real pairs (tests/data: CHGNet-labelled prototypes and Perov-5, 2-24 atoms) in a
+temporary store, batches of 32 structures as the paper trains, through the same ``Trainer.train_step``
+that ``e3relax train`` runs, each configuration in its own process. Reports structures/s and peak RSS
+growth per preset and backend, with the ratio against the reference (``torch``) backend measured in the
+same run.
+
+Recipes: whole training configs compared on one workload, each through ``Trainer.train`` (the data
+order, fresh perturbed inputs and their graphs, the step, the EMA; no validation), one thread, each in
+its own process, in turn and then in reverse order (``--rounds``), so a machine that slows down or
+speeds up during the run favours neither. ``--workload mp``: the Materials Project structures of
+``../shared/data/mp`` (at most 40 atoms, the first 2,000) as perturbation pairs, as release 3 and 4
+train on them, in a store per graph setting the recipes ask for. Reports structures/s of each recipe and
+its ratio to the first.
 """
 
 from __future__ import annotations
@@ -69,6 +80,77 @@ def measure(store: str, preset: str, backend: str, batch_size: int, steps: int, 
             "peak_rss_growth_mb": (peak_rss_bytes() - rss_before) / 2**20}
 
 
+MP_STRUCTURES = os.path.join(HERE, "..", "..", "shared", "data", "mp", "structures.extxyz")
+
+
+def make_mp_store(path: str, graph: tuple[float, int, str], count: int = 2000) -> None:
+    """``count`` MP structures of at most 40 atoms as perturbation pairs, every one in training."""
+    from e3relax_fast.data.perturb import PerturbConfig, structure_pairs
+    from e3relax_fast.data.store import GraphSettings
+
+    records = itertools.islice(structure_pairs(MP_STRUCTURES, PerturbConfig(), 0, 40), count)
+    write_store(records, path, GraphSettings(*graph), split_fractions={"val": 0.0}, progress=False,
+                perturbation=PerturbConfig().to_dict(), sources=[f"structures:{MP_STRUCTURES}"])
+
+
+def measure_recipe(recipe: str, store: str, steps: int, run_dir: str) -> dict:
+    """Runs in a fresh subprocess: ``steps`` optimiser steps of ``Trainer.train`` after 5 to warm up."""
+    from e3relax_fast.train import TrainConfig
+
+    torch.set_num_threads(1)
+    overrides = [f"data.store={store}", "run.init_from=''", "data.source_weights={}", f"run.dir={run_dir}",
+                 "run.progress=false", "run.steps_per_epoch=1000000", "run.checkpoint_every=1000000",
+                 f"run.max_steps={steps + 5}", "optim.warmup_steps=1", "data.num_workers=0"]
+    trainer = Trainer(TrainConfig.from_yaml(recipe, overrides).replace(run={"max_steps": 5}))
+    trainer.train()
+    trainer.config = trainer.config.replace(run={"max_steps": steps + 5})
+    start = time.perf_counter()
+    trainer.train()
+    elapsed = time.perf_counter() - start
+    return {"structures_per_s": steps * trainer.config.data.max_structures_per_batch / elapsed,
+            "batch": trainer.config.data.max_structures_per_batch,
+            "max_neighbors": trainer.config.model.max_neighbors}
+
+
+def compare_recipes(args) -> list[dict]:
+    """Each recipe in its own process, in order then reversed, ``args.rounds`` times; mean rates."""
+    from e3relax_fast.train import TrainConfig
+
+    rates: dict[str, list[float]] = {recipe: [] for recipe in args.recipes}
+    details: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = {}
+        for recipe in args.recipes:
+            model = TrainConfig.from_yaml(recipe).model
+            graph = (model.graph_cutoff, model.max_neighbors, model.self_images)
+            if graph not in stores:
+                stores[graph] = os.path.join(tmp, f"store{len(stores)}")
+                make_mp_store(stores[graph], graph, 64 if args.smoke else 2000)
+            details[recipe] = {"store": stores[graph]}
+        steps = 2 if args.smoke else args.steps
+        for round_index in range(1 if args.smoke else args.rounds):
+            for recipe in (args.recipes if round_index % 2 == 0 else args.recipes[::-1]):
+                spec = json.dumps({"recipe": recipe, "store": details[recipe]["store"], "steps": steps,
+                                   "run_dir": os.path.join(tmp, f"run{round_index}-{len(rates[recipe])}-{abs(hash(recipe))}")})
+                proc = subprocess.run([sys.executable, __file__, "--recipe-child", spec], capture_output=True, text=True,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{recipe} failed:\n{proc.stderr[-2000:]}")
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                rates[recipe].append(result["structures_per_s"])
+                details[recipe].update(result)
+    rows, first = [], float(np.mean(rates[args.recipes[0]]))
+    for recipe in args.recipes:
+        rate = float(np.mean(rates[recipe]))
+        print(f"{recipe}: {rate:.1f} structures/s (runs: {', '.join(f'{r:.1f}' for r in rates[recipe])}), "
+              f"{rate / first:.2f}x {args.recipes[0]}; batch {details[recipe]['batch']}, "
+              f"{details[recipe]['max_neighbors']} neighbours")
+        rows.append({"bench": "train_recipe", "recipe": recipe, "workload": args.workload, "structures_per_s": rate,
+                     "runs": rates[recipe], "ratio_vs_first": rate / first, "steps": steps, "smoke": args.smoke,
+                     **environment()})
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true")
@@ -77,10 +159,20 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json")
+    parser.add_argument("--recipes", nargs="+", help="training configs to compare (instead of presets)")
+    parser.add_argument("--workload", default="mp", choices=["mp"], help="--recipes: the pairs to train on")
+    parser.add_argument("--rounds", type=int, default=2, help="--recipes: passes over the recipes, alternating order")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--recipe-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(measure(**json.loads(args.child))))
+        return 0
+    if args.recipe_child:
+        print(json.dumps(measure_recipe(**json.loads(args.recipe_child))))
+        return 0
+    if args.recipes:
+        write_json_lines(args.json, compare_recipes(args))
         return 0
     presets, steps = (["small"], 1) if args.smoke else (args.preset, args.steps)
     rows = []

@@ -23,6 +23,7 @@ from .model import E3Relax
 from .ops import neighbors
 from .ops.checks import check_batch
 from .refine import refine as refine_structure
+from .symmetry import DEFAULT_SYMPREC, find_symmetry, project
 
 
 MATMUL_PRECISIONS = ("float32", "bfloat16")
@@ -94,6 +95,7 @@ class RelaxResult:
     error: str = ""
     warning: str = ""
     seconds: float = 0.0  # this structure's share of its batch's wall time (graph excluded)
+    symmetry: str = ""  # the input's space group imposed on the prediction ("" when none: E3Relaxer's symprec)
     refined: Any = None  # RefineResult (structure, steps, converged, energy) when relaxed with refine=
 
     @property
@@ -129,12 +131,16 @@ class E3Relaxer:
         max_volume_factor: a prediction whose cell volume is more than this factor above or below the
             input's, or that is not finite, is refused: the input geometry comes back with a warning
             (default :data:`MAX_VOLUME_FACTOR` = 2; ``inf`` turns the volume check off).
+        symprec: tolerance (Å) at which the input's space group is found (spglib) and imposed on the
+            prediction's positions and cell, so a symmetric input gives a prediction of the same group
+            (``e3relax_fast/symmetry.py``; default 0.01, pymatgen's); ``None`` turns it off.
+            ``result.symmetry`` names the group kept; the per-layer ``trajectory`` stays as predicted.
     """
 
     def __init__(self, model: E3Relax, metadata: dict | None = None, device: str | torch.device | None = None,
                  dtype: torch.dtype = torch.float32, on_unknown_element: str = "error",
                  matmul_precision: str = "float32", on_overlap: str = "input", overlap_ratio: float = 0.6,
-                 max_volume_factor: float = MAX_VOLUME_FACTOR):
+                 max_volume_factor: float = MAX_VOLUME_FACTOR, symprec: float | None = DEFAULT_SYMPREC):
         if on_unknown_element not in ("error", "warn"):
             raise ValueError(f"on_unknown_element must be 'error' or 'warn', got {on_unknown_element!r}")
         if on_overlap not in OVERLAP_POLICIES:
@@ -144,6 +150,9 @@ class E3Relaxer:
         if not max_volume_factor > 1.0:
             raise ValueError(f"max_volume_factor must be above 1 (inf: no volume check), got {max_volume_factor}")
         self.max_volume_factor = float(max_volume_factor)
+        if symprec is not None and not (0.0 < symprec < 1.0):
+            raise ValueError(f"symprec must be in (0, 1) Å, or None to keep no symmetry, got {symprec}")
+        self.symprec = symprec
         if matmul_precision not in MATMUL_PRECISIONS:
             raise ValueError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {matmul_precision!r}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -222,7 +231,10 @@ class E3Relaxer:
         if closest < MIN_INPUT_DISTANCE:
             raise ValueError(f"structure {structure_id!r}: field 'positions' puts two atoms {closest:.3g} Å apart "
                              f"(below {MIN_INPUT_DISTANCE} Å: coincident atoms, a duplicated site?)")
-        return _Prepared(arrays, graph, closest, np.rint(np.linalg.inv(change)), note)
+        symmetry = None
+        if self.symprec is not None and bool(np.all(pbc)):
+            symmetry = find_symmetry(arrays[0], arrays[1], arrays[2], self.symprec)
+        return _Prepared(arrays, graph, closest, np.rint(np.linalg.inv(change)), note, symmetry)
 
     def _forward(self, items: list[tuple[RelaxResult, _Prepared]]) -> None:
         started = time.perf_counter()
@@ -248,6 +260,11 @@ class E3Relaxer:
                                                       self.error_model)
             result.seconds = seconds
             pos, cell = pos_layers[-1, a0:a1].numpy(), cell_layers[-1, b].numpy()
+            if prepared.symmetry is not None and np.isfinite(pos).all() and np.isfinite(cell).all():
+                pos, cell = project(prepared.symmetry, pos, cell)  # in the reduced basis, where it was found
+                result.final_structure = with_geometry(result.input, torch.from_numpy(pos),
+                                                       to_input @ torch.from_numpy(cell))
+                result.symmetry = prepared.symmetry.label
             if not self._refuse_out_of_bounds(result, prepared, pos, cell):
                 self._check_overlap(result, prepared, pos, cell)
             if prepared.note:  # e.g. an element not seen in training, relaxed with on_unknown_element="warn"
@@ -475,6 +492,7 @@ class _Prepared:
     # integer [3,3]: input cell = to_input_basis @ reduced cell (unimodular)
     to_input_basis: np.ndarray = field(default_factory=lambda: np.eye(3))
     note: str = ""  # a warning the result carries whatever the prediction (an unknown element)
+    symmetry: Any = None  # InputSymmetry of the input in the reduced basis (e3relax_fast/symmetry.py), or None
 
     @property
     def size(self) -> int:

@@ -10,6 +10,7 @@ import sys
 import time
 
 from ..relax import MAX_VOLUME_FACTOR
+from ..symmetry import DEFAULT_SYMPREC
 
 HELP = "predict relaxed structures for CIF/POSCAR/extxyz files, globs or folders"
 
@@ -87,6 +88,16 @@ def _refusal_arguments(parser: argparse._ArgumentGroup) -> None:
                         help="a prediction whose cell volume is more than this factor above or below the input's, "
                              "or that is not finite, is refused: the input geometry is written, with a warning "
                              "(default %(default)g; inf: no volume check)")
+    parser.add_argument("--symprec", type=_symprec, default=DEFAULT_SYMPREC, metavar="A|none",
+                        help="tolerance (Å) at which the input's space group is found and imposed on the "
+                             "prediction, so it keeps the input's symmetry; the report's 'symmetry' column names "
+                             "the group (default %(default)g; none: keep no symmetry)")
+
+
+def _symprec(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    return float(text)
 
 
 def _refine_arguments(parser: argparse._ArgumentGroup) -> None:
@@ -99,7 +110,7 @@ def _refine_arguments(parser: argparse._ArgumentGroup) -> None:
                         help="also refine from the unrelaxed input and report its steps (the comparison)")
 
 
-REPORT_COLUMNS = ["id", "source", "formula", "atoms", "status", "error", "warning", "expected_error_A",
+REPORT_COLUMNS = ["id", "source", "formula", "atoms", "status", "error", "warning", "symmetry", "expected_error_A",
                   "last_layer_max_move_A",
                   "last_layer_cell_change_A", "shortest_distance_ratio", "max_displacement_A", "seconds", "refine_steps", "refine_converged",
                   "refine_energy_eV", "refine_energy_per_atom_eV",
@@ -152,7 +163,8 @@ def _build_relaxer(args: argparse.Namespace):
 
     device = None if args.device == "auto" else args.device
     options = dict(matmul_precision=args.matmul_precision, on_overlap=args.on_overlap,
-                   overlap_ratio=args.overlap_ratio, max_volume_factor=args.max_volume_factor)
+                   overlap_ratio=args.overlap_ratio, max_volume_factor=args.max_volume_factor,
+                   symprec=args.symprec)
     if args.untrained:
         print(UNTRAINED_BANNER.format(preset=args.preset, seed=args.seed), file=sys.stderr)
         return E3Relaxer(untrained_model(args.preset, args.seed).choose_ops(args.backend, device), device=device, **options)
@@ -221,6 +233,7 @@ def _result_row(result, source: str, args: argparse.Namespace) -> dict:
         row["last_layer_max_move_A"] = f"{confidence['last_layer_max_move']:.4f}"
         row["last_layer_cell_change_A"] = f"{confidence['last_layer_cell_change']:.4f}"
         row["shortest_distance_ratio"] = f"{confidence['shortest_distance_ratio']:.3f}"
+        row["symmetry"] = result.symmetry
         moved = np.linalg.norm(result.final_structure.positions - atoms.positions, axis=1)
         row["max_displacement_A"] = f"{moved.max():.4f}" if len(atoms) else ""
         if result.refined is not None:

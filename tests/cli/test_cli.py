@@ -192,3 +192,22 @@ def test_refine_with_emt_reports_the_steps_from_prediction_and_from_input(tmp_pa
         atoms.calc = EMT()
         assert np.abs(atoms.get_forces()).max() < 0.05
     assert main(["predict", "-i", str(folder), "-o", str(output), "--refine", "no.such:Calc"]) == 2
+
+
+def test_predict_reports_the_group_it_kept_and_symprec_none_keeps_none(tmp_path):
+    from ase.build import bulk
+
+    from e3relax_fast.metrics import symmetry_of
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    bulk("NaCl", "rocksalt", a=5.5).write(folder / "nacl.cif")
+    for flag, group in (([], "Fm-3m (225)"), (["--symprec", "none"], "")):
+        output = tmp_path / f"out{len(flag)}.extxyz"
+        assert main(["predict", "-i", str(folder), "-o", str(output), "--no-progress", *flag]) == 0
+        with open(tmp_path / f"out{len(flag)}_report.csv") as handle:
+            (row,) = list(csv.DictReader(handle))
+        assert row["symmetry"] == group
+        predicted = read(output)
+        found = symmetry_of((predicted.positions, predicted.numbers, predicted.cell[:], None), 1e-3)[0]
+        assert (found == 225) == bool(group)
