@@ -29,6 +29,13 @@ import numpy as np
 DEFAULT_SYMPREC = 0.01
 
 
+def parse_symprec(text: str) -> float | None:
+    """A command-line tolerance: a number of Å, or ``none`` (no symmetry imposed)."""
+    if text.strip().lower() == "none":
+        return None
+    return float(text)
+
+
 @dataclass(frozen=True)
 class InputSymmetry:
     """Operations of an input in its own lattice basis: ``rotations [K,3,3]`` (integer, acting on

@@ -85,3 +85,16 @@ def test_a_micro_angstrom_jitter_moves_the_prediction_by_about_as_much(relaxer, 
     a, b = relaxer.relax(atoms).final_structure, relaxer.relax(jittered).final_structure
     assert np.abs(a.positions - b.positions).max() < 2e-5
     assert np.abs(a.cell[:] - b.cell[:]).max() < 2e-5
+
+
+def test_evaluate_imposes_the_inputs_group_unless_told_not_to():
+    from e3relax_fast.cli.evaluate import _symmetric
+    from e3relax_fast.symmetry import parse_symprec
+
+    atoms = crystals()["cubic SrZrO3"]
+    given = (atoms.positions, atoms.numbers, atoms.cell[:], np.ones(3, bool))
+    rng = np.random.default_rng(4)
+    prediction = (atoms.positions + 0.02 * rng.standard_normal((5, 3)), atoms.numbers,
+                  atoms.cell[:] * 1.01 + 0.01 * rng.standard_normal((3, 3)), np.ones(3, bool))
+    assert group(_symmetric(prediction, given, parse_symprec("0.01")), 1e-5) == 221
+    assert _symmetric(prediction, given, parse_symprec("none")) is prediction

@@ -19,6 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..symmetry import DEFAULT_SYMPREC, parse_symprec
+
 HELP = "coordinate/cell/volume errors, match rate and symmetry of predictions vs references, with the Dummy baseline"
 
 
@@ -32,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N pairs of the split")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-symmetry", action="store_true", help="skip StructureMatcher and spglib (faster)")
+    parser.add_argument("--symprec", type=parse_symprec, default=DEFAULT_SYMPREC, metavar="A|none",
+                        help="with -m: impose each input's space group, found at this tolerance (Å), on the "
+                             "model's prediction, as predict does (default %(default)g; none: the raw prediction)")
     parser.add_argument("-o", "--output", required=True, help="CSV with one row per structure and method")
     parser.add_argument("--plot", metavar="DIR", help="write one PNG of parity plots, error histograms and "
                         "error against confidence per source group into DIR")
@@ -68,6 +73,23 @@ def _items_from_files(args: argparse.Namespace):
         yield structure_id, "files", pred, refs[structure_id], inputs.get(structure_id), confidence
 
 
+def _symmetric(prediction: tuple, given: tuple, symprec: float | None) -> tuple:
+    """The prediction (pos, z, cell, pbc) with the space group of the input ``given`` imposed, as the
+    relaxer does (e3relax_fast/symmetry.py); unchanged without symprec or symmetry."""
+    import numpy as np
+
+    from ..symmetry import find_symmetry, project
+
+    pos, z, cell, pbc = prediction
+    if symprec is None or not np.all(pbc) or not (np.isfinite(pos).all() and np.isfinite(cell).all()):
+        return prediction
+    symmetry = find_symmetry(given[0], given[1], given[2], symprec)
+    if symmetry is None:
+        return prediction
+    pos, cell = project(symmetry, pos, cell)
+    return pos, z, cell, pbc
+
+
 def _items_from_store(args: argparse.Namespace):
     import torch
     from tqdm import tqdm
@@ -98,8 +120,10 @@ def _items_from_store(args: argparse.Namespace):
         for k, index in enumerate(batch_indices):
             a0, a1 = int(batch.ptr[k]), int(batch.ptr[k + 1])
             z, pbc = z_all[a0:a1], pbc_all[k]
-            yield (store.ids[index], source_name(store.sources[index], store.kinds[index]), (pos[a0:a1], z, cell[k], pbc),
-                   (target_pos[a0:a1], z, target_cell[k], pbc), (input_pos[a0:a1], z, input_cell[k], pbc),
+            given = (input_pos[a0:a1], z, input_cell[k], pbc)
+            predicted = _symmetric((pos[a0:a1], z, cell[k], pbc), given, args.symprec)
+            yield (store.ids[index], source_name(store.sources[index], store.kinds[index]), predicted,
+                   (target_pos[a0:a1], z, target_cell[k], pbc), given,
                    prediction_confidence(pos_layers, cell_layers, batch.ptr, k, batch.pos, batch.cell, error_model))
         bar.update(len(batch_indices))
     bar.close()

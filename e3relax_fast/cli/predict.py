@@ -10,7 +10,7 @@ import sys
 import time
 
 from ..relax import MAX_VOLUME_FACTOR
-from ..symmetry import DEFAULT_SYMPREC
+from ..symmetry import DEFAULT_SYMPREC, parse_symprec
 
 HELP = "predict relaxed structures for CIF/POSCAR/extxyz files, globs or folders"
 
@@ -88,16 +88,10 @@ def _refusal_arguments(parser: argparse._ArgumentGroup) -> None:
                         help="a prediction whose cell volume is more than this factor above or below the input's, "
                              "or that is not finite, is refused: the input geometry is written, with a warning "
                              "(default %(default)g; inf: no volume check)")
-    parser.add_argument("--symprec", type=_symprec, default=DEFAULT_SYMPREC, metavar="A|none",
+    parser.add_argument("--symprec", type=parse_symprec, default=DEFAULT_SYMPREC, metavar="A|none",
                         help="tolerance (Å) at which the input's space group is found and imposed on the "
                              "prediction, so it keeps the input's symmetry; the report's 'symmetry' column names "
                              "the group (default %(default)g; none: keep no symmetry)")
-
-
-def _symprec(text: str) -> float | None:
-    if text.strip().lower() == "none":
-        return None
-    return float(text)
 
 
 def _refine_arguments(parser: argparse._ArgumentGroup) -> None:
