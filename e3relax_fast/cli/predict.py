@@ -273,9 +273,10 @@ def run(args: argparse.Namespace) -> int:
         from ..allocator import tune_cpu_allocator
 
         tune_cpu_allocator()  # glibc only; harmless when the model then runs on a GPU
-    relaxer = _build_relaxer(args)
     report = args.report or report_path(args.output, *shard)
     kind = output_kind(args.output)
+    _refuse_writing_over_inputs(args, report, kind)
+    relaxer = _build_relaxer(args)
     # shards share a folder output, so only its report is locked; a file output is locked too
     output_lock = OutputLock(args.output) if kind != "folder" else contextlib.nullcontext()
     with OutputLock(report) as report_lock, output_lock as file_lock:
@@ -302,6 +303,18 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if counts["error"] else EXIT_OK
 
 
+def _refuse_writing_over_inputs(args: argparse.Namespace, report: str, kind: str) -> None:
+    """No path this run writes (output, report, trajectory, locks) may be or lie inside an input."""
+    from ..io.outputs import OutputLock, refuse_outputs_touching_inputs
+
+    outputs = {"output": args.output, "report": report, "report lock": OutputLock(report).path}
+    if kind != "folder":
+        outputs["output lock"] = OutputLock(args.output).path
+    if args.trajectory:
+        outputs["trajectory"] = args.trajectory
+    refuse_outputs_touching_inputs(args.input, outputs, args.output if kind == "folder" else "")
+
+
 def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: str, kind: str,
                      has_header: bool) -> dict:
     """Relax ``records`` and write each structure, then its report row (in that order: the report is
@@ -317,7 +330,7 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
         make_calculator = calculator_factory(args.refine)
     counts = {"ok": 0, "error": 0, "warning": 0}
     append = args.resume and os.path.exists(report)
-    with StructureWriter(args.output, args.folder_format, append=args.resume) as writer, \
+    with StructureWriter(args.output, args.folder_format, append=args.resume, overwrite=args.overwrite) as writer, \
             open(report, "a" if append else "w", newline="") as handle:
         table = csv.DictWriter(handle, REPORT_COLUMNS)
         if not has_header:
@@ -350,8 +363,12 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
                 if args.refine_from_input:
                     input_calculator = input_calculator or make_calculator()  # one, reused
                     _refine_from_input(row, result, input_calculator, args)
-                writer.write(result.id, _output_structure(result, args))
-                _injected_kill("frame", writer.count)
+                try:
+                    writer.write(result.id, _output_structure(result, args))
+                except FileExistsError as err:  # a file of the user's in the output folder: kept
+                    row.update(status="error", error=f"structure {result.id!r}: {err}")
+                else:
+                    _injected_kill("frame", writer.count)
             record_row(row)
             bar.update(1)
         bar.close()

@@ -13,8 +13,9 @@ import csv
 import os
 import socket
 from pathlib import Path
+from typing import Sequence
 
-from .structures import output_kind
+from .structures import expand_inputs, output_kind
 
 
 def report_path(output: str, shard_index: int = 0, shard_count: int = 1) -> str:
@@ -44,6 +45,34 @@ def report_has_header(report: str) -> bool:
         return False
     with open(report, newline="") as handle:
         return "id" in (next(csv.reader(handle), None) or [])
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (both already real paths)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def refuse_outputs_touching_inputs(inputs: Sequence[str], outputs: dict[str, str], output_folder: str = "") -> None:
+    """Raise ``ValueError`` naming both paths when a path the run would write (``outputs``: what ->
+    path, e.g. the output, the report, their locks) is an input or lies inside an input folder, or when
+    the folder output (``output_folder``) holds an input: the user's files are never written over.
+    ``inputs`` as given on the command line (files, folders, globs). Checked before anything is
+    written; links are followed."""
+    folders = [os.path.realpath(item) for item in inputs if os.path.isdir(item)]
+    files = [os.path.realpath(path) for path in expand_inputs(inputs)]
+    for what, path in outputs.items():
+        real = os.path.realpath(path)
+        for given in files + folders:
+            if _inside(real, given):
+                kind = "the input folder" if given in folders else "the input"
+                raise ValueError(f"the {what} {path!r} would be written {'as' if real == given else 'inside'} "
+                                 f"{kind} {given!r}: choose an output outside the inputs")
+    if output_folder:
+        real_folder = os.path.realpath(output_folder)
+        for given in files:
+            if _inside(given, real_folder):
+                raise ValueError(f"the output folder {output_folder!r} holds the input {given!r}, which a "
+                                 "prediction of the same name would replace: choose another output folder")
 
 
 class OutputLock:

@@ -179,25 +179,40 @@ def output_kind(output: str) -> str:
 FOLDER_FORMATS = {"cif": ("cif", ".cif"), "poscar": ("vasp", ".vasp")}
 
 
+#: In a folder output, the names of the files e3relax wrote there (one per line): the only files a later
+#: run may replace without ``--overwrite``.
+WRITTEN_LIST = ".e3relax_written"
+
+
 class StructureWriter:
     """Writes ``(id, Atoms)`` one at a time, so an interrupted run keeps what it finished, and appends to
     what an earlier run wrote (``e3relax predict --resume``). The output kind comes from ``output``:
     ``.extxyz``/``.xyz`` one multi-frame file (id in ``info["id"]``), ``.db`` an ASE database (id in
     the ``structure_id`` key), a path ending with a separator or without extension a folder of one file
-    per structure in ``folder_format`` (``cif`` or ``poscar``, written as ``<id>.vasp``)."""
+    per structure in ``folder_format`` (``cif`` or ``poscar``, written as ``<id>.vasp``).
 
-    def __init__(self, output: str, folder_format: str = "cif", append: bool = False):
+    A folder output replaces only files that e3relax wrote there (listed in its :data:`WRITTEN_LIST`);
+    another file of the same name is the user's, and writing over it raises ``FileExistsError`` unless
+    ``overwrite``."""
+
+    def __init__(self, output: str, folder_format: str = "cif", append: bool = False, overwrite: bool = False):
         self.output = output
         self.count = 0
         self._names: set[str] = set()
         self._handle = None
         self._db = None
+        self.overwrite = overwrite
+        self._written_before: set[str] = set()
         if folder_format not in FOLDER_FORMATS:
             raise ValueError(f"folder format must be one of {sorted(FOLDER_FORMATS)}, got {folder_format!r}")
         self.kind = output_kind(output)
         if self.kind == "folder":
             self._format, self._suffix = FOLDER_FORMATS[folder_format]
             os.makedirs(output, exist_ok=True)
+            listed = os.path.join(output, WRITTEN_LIST)
+            if os.path.exists(listed):
+                with open(listed) as handle:
+                    self._written_before = {line.strip() for line in handle if line.strip()}
         elif self.kind == "extxyz":
             self._handle = open(output, "a" if append else "w")
         else:
@@ -235,10 +250,16 @@ class StructureWriter:
             while f"{name}_{k}" in self._names:
                 k += 1
             name = f"{name}_{k}"
-        self._names.add(name)
         final = os.path.join(self.output, name + self._suffix)
+        if os.path.exists(final) and not self.overwrite and name + self._suffix not in self._written_before:
+            raise FileExistsError(f"{final} exists and was not written by e3relax predict: it is left as it is "
+                                  "(--overwrite replaces such files)")
+        self._names.add(name)
         tmp = final + ".tmp"
         write(tmp, atoms, format=self._format)
+        with open(os.path.join(self.output, WRITTEN_LIST), "a") as handle:  # before the file exists
+            handle.write(name + self._suffix + "\n")
+        self._written_before.add(name + self._suffix)
         os.replace(tmp, final)
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from ase.io import read, write
 
 from e3relax_fast.cli import main
 from e3relax_fast.io.outputs import OutputLock, report_path
+from e3relax_fast.io.structures import WRITTEN_LIST
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
 UNTRAINED = ["--untrained", "--preset", "small", "--no-progress", "--max-volume-factor", "inf"]
@@ -104,7 +105,7 @@ def test_a_kill_at_any_write_step_then_resume_loses_and_duplicates_nothing(tmp_p
 
         ids = [r.structure_id for r in connect(output, use_lock_file=False).select()]
     else:
-        ids = [os.path.splitext(name)[0] for name in os.listdir(output)]
+        ids = [os.path.splitext(name)[0] for name in os.listdir(output) if name != WRITTEN_LIST]
     assert len(ids) == len(set(ids)) == 6 and sorted(report_ids(report)) == sorted(ids)
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".lock")]
 
@@ -134,7 +135,7 @@ def test_shards_keep_their_own_reports_in_one_folder(tmp_path):
     for shard in ("0/2", "1/2"):
         assert main(["predict", "-i", str(inputs), "-o", str(output) + "/", "--shard", shard, *UNTRAINED]) == 0
     ids = report_ids(tmp_path / "out_shard0of2_report.csv") + report_ids(tmp_path / "out_shard1of2_report.csv")
-    assert len(ids) == len(set(ids)) == 5 and len(os.listdir(output)) == 5
+    assert len(ids) == len(set(ids)) == 5 and len(os.listdir(output)) == 5 + 1  # + WRITTEN_LIST
 
 
 def test_bad_inputs_are_rows_naming_the_field_and_exit_codes_say_how_it_went(tmp_path, capsys):
@@ -184,7 +185,7 @@ def test_folder_outputs_get_safe_unique_names(tmp_path):
         atoms.info = {"id": ["multi:0", "a b", "a/b"][k]}
     write(tmp_path / "multi.extxyz", frames)
     assert main(["predict", "-i", str(tmp_path / "multi.extxyz"), "-o", str(tmp_path / "out") + "/", *UNTRAINED]) == 0
-    assert sorted(os.listdir(tmp_path / "out")) == ["a_b.cif", "a_b_2.cif", "multi_0.cif"]
+    assert sorted(os.listdir(tmp_path / "out")) == [WRITTEN_LIST, "a_b.cif", "a_b_2.cif", "multi_0.cif"]
 
 
 def test_help_shows_defaults(capsys):
