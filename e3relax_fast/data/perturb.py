@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..io.structures import structure_id_of
 from .convert import reduce_basis, structure_arrays
 from .pairs import PERTURBATION_KIND, PairRecord
 
@@ -106,7 +107,8 @@ def structure_pairs(path: str | Path, how: PerturbConfig = PerturbConfig(), seed
                     max_atoms: int = 0) -> Iterator[PairRecord]:
     """Pairs from relaxed structures: the structure (its basis Niggli-reduced) is the relaxed side,
     its perturbation (:func:`perturbed_input` around its own volume, seeded by :func:`id_seed`) the
-    unrelaxed side. The id is ``info["id"]``, else ``info["mp_id"]``, else ``<stem>:<index>``; the
+    unrelaxed side. The id is that of ``e3relax_fast.io.structures.structure_id_of`` (``id``,
+    ``structure_id``, ``mp_id``, ``material_id``), else ``<stem>:<index>``; the
     group (what splits keep together) is ``info["mp_id"]``, else the id. Structures with more than
     ``max_atoms`` atoms (0: no limit) are left out (not failures)."""
     path = Path(path)
@@ -117,7 +119,7 @@ def structure_pairs(path: str | Path, how: PerturbConfig = PerturbConfig(), seed
 
 def _perturbation_records(path: Path, how: PerturbConfig, seed: int, max_atoms: int) -> Iterator[PairRecord]:
     for fallback, atoms, info in _frames(path):
-        structure_id = str(info.get("id", info.get("mp_id", fallback)))
+        structure_id = structure_id_of(info, fallback)
         group = str(info.get("mp_id", structure_id))
         if max_atoms and len(atoms) > max_atoms:
             continue

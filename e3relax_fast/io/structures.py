@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+import numpy as np
+
 #: Extensions read as structure files when a folder is given.
 STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz", ".traj", ".json", ".db")
 _STRUCTURE_NAMES = ("POSCAR", "CONTCAR")
@@ -39,11 +41,28 @@ def file_name_of(structure_id: str) -> str:
     return re.sub(r"[^\w.+=-]", "_", structure_id).lstrip(".") or "_"
 
 
+#: Keys whose value names a structure, in the order they are looked up in ``info`` (extxyz, ASE db key-
+#: value pairs, ...): the first present is the id, else ``<stem>`` (one structure in the file) or
+#: ``<stem>:<frame>`` (several; ``<stem>:<row id>`` in a db). ``structure_id`` is what a .db output writes.
+ID_KEYS = ("id", "structure_id", "mp_id", "material_id")
+
+
+def structure_id_of(info: dict, default: str) -> str:
+    """The id of a structure from its ``info`` by :data:`ID_KEYS`, else ``default``."""
+    given = next((info[key] for key in ID_KEYS if info.get(key) not in (None, "")), None)
+    return str(given) if given is not None else default
+
+
 def site_problem(atoms: Any) -> str:
-    """Why the sites of an ASE reading are not one element each, or empty. ASE's CIF reader keeps
+    """Why the sites of an ASE reading are not one element each, or empty: atomic numbers outside
+    1-118 (no element), or partial occupancies. ASE's CIF reader keeps
     ``info["occupancy"]`` while placing one species per site: a site shared by several species
     summing to at most 1 is a partial occupancy; summing to more, two atoms the file puts on one
     position, which the reader merged into one."""
+    numbers = np.asarray(atoms.numbers)
+    outside = sorted({int(z) for z in numbers[(numbers < 1) | (numbers > 118)]})
+    if outside:  # before anything asks for a symbol: Z = -3 would name 'Lv', Z = 119 none at all
+        return f"field 'numbers' holds {', '.join(map(str, outside))}, not a known element (atomic numbers are 1-118)"
     for site, species in (atoms.info.get("occupancy") or {}).items():
         listed = ", ".join(f"{e} {o:g}" for e, o in species.items())
         if sum(species.values()) > 1 + 1e-6:
@@ -79,9 +98,9 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
 def read_structures(inputs: Sequence[str]) -> Iterator[StructureRecord]:
     """Stream the structures of files, globs and folders as ASE ``Atoms`` records.
 
-    A file with several frames (extxyz, traj, db) yields one record per frame, with id
-    ``info["id"]`` when present (in an ASE db: the key ``id``, ``structure_id`` or ``material_id``, else
-    ``<stem>:<row id>``; the row's key-value pairs are kept in ``info``), else ``<stem>:<frame>``. A
+    A file with several frames (extxyz, traj, db) yields one record per frame, with the id of
+    :func:`structure_id_of` (``info`` keys :data:`ID_KEYS`; in an ASE db its key-value pairs, kept in
+    ``info``, else ``<stem>:<row id>``), else ``<stem>:<frame>`` (``<stem>`` for a one-structure file). A
     ``.json`` file may hold a pymatgen Structure (``Structure.to("x.json")``). A file that cannot be
     read yields one record with the error and no structure.
     """
@@ -98,7 +117,7 @@ def read_structures(inputs: Sequence[str]) -> Iterator[StructureRecord]:
             continue
         for index, atoms in enumerate(frames):
             default_id = stem if len(frames) == 1 else f"{stem}:{index}"
-            structure_id = clean_id(atoms.info.get("id", default_id))
+            structure_id = clean_id(structure_id_of(atoms.info, default_id))
             problem = site_problem(atoms)
             if problem:
                 yield StructureRecord(structure_id, path, None, f"structure {structure_id!r} ({path}): {problem}")
@@ -118,9 +137,7 @@ def _read_frames(path: str) -> list:
         for row in connect(path, use_lock_file=False).select():
             atoms = row.toatoms()
             atoms.info.update(row.key_value_pairs)
-            given = next((row.key_value_pairs[k] for k in ("id", "structure_id", "material_id")
-                          if k in row.key_value_pairs), None)
-            atoms.info["id"] = str(given) if given is not None else f"{Path(path).stem}:{row.id}"
+            atoms.info["id"] = structure_id_of(row.key_value_pairs, f"{Path(path).stem}:{row.id}")
             frames.append(atoms)
         return frames
     if suffix == ".json":
@@ -149,16 +166,25 @@ def write_structures(structures: Iterable[tuple[str, Any]], output: str, folder_
         return writer.count
 
 
+#: Prefix of an input's ``info`` key that an ASE database reserves for itself (``formula``, ``energy``,
+#: an element symbol, ...): the value is stored as ``input_<key>`` in a ``.db`` output (docs/cli.md).
+RESERVED_KEY_PREFIX = "input_"
+
+
 def _db_keys(info: dict) -> dict:
     """The entries of ``info`` an ASE db row can hold as key-value pairs (identifier names with
-    numbers, strings or booleans), the structure's own id excluded."""
-    reserved = {"id", "structure_id", "unique_id", "ctime", "mtime", "user", "numbers", "positions", "cell",
-                "pbc", "energy", "forces", "stress", "charges", "magmoms", "calculator", "key_value_pairs", "data"}
+    numbers, strings or booleans), the structure's own id excluded; keys the database reserves
+    (``ase.db.core.reserved_keys``: ``formula``, ``energy``, ``natoms``, element symbols, ...) are
+    stored as ``input_<key>``."""
+    from ase.db.core import reserved_keys
+
     keys = {}
     for key, value in info.items():
-        if key in reserved or not str(key).isidentifier() or not isinstance(value, (int, float, str, bool)):
+        scalar = isinstance(value, (bool, int, float, str, np.bool_, np.integer, np.floating))
+        if key in ("id", "structure_id") or not str(key).isidentifier() or not scalar:
             continue
-        keys[key] = value
+        name = RESERVED_KEY_PREFIX + key if key in reserved_keys else key
+        keys[name] = value.item() if isinstance(value, np.generic) else value
     return keys
 
 
