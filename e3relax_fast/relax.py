@@ -32,6 +32,9 @@ OVERLAP_POLICIES = ("input", "keep")
 SHORTEST_DISTANCE_RANGE = 4.0
 #: Inputs with two atoms (or an atom and its own image) closer than this (Å) are refused as coincident.
 MIN_INPUT_DISTANCE = 0.1
+#: A prediction that puts two atoms (or an atom and its own periodic image, a cell edge) closer than
+#: this (Å) is refused whatever the input: no bond is that short (H2's is 0.74 Å).
+MIN_PREDICTED_DISTANCE = 0.5
 #: A prediction whose cell volume is more than this factor above or below the input's is refused:
 #: relaxations change volumes by tens of percent, a factor of 2 is a model far outside its data.
 MAX_VOLUME_FACTOR = 2.0
@@ -96,6 +99,7 @@ class RelaxResult:
     warning: str = ""
     seconds: float = 0.0  # this structure's share of its batch's wall time (graph excluded)
     symmetry: str = ""  # the input's space group imposed on the prediction ("" when none: E3Relaxer's symprec)
+    refused: bool = False  # the prediction was refused: final_structure is the input geometry (see warning)
     refined: Any = None  # RefineResult (structure, steps, converged, energy) when relaxed with refine=
 
     @property
@@ -265,34 +269,40 @@ class E3Relaxer:
                 result.final_structure = with_geometry(result.input, torch.from_numpy(pos),
                                                        to_input @ torch.from_numpy(cell))
                 result.symmetry = prepared.symmetry.label
-            if not self._refuse_out_of_bounds(result, prepared, pos, cell):
-                self._check_overlap(result, prepared, pos, cell)
+            closest = self._refuse_out_of_bounds(result, prepared, pos, cell)
+            if closest is not None:
+                self._check_overlap(result, prepared, closest)
             if prepared.note:  # e.g. an element not seen in training, relaxed with on_unknown_element="warn"
                 result.warning = "; ".join(w for w in (prepared.note, result.warning) if w)
 
     def _refuse_out_of_bounds(self, result: RelaxResult, prepared: "_Prepared", pos: np.ndarray,
-                              cell: np.ndarray) -> bool:
-        """Refuse (input geometry back, with a warning) a prediction that is not finite or whose volume
-        left ``[1/max_volume_factor, max_volume_factor]`` times the input's; True when refused."""
+                              cell: np.ndarray) -> float | None:
+        """Refuse (input geometry back, with a warning) a prediction that is not finite, whose volume
+        left ``[1/max_volume_factor, max_volume_factor]`` times the input's, or whose shortest distance
+        (self-images included) is below :data:`MIN_PREDICTED_DISTANCE`. Returns that shortest distance
+        (Å) of an accepted prediction, None when refused."""
         cell_in = prepared.arrays[2]  # the reduced basis, as the prediction's cell
+        closest = float("nan")
         if not (np.isfinite(pos).all() and np.isfinite(cell).all()):
             reason = "holds non-finite positions or cell entries"
+        elif not 1 / self.max_volume_factor <= abs(np.linalg.det(cell) / np.linalg.det(cell_in)) <= self.max_volume_factor:
+            ratio = abs(float(np.linalg.det(cell) / np.linalg.det(cell_in)))
+            reason = f"changes the cell volume by a factor of {ratio:.3g} (max_volume_factor={self.max_volume_factor:g})"
+        elif (closest := shortest_distance(pos, cell, prepared.arrays[3])) < MIN_PREDICTED_DISTANCE:
+            reason = (f"puts two atoms (or an atom and its periodic image) {closest:.3g} Å apart, below the "
+                      f"physical floor of {MIN_PREDICTED_DISTANCE} Å")
         else:
-            ratio = abs(float(np.linalg.det(cell))) / abs(float(np.linalg.det(cell_in)))
-            if 1 / self.max_volume_factor <= ratio <= self.max_volume_factor:
-                return False
-            reason = (f"changes the cell volume by a factor of {ratio:.3g} (max_volume_factor="
-                      f"{self.max_volume_factor:g})")
+            return closest
         result.confidence["shortest_distance_ratio"] = float("nan")
         _return_input_geometry(result)
         result.warning = f"structure {result.id!r}: the prediction {reason}: returned the input geometry"
-        return True
+        return None
 
-    def _check_overlap(self, result: RelaxResult, prepared: "_Prepared", pos: np.ndarray, cell: np.ndarray) -> None:
+    def _check_overlap(self, result: RelaxResult, prepared: "_Prepared", closest: float) -> None:
         # beyond the search range the input's shortest distance is only known to exceed it: the ratio
         # to the range is then an upper bound of the true one, and a prediction beyond it passes
         before = min(prepared.shortest_distance, SHORTEST_DISTANCE_RANGE)
-        after = min(shortest_distance(pos, cell, prepared.arrays[3]), SHORTEST_DISTANCE_RANGE)
+        after = min(closest, SHORTEST_DISTANCE_RANGE)
         ratio = after / before if before > 0 else 1.0
         result.confidence["shortest_distance_ratio"] = ratio
         if ratio >= self.overlap_ratio:
@@ -482,6 +492,7 @@ def _return_input_geometry(result: RelaxResult) -> None:
     """A refused prediction: ``final_structure`` becomes a copy of the input, exactly (its cell in the
     user's basis, not mapped back from the reduced one); the prediction stays ``trajectory[-1]``."""
     result.final_structure = result.input.copy()
+    result.refused = True
 
 
 @dataclass

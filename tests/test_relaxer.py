@@ -1,6 +1,7 @@
 """E3Relaxer: the type in is the type out, inputs untouched, batches equal singles, order kept, bad
 inputs and unseen elements reported per structure."""
 
+import csv
 from pathlib import Path
 import numpy as np
 import pytest
@@ -175,7 +176,7 @@ def test_matmul_precision_is_checked_and_leaves_the_callers_model_alone(make_mod
 
 
 def _collapse_second_structure(relaxer, monkeypatch):
-    """Make the model put atom 1 of the second structure 0.3 Å from atom 0 (a learned model does this
+    """Make the model put atom 1 of the second structure 0.8 Å from atom 0 (a learned model does this
     to unseen structure types), leaving the other structures as the model predicts them."""
     forward = relaxer.model.forward
 
@@ -184,7 +185,7 @@ def _collapse_second_structure(relaxer, monkeypatch):
         pos_layers = pos_layers.clone()
         if len(ptr) > 2:
             first = int(ptr[1])
-            pos_layers[-1, first + 1] = pos_layers[-1, first] + torch.tensor([0.3, 0.0, 0.0], dtype=pos.dtype)
+            pos_layers[-1, first + 1] = pos_layers[-1, first] + torch.tensor([0.8, 0.0, 0.0], dtype=pos.dtype)
         return pos_layers, cell_layers
 
     monkeypatch.setattr(relaxer.model, "forward", collapsing)
@@ -197,7 +198,7 @@ def test_a_prediction_that_pushes_atoms_together_gets_the_input_back_with_a_warn
     results = list(relaxer.relax_many([("cu", cu), ("nacl", nacl), ("si", si)]))
     assert [bool(r.warning) for r in results] == [False, True, False]
     flagged = results[1]
-    assert "'nacl'" in flagged.warning and "0.30 Å apart" in flagged.warning and "returned the input" in flagged.warning
+    assert "'nacl'" in flagged.warning and "0.80 Å apart" in flagged.warning and "returned the input" in flagged.warning
     assert flagged.confidence["shortest_distance_ratio"] < 0.6
     np.testing.assert_allclose(flagged.final_structure.cart_coords, nacl.cart_coords, atol=1e-12)
     np.testing.assert_allclose(flagged.final_structure.lattice.matrix, nacl.lattice.matrix, atol=1e-12)
@@ -265,3 +266,22 @@ def test_coincident_atoms_are_an_error_naming_the_field(relaxer):
         relaxer.relax(doubled, "doubled")
     (result,) = relaxer.relax_many([("doubled", doubled)])
     assert not result.ok and "coincident" in result.error
+
+
+def test_a_cell_edge_below_physical_size_is_refused_and_the_report_says_refused(tmp_path):
+    """H in a 0.5 Å cell came back 'ok' with a 0.44 Å edge: below MIN_PREDICTED_DISTANCE it is refused
+    (raw predictions: the cubic symmetry imposed by default averages the edges back above the floor)."""
+    from e3relax_fast.cli import main
+    from e3relax_fast.relax import MIN_PREDICTED_DISTANCE
+
+    hydrogen = Atoms("H", positions=[[0, 0, 0]], cell=np.eye(3) * 0.5, pbc=True)
+    result = E3Relaxer.from_pretrained(symprec=None).relax(hydrogen)
+    assert min(result.trajectory[-1].cell.lengths()) < MIN_PREDICTED_DISTANCE == 0.5
+    assert result.refused and "below the physical floor of 0.5 Å" in result.warning
+    np.testing.assert_array_equal(result.final_structure.cell[:], hydrogen.cell[:])
+    hydrogen.write(tmp_path / "h.cif")
+    code = main(["predict", "-i", str(tmp_path / "h.cif"), "-o", str(tmp_path / "out.extxyz"), "--symprec", "none",
+                 "--no-progress"])
+    assert code == 3  # nothing succeeded
+    rows = list(csv.DictReader(open(tmp_path / "out_report.csv")))
+    assert rows[0]["status"] == "refused" and "physical floor" in rows[0]["warning"]

@@ -218,7 +218,8 @@ def _result_row(result, source: str, args: argparse.Namespace) -> dict:
 
     atoms = result.input
     row = {"id": result.id, "source": source, "formula": atoms.get_chemical_formula(), "atoms": len(atoms),
-           "status": "ok" if result.ok else "error", "error": result.error, "warning": result.warning,
+           "status": "error" if not result.ok else ("refused" if result.refused else "ok"), "error": result.error,
+           "warning": result.warning,
            "seconds": f"{result.seconds:.5f}"}
     if result.ok:
         confidence = result.confidence
@@ -292,15 +293,16 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     rate = counts["ok"] / elapsed if elapsed > 0 else float("inf")
     print(f"wrote {counts['ok']} structures to {args.output} ({rate:.1f} structures/s); "
-          f"{counts['error']} failed; {counts['warning']} with a warning; report: {report}")
+          f"{counts['refused']} refused (the input geometry written); {counts['error']} failed; "
+          f"{counts['warning']} with a warning; report: {report}")
     if args.untrained:
         print("(UNTRAINED model: displacements are random, not physical)")
-    if counts["error"] and not counts["ok"]:
-        return EXIT_NONE_SUCCEEDED
+    if (counts["error"] or counts["refused"]) and not counts["ok"]:
+        return EXIT_NONE_SUCCEEDED  # e.g. a model that gives non-finite output for every structure
     if not records and not done:
         print("no input structure found", file=sys.stderr)
         return EXIT_NONE_SUCCEEDED
-    return EXIT_SOME_FAILED if counts["error"] else EXIT_OK
+    return EXIT_SOME_FAILED if counts["error"] else EXIT_OK  # refused rows wrote the input: not failures
 
 
 def _refuse_writing_over_inputs(args: argparse.Namespace, report: str, kind: str) -> None:
@@ -328,7 +330,7 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
         from ..refine import calculator_factory
 
         make_calculator = calculator_factory(args.refine)
-    counts = {"ok": 0, "error": 0, "warning": 0}
+    counts = {"ok": 0, "refused": 0, "error": 0, "warning": 0}
     append = args.resume and os.path.exists(report)
     with StructureWriter(args.output, args.folder_format, append=args.resume, overwrite=args.overwrite) as writer, \
             open(report, "a" if append else "w", newline="") as handle:
@@ -339,9 +341,9 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
         def record_row(row: dict) -> None:
             table.writerow(row)
             handle.flush()  # an interrupted run keeps every row it finished: --resume relies on it
-            counts["ok" if row["status"] == "ok" else "error"] += 1
+            counts[row["status"]] += 1
             counts["warning"] += bool(row.get("warning"))
-            _injected_kill("row", counts["ok"] + counts["error"])
+            _injected_kill("row", counts["ok"] + counts["refused"] + counts["error"])
 
         bar = tqdm(total=len(records), unit="structure", disable=args.no_progress, file=sys.stderr)
         for record in records:  # unreadable files and repeated ids first: they need no model
