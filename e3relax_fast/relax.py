@@ -448,14 +448,16 @@ class _StreamedRelaxation:
 
     def refine_one(self, result: RelaxResult) -> None:
         """Refine one prediction; a calculator that fails on it (an element it lacks, a diverging
-        optimiser) makes it an error result, and the stream carries on."""
+        optimiser) leaves the prediction as the result, with the failure in its warning (``refined``
+        stays None), and the stream carries on."""
         try:
             if self.calculator is None:
                 self.calculator = self.refine() if self.refine_is_factory else self.refine
             result.refined = refine_structure(result.final_structure, self.calculator, self.fmax, self.refine_steps)
         except Exception as err:  # noqa: BLE001 - any calculator error belongs to this structure alone
-            result.error = (f"structure {result.id!r}: refinement failed: {type(err).__name__}: "
-                            f"{str(err).splitlines()[0] if str(err) else ''}")
+            failure = (f"refinement failed, the E3Relax prediction is kept: {type(err).__name__}: "
+                       f"{str(err).splitlines()[0] if str(err) else ''}")
+            result.warning = "; ".join(w for w in (result.warning, failure) if w)
 
     def advance(self, final: bool) -> Iterator[RelaxResult]:
         prepared = [future.result() for future in self.ahead.pop(0)]
