@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import traceback
 from typing import Sequence
 
 from . import evaluate, export, info, merge, predict, preprocess, train
@@ -24,13 +26,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit codes shared by the commands (docs/cli.md): a usage or set-up error; an internal error (a full
+#: disk, a folder that cannot be written, a bug); a run stopped by SIGINT (Ctrl-C) or SIGTERM (what a
+#: batch scheduler sends before a kill) after finishing what it was writing: 128 + the signal's number.
+EXIT_USAGE, EXIT_INTERNAL = 2, 4
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(_COMMANDS[args.command].run(args) or 0)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"e3relax {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"e3relax {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except OSError as err:  # a full disk, a read-only folder: the path and the reason, on one line
+        where = f" {err.filename}" if err.filename else ""
+        print(f"e3relax {args.command}: cannot write{where}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_INTERNAL
+    except Exception:  # noqa: BLE001 - a bug: its own exit code, with the traceback to report it
+        traceback.print_exc()
+        print(f"e3relax {args.command}: internal error (a bug; please report it with the traceback above)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ import argparse
 import contextlib
 import csv
 import os
+import signal
 import sys
+import threading
 import time
 
 from ..relax import MAX_VOLUME_FACTOR
@@ -39,6 +41,9 @@ def _io_arguments(parser: argparse._ArgumentGroup) -> None:
                              "(first removing what that run wrote but did not report)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing output and report (without it, or --resume, they are an error)")
+    parser.add_argument("--break-lock", action="store_true",
+                        help="take over the output's lock even if it looks held (another host's job within its "
+                             "lease): only when that job is known to be gone")
     parser.add_argument("--shard", default="0/1", metavar="I/N",
                         help="relax only inputs I, I+N, I+2N, ... (SLURM arrays, torchrun ranks, several machines)")
     parser.add_argument("--trajectory", metavar="FILE.extxyz",
@@ -169,7 +174,7 @@ def _build_relaxer(args: argparse.Namespace):
 def _prepare_output(args: argparse.Namespace, report: str, kind: str) -> tuple[set[str], bool]:
     """Refuse to replace an earlier output unless asked; on ``--resume`` repair it (io/outputs.py).
     Returns the finished ids and whether the report already has its header."""
-    from ..io.outputs import finished_ids, repair_output, report_has_header
+    from ..io.outputs import finished_ids, repair_output, repair_report, report_has_header
 
     exists = [p for p in ([args.output] if kind != "folder" else []) + [report] if os.path.exists(p)]
     if exists and not (args.resume or args.overwrite):
@@ -179,6 +184,8 @@ def _prepare_output(args: argparse.Namespace, report: str, kind: str) -> tuple[s
         for path in exists:
             os.remove(path)
         return set(), False
+    if args.resume and repair_report(report):
+        print(f"resuming: cut a half-written last row off {report}", file=sys.stderr)
     done = finished_ids(report) if args.resume else set()
     if args.resume:
         dropped = repair_output(args.output, kind, done)
@@ -279,8 +286,9 @@ def run(args: argparse.Namespace) -> int:
     _refuse_writing_over_inputs(args, report, kind)
     relaxer = _build_relaxer(args)
     # shards share a folder output, so only its report is locked; a file output is locked too
-    output_lock = OutputLock(args.output) if kind != "folder" else contextlib.nullcontext()
-    with OutputLock(report) as report_lock, output_lock as file_lock:
+    output_lock = OutputLock(args.output, args.break_lock) if kind != "folder" else contextlib.nullcontext()
+    with _StopRequests() as stop, OutputLock(report, args.break_lock) as report_lock, \
+            output_lock as file_lock:
         for lock in (report_lock, file_lock):
             if getattr(lock, "replaced_stale", ""):
                 print(lock.replaced_stale, file=sys.stderr)
@@ -289,8 +297,12 @@ def run(args: argparse.Namespace) -> int:
         if done:
             print(f"resuming: {len(done)} ids already in {report} are skipped", file=sys.stderr)
         started = time.perf_counter()
-        counts = _relax_and_write(args, relaxer, records, report, kind, has_header)
+        counts = _relax_and_write(args, relaxer, records, report, kind, has_header, (stop, report_lock))
     elapsed = time.perf_counter() - started
+    if stop.signum:
+        print(f"stopped by {signal.Signals(stop.signum).name} after {sum(counts[k] for k in ('ok', 'refused', 'error'))} "
+              f"structures, each written with its report row; --resume continues", file=sys.stderr)
+        return 128 + stop.signum
     rate = counts["ok"] / elapsed if elapsed > 0 else float("inf")
     print(f"wrote {counts['ok']} structures to {args.output} ({rate:.1f} structures/s); "
           f"{counts['refused']} refused (the input geometry written); {counts['error']} failed; "
@@ -317,10 +329,36 @@ def _refuse_writing_over_inputs(args: argparse.Namespace, report: str, kind: str
     refuse_outputs_touching_inputs(args.input, outputs, args.output if kind == "folder" else "")
 
 
+class _StopRequests:
+    """SIGTERM (what SLURM sends before a kill) and SIGINT during a run are remembered, not obeyed at
+    once: the structure being written is finished with its report row, the locks are released, and
+    the run ends with 128 + the signal's number (docs/cli.md). A second signal stops at once."""
+
+    def __init__(self):
+        self.signum = 0
+        self._previous: dict = {}
+
+    def _note(self, signum, frame) -> None:
+        if self.signum:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> "_StopRequests":
+        if threading.current_thread() is threading.main_thread():  # handlers live in the main thread only
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self._previous[number] = signal.signal(number, self._note)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
 def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: str, kind: str,
-                     has_header: bool) -> dict:
+                     has_header: bool, run_state: tuple) -> dict:
     """Relax ``records`` and write each structure, then its report row (in that order: the report is
-    the record of what is finished, io/outputs.py)."""
+    the record of what is finished, io/outputs.py). ``run_state``: the stop requests (checked after
+    each row) and the report's lock (its lease renewed as rows are written)."""
     from tqdm import tqdm
 
     from ..io import StructureWriter
@@ -330,6 +368,7 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
         from ..refine import calculator_factory
 
         make_calculator = calculator_factory(args.refine)
+    stop, lock = run_state
     counts = {"ok": 0, "refused": 0, "error": 0, "warning": 0}
     append = args.resume and os.path.exists(report)
     with StructureWriter(args.output, args.folder_format, append=args.resume, overwrite=args.overwrite) as writer, \
@@ -343,11 +382,12 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
             handle.flush()  # an interrupted run keeps every row it finished: --resume relies on it
             counts[row["status"]] += 1
             counts["warning"] += bool(row.get("warning"))
+            lock.renew()
             _injected_kill("row", counts["ok"] + counts["refused"] + counts["error"])
 
         bar = tqdm(total=len(records), unit="structure", disable=args.no_progress, file=sys.stderr)
         for record in records:  # unreadable files and repeated ids first: they need no model
-            if record.structure is None:
+            if record.structure is None and not stop.signum:
                 record_row({"id": record.id, "source": record.source, "status": "error", "error": record.error})
                 bar.update(1)
         sources = {r.id: r.source for r in records if r.structure is not None}
@@ -373,6 +413,8 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
                     _injected_kill("frame", writer.count)
             record_row(row)
             bar.update(1)
+            if stop.signum:
+                break
         bar.close()
         if trajectory is not None:
             trajectory.close()

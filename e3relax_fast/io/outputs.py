@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -38,6 +39,20 @@ def finished_ids(report: str) -> set[str]:
         if not reader.fieldnames or "id" not in reader.fieldnames:
             return set()
         return {row["id"] for row in reader if row.get("id")}
+
+
+def repair_report(report: str) -> bool:
+    """Cut a half-written last row (a kill while writing it) off the report, so a resumed run neither
+    counts its id as finished nor appends to its line; True when something was cut. Complete rows end
+    with a newline; the last newline marks the end of what was finished."""
+    if not os.path.exists(report) or os.path.getsize(report) == 0:
+        return False
+    with open(report, "rb+") as handle:
+        data = handle.read()
+        if data.endswith(b"\n"):
+            return False
+        handle.truncate(data.rfind(b"\n") + 1)
+    return True
 
 
 def report_has_header(report: str) -> bool:
@@ -75,14 +90,31 @@ def refuse_outputs_touching_inputs(inputs: Sequence[str], outputs: dict[str, str
                                  "prediction of the same name would replace: choose another output folder")
 
 
+#: Seconds after which another host's lock, not renewed since, is stale (a job renews its lock as it
+#: writes report rows, at most every LOCK_RENEW_S): a job requeued on another node then resumes by itself.
+LOCK_LEASE_S = 600.0
+LOCK_RENEW_S = 30.0
+
+
 class OutputLock:
     """An exclusive lock file ``<path>.lock`` holding ``host pid``; a second job on the same path is an
-    error naming the first. A lock whose process is gone (same host, no such pid) is stale: it is
-    replaced, with a message. Used as a context manager; removed on exit."""
+    error naming the first. A lock is stale, and replaced with a message, when its process is gone (same
+    host, no such pid) or, from another host, when it was not renewed for :data:`LOCK_LEASE_S`
+    (:meth:`renew`); ``force`` (``--break-lock``) replaces any lock. Used as a context manager; removed
+    on exit."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, force: bool = False):
         self.path = str(path) + ".lock"
         self.replaced_stale = ""
+        self.force = force
+        self._renewed = 0.0
+
+    def renew(self) -> None:
+        """Renew the lease (the lock file's time), at most every :data:`LOCK_RENEW_S` seconds."""
+        now = time.time()
+        if now - self._renewed >= LOCK_RENEW_S:
+            os.utime(self.path)
+            self._renewed = now
 
     def __enter__(self) -> "OutputLock":
         for _ in range(2):
@@ -99,14 +131,19 @@ class OutputLock:
     def _check_stale(self) -> None:
         try:
             host, pid = Path(self.path).read_text().split()
-            alive = host != socket.gethostname() or _process_alive(int(pid))
+            age = time.time() - os.path.getmtime(self.path)
+            here = host == socket.gethostname()
+            alive = _process_alive(int(pid)) if here else age < LOCK_LEASE_S
         except (OSError, ValueError):
-            host, pid, alive = "?", "?", False  # unreadable or half-written: its writer died at once
-        if alive:
+            host, pid, here, alive = "?", "?", True, False  # unreadable or half-written: its writer died at once
+        if alive and not self.force:
             raise RuntimeError(f"{self.path} says another e3relax job (pid {pid} on {host}) writes this output: "
-                               "give each job its own output (or --shard I/N and its own report), or remove "
-                               "the lock if that job is gone")
-        self.replaced_stale = f"removed a stale lock {self.path} left by pid {pid}, which no longer runs"
+                               "give each job its own output (or --shard I/N and its own report); if that job is "
+                               f"gone, --break-lock takes the lock over (another host's lock lapses by itself "
+                               f"{LOCK_LEASE_S:.0f} s after its last renewal)")
+        why = ("taken over (--break-lock)" if alive else "which no longer runs" if here
+               else f"not renewed for {LOCK_LEASE_S:.0f} s")
+        self.replaced_stale = f"removed a stale lock {self.path} left by pid {pid} on {host}, {why}"
         os.remove(self.path)
 
     def __exit__(self, *exc) -> None:
@@ -138,11 +175,49 @@ def repair_output(output: str, kind: str, done: set[str]) -> int:
     return 0
 
 
+def _extxyz_frames(output: str) -> tuple[list[tuple[int, str]], int]:
+    """``([(byte offset, id), ...], end)`` of the whole frames of an extxyz file, read line by line
+    without parsing coordinates; ``end`` is where the last whole frame ends (a half-written tail
+    starts there)."""
+    from ase.io.extxyz import key_val_str_to_dict
+
+    frames, end = [], 0
+    with open(output, "rb") as handle:
+        while True:
+            start = handle.tell()
+            count_line, comment = handle.readline(), handle.readline()
+            try:
+                count = int(count_line)
+                structure_id = str(key_val_str_to_dict(comment.decode()).get("id", ""))
+            except (ValueError, UnicodeDecodeError):
+                return frames, start
+            lines = [handle.readline() for _ in range(count)]
+            if not comment.endswith(b"\n") or any(not line.endswith(b"\n") for line in lines):
+                return frames, start
+            frames.append((start, structure_id))
+            end = handle.tell()
+
+
 def _repair_extxyz(output: str, done: set[str]) -> int:
+    """Keep each reported frame once. When what must go is a tail (the usual kill), the file is cut
+    there and the resumed run appends; otherwise the kept frames are written anew."""
     from ase.io import iread, write
 
     if not os.path.exists(output):
         return 0
+    frames, end = _extxyz_frames(output)
+    seen: set[str] = set()
+    keep = []
+    for _, structure_id in frames:
+        keep.append(structure_id in done and structure_id not in seen)
+        seen.add(structure_id)
+    first_dropped = keep.index(False) if False in keep else len(keep)
+    if not any(keep[first_dropped:]):
+        cut = frames[first_dropped][0] if first_dropped < len(frames) else end
+        dropped = len(frames) - first_dropped + (os.path.getsize(output) > end)
+        with open(output, "rb+") as handle:
+            handle.truncate(cut)
+        return dropped
     kept, seen, dropped = [], set(), 0
     frames = iread(output, index=":", format="extxyz")
     while True:
