@@ -14,6 +14,17 @@ _COMMANDS = {"info": info, "predict": predict, "merge": merge, "preprocess": pre
              "evaluate": evaluate, "export": export}
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds ``(default: X)`` to an option's help unless the help already says what the default is, or
+    there is none to say (a flag, an unset value): one default per line, never two."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or action.required:
+            return text
+        return text + " (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
 
@@ -22,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in _COMMANDS.items():
         module.add_arguments(commands.add_parser(name, help=module.HELP, description=module.HELP,
-                                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+                                                 formatter_class=HelpFormatter))
     return parser
 
 

@@ -28,11 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred", nargs="+", help="predicted structures (files, globs, folders)")
     parser.add_argument("--ref", nargs="+", help="relaxed reference structures, same ids as --pred")
     parser.add_argument("--input", nargs="+", help="unrelaxed inputs, same ids (adds the Dummy baseline)")
-    parser.add_argument("-m", "--model", help="checkpoint to predict with (with --store)")
+    parser.add_argument("-m", "--model", help="checkpoint or shipped model name (e3relax-small) to predict with "
+                                               "(with --store)")
     parser.add_argument("--store", help="pair store made by `e3relax preprocess`")
-    parser.add_argument("--split", default="val", help="split of the store to evaluate (default: val; 'all')")
+    parser.add_argument("--split", default="val", help="split of the store to evaluate ('all': every pair)")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N pairs of the split")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="with -m: structures per model batch")
     parser.add_argument("--no-symmetry", action="store_true", help="skip StructureMatcher and spglib (faster)")
     parser.add_argument("--symprec", type=parse_symprec, default=DEFAULT_SYMPREC, metavar="A|none",
                         help="with -m: impose each input's space group, found at this tolerance (Å), on the "
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="CSV with one row per structure and method")
     parser.add_argument("--plot", metavar="DIR", help="write one PNG of parity plots, error histograms and "
                         "error against confidence per source group into DIR")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 #: ``info`` keys of a prediction file that hold the model's confidence (written by ``e3relax predict``).
@@ -99,7 +100,9 @@ def _items_from_store(args: argparse.Namespace):
     from ..confidence import ErrorModel, prediction_confidence
     from ..train.batching import collate, pack_batches
 
-    model, metadata = load_model(args.model)
+    from ..model.pretrained import resolve_model_path
+
+    model, metadata = load_model(resolve_model_path(args.model))  # a checkpoint or a shipped model's name
     error_model = ErrorModel.from_metadata(metadata)
     store = PairStore(args.store)
     store.graph.require_model(model.config, args.store)

@@ -14,11 +14,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", default=None,
                         help="checkpoint or shipped model name (default: the shipped e3relax-small)")
     parser.add_argument("-o", "--output", required=True, help="model.ts.pt (torchscript) or model.pt2 (aoti)")
-    parser.add_argument("--format", default="torchscript", choices=("torchscript", "aoti"))
+    parser.add_argument("--format", default="torchscript", choices=("torchscript", "aoti"),
+                        help="torchscript: a .ts.pt for torch.jit.load (Python or C++); aoti: a .pt2 AOTInductor "
+                             "package of compiled native code (docs/deploy.md)")
     parser.add_argument("--ops", default="compiled", choices=("compiled", "reference"),
                         help="compiled: the e3relax op library's kernels (it must be loaded where the model runs); "
                              "reference: pure PyTorch, loads with plain torch (torchscript only)")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"),
+                        help="precision of the exported model; its inputs must be given in it (docs/deploy.md)")
     parser.add_argument("--device", default="cpu", help="device the AOTInductor package is compiled for")
 
 

@@ -59,7 +59,7 @@ def _model_arguments(parser: argparse._ArgumentGroup) -> None:
     parser.add_argument("--untrained", action="store_true",
                         help="use a randomly initialised model (pipeline checks only)")
     parser.add_argument("--preset", default="paper", choices=("paper", "small"),
-                        help="config of the untrained model (default: paper)")
+                        help="config of the untrained model")
     parser.add_argument("--seed", type=int, default=0, help="seed of the untrained model's weights")
     parser.add_argument("--max-atoms-per-batch", type=int, default=4096, help="atom budget of one batch")
     parser.add_argument("--max-edges-per-batch", type=int, default=0, help="edge budget of one batch (0: none)")
@@ -67,7 +67,7 @@ def _model_arguments(parser: argparse._ArgumentGroup) -> None:
     parser.add_argument("--num-workers", type=int, default=1,
                         help="threads that validate inputs and build graphs while the model runs")
     parser.add_argument("--device", default="auto",
-                        help="cpu, cuda, cuda:1, ... (default auto: cuda when available, else cpu)")
+                        help="cpu, cuda, cuda:1, ...; auto: cuda when available, else cpu")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "cpp", "cuda", "triton"),
                         help="implementation of the fast ops (e3relax info lists what runs here)")
     from ..relax import MATMUL_PRECISIONS
@@ -157,10 +157,20 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"-o {args.output!r} is a folder; a .extxyz/.db output must be a file path")
 
 
+def _check_device(device: str | None) -> None:
+    """``--device cuda`` where torch sees no GPU: one clear line instead of torch's assertion."""
+    import torch
+
+    if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
+        build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a build without CUDA")
+        raise ValueError(f"--device {device}: no CUDA device is available here ({build}); use --device cpu or auto")
+
+
 def _build_relaxer(args: argparse.Namespace):
     from ..relax import E3Relaxer, untrained_model
 
     device = None if args.device == "auto" else args.device
+    _check_device(device)
     options = dict(matmul_precision=args.matmul_precision, on_overlap=args.on_overlap,
                    overlap_ratio=args.overlap_ratio, max_volume_factor=args.max_volume_factor,
                    symprec=args.symprec)

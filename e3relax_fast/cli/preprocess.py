@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the split")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (0: in this process)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store folder")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

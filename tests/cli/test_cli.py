@@ -211,3 +211,29 @@ def test_predict_reports_the_group_it_kept_and_symprec_none_keeps_none(tmp_path)
         predicted = read(output)
         found = symmetry_of((predicted.positions, predicted.numbers, predicted.cell[:], None), 1e-3)[0]
         assert (found == 225) == bool(group)
+
+
+def test_every_option_has_one_help_line_with_at_most_one_default():
+    import argparse
+
+    from e3relax_fast.cli import HelpFormatter, build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, parser in commands.items():
+        formatter = HelpFormatter(name)
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            text = formatter._expand_help(action) if action.help else ""
+            assert text, f"{name} {action.option_strings or action.dest} has no help"
+            assert text.count("default") <= 1, f"{name} {action.option_strings}: {text}"
+        assert "(default: None)" not in parser.format_help() and "(default: False)" not in parser.format_help()
+
+
+def test_a_cuda_device_without_cuda_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
+    code = main(["predict", "-i", EXAMPLES, "-o", str(tmp_path / "o.extxyz"), "--device", "cuda", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no CUDA device is available here" in err[0]
