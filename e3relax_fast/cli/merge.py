@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_shards(reports: list[str]) -> None:
-    """Raise ``ValueError`` unless the reports are shards 0..N-1 of one N, each once."""
+    """Raise ``ValueError`` unless the reports are shards 0..N-1 of one N, each once, of one run (the
+    same inputs, model and settings, by the ``<report>.run.json`` that predict writes)."""
     found = []
     for path in reports:
         match = _SHARD.search(path)
@@ -31,9 +32,34 @@ def check_shards(reports: list[str]) -> None:
     if len(counts) != 1:
         raise ValueError(f"the reports come from different shard counts: {sorted(counts)}")
     (count,) = counts
-    missing = sorted(set(range(count)) - {i for i, _ in found})
-    if missing or len(found) != count:
-        raise ValueError(f"shards {missing or 'repeated'} of {count} are missing or given twice")
+    given = [i for i, _ in found]
+    for index in range(count):
+        if given.count(index) == 0:
+            raise ValueError(f"shard {index} of {count} is missing: give all {count} shard reports")
+        if given.count(index) > 1:
+            twice = [path for path, i in zip(reports, given) if i == index]
+            raise ValueError(f"shard {index} of {count} is given twice ({', '.join(twice)})")
+    _check_one_run(reports)
+
+
+def _check_one_run(reports: list[str]) -> None:
+    """Refuse shards whose run records name other inputs, another model or other settings."""
+    import json
+    import os
+
+    first = None
+    for path in reports:
+        if not os.path.exists(path + ".run.json"):
+            raise ValueError(f"{path}.run.json is missing: merge checks that every shard ran on the same inputs "
+                             "and model (e3relax predict writes it beside the report)")
+        with open(path + ".run.json") as handle:
+            record = json.load(handle)
+        record.pop("shard", None)
+        if first is None:
+            first = (path, record)
+        elif record != first[1]:
+            what = [key for key in ("inputs", "model", "settings") if record.get(key) != first[1].get(key)]
+            raise ValueError(f"{path} comes from another run than {first[0]}: its {' and '.join(what)} differ")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_shards(args.reports)
     table = pd.concat([pd.read_csv(path, dtype=str, keep_default_na=False) for path in args.reports])
+    place = table["input_order"].str.split(":", expand=True).astype(int)  # "<file>:<frame>" of the whole input
+    table = (table.assign(_file=place[0].to_numpy(), _frame=place[1].to_numpy())
+             .sort_values(["_file", "_frame"], kind="stable").drop(columns=["_file", "_frame"]))
     repeated = table["id"][table["id"].duplicated()].tolist()
     if repeated:
         raise ValueError(f"ids reported by more than one shard: {repeated[:5]}")
@@ -51,11 +80,15 @@ def run(args: argparse.Namespace) -> int:
     if args.structures:
         if not args.structures_output:
             raise ValueError("--structures needs --structures-output")
+        structures = {}
+        for record in read_structures(args.structures):
+            if record.structure is None:
+                raise ValueError(record.error)
+            structures[record.id] = record.structure
         with StructureWriter(args.structures_output) as writer:
-            for record in read_structures(args.structures):
-                if record.structure is None:
-                    raise ValueError(record.error)
-                writer.write(record.id, record.structure)
+            for structure_id in table["id"]:  # the report's order: the whole input's
+                if structure_id in structures:
+                    writer.write(structure_id, structures.pop(structure_id))
         written = int(table["status"].isin(["ok", "refused"]).sum())  # a refused row writes the input geometry
         if writer.count != written:
             raise ValueError(f"the outputs hold {writer.count} structures, the reports {written} ok or refused rows")

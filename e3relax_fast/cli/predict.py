@@ -109,7 +109,7 @@ def _refine_arguments(parser: argparse._ArgumentGroup) -> None:
                         help="also refine from the unrelaxed input and report its steps (the comparison)")
 
 
-REPORT_COLUMNS = ["id", "source", "formula", "atoms", "status", "error", "warning", "symmetry", "expected_error_A",
+REPORT_COLUMNS = ["id", "input_order", "source", "formula", "atoms", "status", "error", "warning", "symmetry", "expected_error_A",
                   "last_layer_max_move_A",
                   "last_layer_cell_change_A", "shortest_distance_ratio", "max_displacement_A", "seconds", "refine_steps", "refine_converged",
                   "refine_energy_eV", "refine_energy_per_atom_eV",
@@ -155,6 +155,24 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--resume continues an output, --overwrite replaces it: give one")
     if output_kind(args.output) != "folder" and os.path.isdir(args.output):
         raise ValueError(f"-o {args.output!r} is a folder; a .extxyz/.db output must be a file path")
+
+
+def _write_run_record(args: argparse.Namespace, relaxer, report: str, shard: tuple[int, int]) -> None:
+    """``<report>.run.json``: the whole input (every file, in order), the model and the settings that
+    change predictions, and the shard; ``e3relax merge`` refuses to join shards whose records differ."""
+    import json
+
+    from ..io import expand_inputs
+
+    model = (f"untrained:{args.preset}:{args.seed}" if args.untrained
+             else f"{args.model or 'e3relax-small'} ({relaxer.metadata.get('created', 'no creation time')})")
+    record = {"inputs": [os.path.realpath(p) for p in expand_inputs(args.input)], "model": model,
+              "settings": {"symprec": args.symprec, "matmul_precision": args.matmul_precision,
+                           "max_volume_factor": args.max_volume_factor, "on_overlap": args.on_overlap,
+                           "overlap_ratio": args.overlap_ratio},
+              "shard": list(shard)}
+    with open(report + ".run.json", "w") as handle:
+        json.dump(record, handle, indent=1)
 
 
 def _check_device(device: str | None) -> None:
@@ -213,11 +231,14 @@ def _select_records(inputs: list[str], shard: tuple[int, int], done: set[str]) -
 
     index, count = shard
     files = expand_inputs(inputs)
+    position = {path: k for k, path in enumerate(files)}
     by_file = len(files) > 1
     if by_file:
         files = files[index::count]
-    records, first_source = [], {}
+    records, first_source, frames = [], {}, {}
     for k, record in enumerate(read_structures(files)):
+        frame = frames[record.source] = frames.get(record.source, -1) + 1
+        record.order = f"{position[record.source]}:{frame}"  # where it stands in the whole input (merge)
         if (not by_file and k % count != index) or record.id in done:
             continue
         if record.id in first_source:
@@ -303,6 +324,7 @@ def run(args: argparse.Namespace) -> int:
             if getattr(lock, "replaced_stale", ""):
                 print(lock.replaced_stale, file=sys.stderr)
         done, has_header = _prepare_output(args, report, kind)
+        _write_run_record(args, relaxer, report, shard)
         records = _select_records(args.input, shard, done)
         if done:
             print(f"resuming: {len(done)} ids already in {report} are skipped", file=sys.stderr)
@@ -398,9 +420,10 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
         bar = tqdm(total=len(records), unit="structure", disable=args.no_progress, file=sys.stderr)
         for record in records:  # unreadable files and repeated ids first: they need no model
             if record.structure is None and not stop.signum:
-                record_row({"id": record.id, "source": record.source, "status": "error", "error": record.error})
+                record_row({"id": record.id, "input_order": record.order, "source": record.source, "status": "error",
+                            "error": record.error})
                 bar.update(1)
-        sources = {r.id: r.source for r in records if r.structure is not None}
+        sources = {r.id: r for r in records if r.structure is not None}
         results = relaxer.relax_many([(r.id, r.structure) for r in records if r.structure is not None],
                                      max_atoms_per_batch=args.max_atoms_per_batch,
                                      max_structures_per_batch=args.batch_size,
@@ -408,7 +431,8 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
                                      refine=make_calculator, fmax=args.fmax, refine_steps=args.steps)
         trajectory = open(args.trajectory, "a" if args.resume else "w") if args.trajectory else None
         for result in results:
-            row = _result_row(result, sources[result.id], args)
+            row = _result_row(result, sources[result.id].source, args)
+            row["input_order"] = sources[result.id].order
             if result.ok and trajectory is not None:
                 _write_layers(trajectory, result)
             if result.ok:

@@ -28,6 +28,7 @@ class StructureRecord:
     source: str
     structure: Any = None
     error: str = ""
+    order: str = ""  # "<file>:<frame>": its place in the whole input, set by predict for merge
 
 
 def clean_id(text: str) -> str:

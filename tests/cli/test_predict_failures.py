@@ -272,9 +272,18 @@ def test_merge_joins_shards_and_checks_coverage(tmp_path, capsys):
     merged = tmp_path / "merged.csv"
     assert main(["merge", *reports, "-o", str(merged), "--structures", *outputs,
                  "--structures-output", str(tmp_path / "all.extxyz")]) == 0
-    assert len(report_ids(merged)) == 5 and len(read(tmp_path / "all.extxyz", ":")) == 5
-    assert main(["merge", reports[0], "-o", str(merged)]) == 2  # shard 1 of 2 missing
-    assert "missing" in capsys.readouterr().err
+    in_order = sorted(os.path.splitext(n)[0] for n in os.listdir(inputs))
+    assert report_ids(merged) == in_order  # the whole input's order, not shard after shard
+    assert [a.info["id"] for a in read(tmp_path / "all.extxyz", ":")] == in_order
+    assert main(["merge", reports[0], "-o", str(merged)]) == 2
+    assert "shard 1 of 2 is missing" in capsys.readouterr().err
+    assert main(["merge", reports[0], reports[0], "-o", str(merged)]) == 2
+    assert "shard 0 of 2 is given twice" in capsys.readouterr().err
+    # a shard of another run (here: another model) is refused
+    assert main(["predict", "-i", str(inputs), "-o", str(tmp_path / "other.extxyz"), "--shard", "1/2",
+                 "--report", reports[1], "--overwrite", "--no-progress"]) == 0
+    assert main(["merge", *reports, "-o", str(merged)]) == 2
+    assert "comes from another run" in capsys.readouterr().err
 
 
 def test_a_shard_parses_only_its_own_files(tmp_path):
