@@ -33,6 +33,9 @@ def _io_arguments(parser: argparse._ArgumentGroup) -> None:
     parser.add_argument("-i", "--input", nargs="+", required=True, help="files, globs, folders, extxyz, ASE db")
     parser.add_argument("-o", "--output", required=True,
                         help="OUT.extxyz, OUT.db (ASE database) or a folder (one CIF, or POSCAR, per structure)")
+    parser.add_argument("--recursive", action="store_true",
+                        help="also read the structure files in the subfolders of input folders (links to folders "
+                             "are not followed)")
     parser.add_argument("--wrap", action="store_true", help="wrap the relaxed positions into the cell")
     parser.add_argument("--folder-format", default="cif", choices=("cif", "poscar"),
                         help="file format when OUTPUT is a folder")
@@ -166,7 +169,7 @@ def _write_run_record(args: argparse.Namespace, relaxer, report: str, shard: tup
 
     model = (f"untrained:{args.preset}:{args.seed}" if args.untrained
              else f"{args.model or 'e3relax-small'} ({relaxer.metadata.get('created', 'no creation time')})")
-    record = {"inputs": [os.path.realpath(p) for p in expand_inputs(args.input)], "model": model,
+    record = {"inputs": [os.path.realpath(p) for p in expand_inputs(args.input, args.recursive)], "model": model,
               "settings": {"symprec": args.symprec, "matmul_precision": args.matmul_precision,
                            "max_volume_factor": args.max_volume_factor, "on_overlap": args.on_overlap,
                            "overlap_ratio": args.overlap_ratio},
@@ -223,14 +226,14 @@ def _prepare_output(args: argparse.Namespace, report: str, kind: str) -> tuple[s
     return done, args.resume and report_has_header(report)
 
 
-def _select_records(inputs: list[str], shard: tuple[int, int], done: set[str]) -> list:
+def _select_records(inputs: list[str], shard: tuple[int, int], done: set[str], recursive: bool = False) -> list:
     """This shard's input records not yet done; a repeated id becomes an error record. With several
     input files a shard takes files ``index, index + count, ...`` and parses only those; a single
     file is shared out by frame."""
     from ..io import expand_inputs, read_structures
 
     index, count = shard
-    files = expand_inputs(inputs)
+    files = expand_inputs(inputs, recursive)
     position = {path: k for k, path in enumerate(files)}
     by_file = len(files) > 1
     if by_file:
@@ -325,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
                 print(lock.replaced_stale, file=sys.stderr)
         done, has_header = _prepare_output(args, report, kind)
         _write_run_record(args, relaxer, report, shard)
-        records = _select_records(args.input, shard, done)
+        records = _select_records(args.input, shard, done, args.recursive)
         if done:
             print(f"resuming: {len(done)} ids already in {report} are skipped", file=sys.stderr)
         started = time.perf_counter()

@@ -74,29 +74,45 @@ def site_problem(atoms: Any) -> str:
     return ""
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[str]:
-    """Files, globs and folders (their structure files, sorted) to a list of file paths."""
+def _is_structure_name(name: str) -> bool:
+    return name.lower().endswith(STRUCTURE_SUFFIXES) or name.startswith(_STRUCTURE_NAMES)
+
+
+def _folder_files(folder: str, recursive: bool) -> list[str]:
+    """The structure files of a folder (sorted; with ``recursive``, of its subfolders too, links to
+    folders not followed, so a link loop cannot recur). A link that leads nowhere (broken, or a loop) is
+    listed like a file, so that it becomes an error row, as it does when a glob names it."""
+    paths = []
+    for name in sorted(os.listdir(folder)):
+        full = os.path.join(folder, name)
+        if os.path.isdir(full):
+            if recursive and not os.path.islink(full):
+                paths.extend(_folder_files(full, recursive))
+        elif _is_structure_name(name) and (os.path.isfile(full) or os.path.islink(full)):
+            paths.append(full)
+    return paths
+
+
+def expand_inputs(inputs: Sequence[str], recursive: bool = False) -> list[str]:
+    """Files, globs and folders (their structure files, sorted; subfolders with ``recursive``) to a
+    list of file paths."""
     paths: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
-            for name in sorted(os.listdir(item)):
-                full = os.path.join(item, name)
-                if os.path.isfile(full) and (name.lower().endswith(STRUCTURE_SUFFIXES)
-                                             or name.startswith(_STRUCTURE_NAMES)):
-                    paths.append(full)
+            paths.extend(_folder_files(item, recursive))
         elif any(ch in item for ch in "*?["):
             matches = sorted(glob.glob(item))
             if not matches:
                 raise FileNotFoundError(f"no file matches {item!r}")
             paths.extend(matches)
-        elif os.path.exists(item):
+        elif os.path.lexists(item):
             paths.append(item)
         else:
             raise FileNotFoundError(f"input {item!r} does not exist")
     return paths
 
 
-def read_structures(inputs: Sequence[str]) -> Iterator[StructureRecord]:
+def read_structures(inputs: Sequence[str], recursive: bool = False) -> Iterator[StructureRecord]:
     """Stream the structures of files, globs and folders as ASE ``Atoms`` records.
 
     A file with several frames (extxyz, traj, db) yields one record per frame, with the id of
@@ -105,9 +121,11 @@ def read_structures(inputs: Sequence[str]) -> Iterator[StructureRecord]:
     ``.json`` file may hold a pymatgen Structure (``Structure.to("x.json")``). A file that cannot be
     read yields one record with the error and no structure.
     """
-    for path in expand_inputs(inputs):
+    for path in expand_inputs(inputs, recursive):
         stem = Path(path).stem
         try:
+            if os.path.islink(path) and not os.path.exists(path):
+                raise ValueError("the link leads to no file (broken, or a loop of links)")
             if os.path.getsize(path) == 0:
                 raise ValueError("the file is empty")
             frames = _read_frames(path)

@@ -2,6 +2,7 @@
 and the rest of the file is relaxed; keys an ASE db reserves are kept under another name; one id rule."""
 
 import csv
+import os
 
 import numpy as np
 from ase import Atoms
@@ -59,3 +60,27 @@ def test_one_id_rule_for_every_format(tmp_path):
         db.write(_copper(None))
     ids = [r.id for r in read_structures([str(tmp_path / n) for n in ("one.extxyz", "many.extxyz", "rows.db")])]
     assert ids == ["one", "many:0", "mp-7", "mp-8", "rows:2"]
+
+
+def test_subfolders_only_with_recursive_and_broken_links_are_rows_either_way(tmp_path):
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).parents[2] / "examples").glob("*.cif"))
+    top = tmp_path / "inputs"
+    (top / "sub").mkdir(parents=True)
+    (top / "a.cif").write_bytes(examples[0].read_bytes())
+    (top / "sub" / "b.cif").write_bytes(examples[1].read_bytes())
+    os.symlink(top / "missing.cif", top / "dangling.cif")
+    os.symlink(top / "loop2.cif", top / "loop1.cif")
+    os.symlink(top / "loop1.cif", top / "loop2.cif")
+    os.symlink(top, top / "sub" / "up")  # a link back up: not followed
+    rows = {}
+    for name, given, extra in (("flat", [str(top)], []), ("deep", [str(top)], ["--recursive"]),
+                               ("glob", [str(top / "*.cif")], [])):
+        assert main(["predict", "-i", *given, "-o", str(tmp_path / f"{name}.extxyz"), "--no-progress", *extra]) == 1
+        rows[name] = {r["id"]: r for r in csv.DictReader(open(tmp_path / f"{name}_report.csv"))}
+    assert sorted(rows["flat"]) == sorted(rows["glob"]) == ["a", "dangling", "loop1", "loop2"]
+    assert sorted(rows["deep"]) == ["a", "b", "dangling", "loop1", "loop2"]
+    for name in rows:
+        for broken in ("dangling", "loop1"):
+            assert rows[name][broken]["status"] == "error" and "link leads to no file" in rows[name][broken]["error"]
