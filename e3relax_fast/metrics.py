@@ -141,6 +141,32 @@ def _arrays(structure: Any, label: str) -> tuple:
     return structure if isinstance(structure, tuple) else structure_arrays(structure, label)
 
 
+def in_reference_order(structure: tuple, ref: tuple) -> tuple:
+    """``structure`` (pos, z, cell, pbc) with its atoms in the reference's order: unchanged when the
+    species already agree atom by atom; else each species' atoms matched one to one to the reference's
+    by the shortest total periodic distance (fractional coordinates, the reference's cell). A structure
+    that holds other atoms than the reference is a ``ValueError`` naming ``numbers``."""
+    from scipy.optimize import linear_sum_assignment
+
+    pos, z, cell, pbc = structure
+    z, ref_z = np.asarray(z), np.asarray(ref[1])
+    if np.array_equal(z, ref_z):
+        return structure
+    if len(z) != len(ref_z) or not np.array_equal(np.sort(z), np.sort(ref_z)):
+        raise ValueError("field 'numbers': the structure holds other atoms than the reference")
+    frac = np.linalg.solve(np.asarray(cell).T, np.asarray(pos).T).T
+    ref_frac = np.linalg.solve(np.asarray(ref[2]).T, np.asarray(ref[0]).T).T
+    order = np.empty(len(z), dtype=np.int64)
+    for species in np.unique(ref_z):
+        mine, theirs = np.nonzero(z == species)[0], np.nonzero(ref_z == species)[0]
+        offset = frac[mine][None, :, :] - ref_frac[theirs][:, None, :]
+        offset -= np.rint(offset)
+        cost = np.linalg.norm(offset @ np.asarray(ref[2]), axis=2)  # [reference atom, structure atom]
+        rows, columns = linear_sum_assignment(cost)
+        order[theirs[rows]] = mine[columns]
+    return np.asarray(pos)[order], z[order], cell, pbc
+
+
 def structure_metrics(pred: Any, ref: Any, symmetry: bool = True,
                       ref_symmetry: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
     """All metrics of one prediction against its reference (Structures, Atoms or ``(pos, z, cell, pbc)``);
@@ -173,8 +199,10 @@ def evaluate_pairs(items: Iterable[tuple], symmetry: bool = True) -> list[Evalua
         structure_id, group, pred, ref, unrelaxed = item[:5]
         confidence = dict(item[5] or {}) if len(item) > 5 else {}
         try:
+            if ref is None:
+                raise ValueError("no reference structure has this id")
             ref = _arrays(ref, "reference")
-            pred = _arrays(pred, "prediction")
+            pred = in_reference_order(_arrays(pred, "prediction"), ref)
             if not (np.isfinite(pred[0]).all() and np.isfinite(pred[2]).all()):
                 raise ValueError("the prediction's field 'positions' or 'cell' is not finite (e3relax predict "
                                  "refuses such predictions); a non-finite prediction cannot be scored")
@@ -182,10 +210,11 @@ def evaluate_pairs(items: Iterable[tuple], symmetry: bool = True) -> list[Evalua
             rows.append(EvaluationRow(structure_id, "model", group,
                                       structure_metrics(pred, ref, symmetry, ref_symmetry), confidence))
             if unrelaxed is not None:
+                unrelaxed = in_reference_order(_arrays(unrelaxed, "input"), ref)
                 rows.append(EvaluationRow(structure_id, "dummy", group,
                                           structure_metrics(unrelaxed, ref, symmetry, ref_symmetry)))
-        except ValueError as err:
-            raise ValueError(f"structure {structure_id!r}: {err}") from None
+        except ValueError as err:  # this structure's row says why; the evaluation carries on
+            rows.append(EvaluationRow(structure_id, "model", group, {"error": f"structure {structure_id!r}: {err}"}))
     return rows
 
 

@@ -126,9 +126,29 @@ def test_summary_gives_median_and_p90_and_counts_unmatched():
     assert "1 unmatched" in text and "p90" in text
 
 
-def test_evaluation_errors_name_the_structure():
-    with pytest.raises(ValueError, match="'bad'.*different atoms"):
-        evaluate_pairs([("bad", "g", bulk("Cu", "fcc", a=3.6), bulk("Al", "fcc", a=4.0), None)])
+def test_evaluation_errors_are_rows_naming_the_structure_and_the_rest_is_scored():
+    rows = evaluate_pairs([("bad", "g", bulk("Cu", "fcc", a=3.6), bulk("Al", "fcc", a=4.0), None),
+                           ("good", "g", bulk("Al", "fcc", a=4.1), bulk("Al", "fcc", a=4.0), None)], symmetry=False)
+    assert "structure 'bad'" in rows[0].metrics["error"] and "'numbers'" in rows[0].metrics["error"]
+    assert rows[1].id == "good" and rows[1].metrics["coord_mae"] >= 0
+
+
+def test_atoms_in_another_order_are_matched_by_species_and_position():
+    import numpy as np
+
+    from e3relax_fast.metrics import in_reference_order
+
+    ref = bulk("NaCl", "rocksalt", a=5.6, cubic=True)
+    shuffled = ref.copy()
+    order = np.random.default_rng(0).permutation(len(ref))
+    shuffled = shuffled[order]
+    shuffled.positions += 0.05  # a slightly moved prediction
+    (row,) = evaluate_pairs([("x", "g", shuffled, ref, None)], symmetry=False)
+    assert row.metrics["coord_mae"] == pytest.approx(0.05, abs=1e-9)
+    arrays = (shuffled.positions, shuffled.numbers, shuffled.cell[:], shuffled.pbc)
+    aligned = in_reference_order(arrays, (ref.positions, ref.numbers, ref.cell[:], ref.pbc))
+    np.testing.assert_array_equal(aligned[1], ref.numbers)
+    np.testing.assert_allclose(aligned[0], ref.positions + 0.05)
 
 
 def test_a_non_finite_prediction_is_an_error_naming_the_structure():
@@ -140,5 +160,5 @@ def test_a_non_finite_prediction_is_an_error_naming_the_structure():
     pos = np.array([[0.0, 0.0, 0.0], [1.5, 1.5, 1.5]])
     ref = (pos, np.array([11, 17]), np.eye(3) * 3.0, np.ones(3, dtype=bool))
     bad = (pos * np.nan, ref[1], ref[2], ref[3])
-    with pytest.raises(ValueError, match="structure 'x'.*not finite"):
-        evaluate_pairs([("x", "g", bad, ref, ref)], symmetry=False)
+    (row,) = evaluate_pairs([("x", "g", bad, ref, ref)], symmetry=False)
+    assert "structure 'x'" in row.metrics["error"] and "not finite" in row.metrics["error"]

@@ -64,14 +64,11 @@ def _structures_by_id(inputs: list[str], what: str) -> dict:
 def _items_from_files(args: argparse.Namespace):
     preds, refs = _structures_by_id(args.pred, "pred"), _structures_by_id(args.ref, "ref")
     inputs = _structures_by_id(args.input, "input") if args.input else {}
-    missing = sorted(set(preds) - set(refs))
-    if missing:
-        raise ValueError(f"--ref has no structure with id {missing[0]!r} ({len(missing)} predictions unmatched)")
-    for structure_id, pred in preds.items():
+    for structure_id, pred in preds.items():  # matched by id; an unmatched one is its own error row
         if args.input and structure_id not in inputs:
             raise ValueError(f"--input has no structure with id {structure_id!r}")
         confidence = {k: float(pred.info[k]) for k in CONFIDENCE_KEYS if k in getattr(pred, "info", {})}
-        yield structure_id, "files", pred, refs[structure_id], inputs.get(structure_id), confidence
+        yield structure_id, "files", pred, refs.get(structure_id), inputs.get(structure_id), confidence
 
 
 def _symmetric(prediction: tuple, given: tuple, symprec: float | None) -> tuple:
@@ -151,8 +148,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give --pred and --ref (files), or -m and --store (a model on a store split)")
     frame = rows_frame(evaluate_pairs(items, symmetry=not args.no_symmetry))
     frame.to_csv(args.output, index=False, float_format="%.6g")
-    summary = summarize(frame)
+    failed = int(frame["error"].notna().sum()) if "error" in frame else 0
+    summary = summarize(frame.drop(columns=["error"], errors="ignore"))
     print(format_summary(summary))
+    if failed:
+        print(f"{failed} structures could not be scored: the 'error' column of {args.output} says why")
     summary_path = Path(args.output).with_name(Path(args.output).stem + "_summary.csv")
     summary.to_csv(summary_path, index=False, float_format="%.6g")
     print(f"per-structure rows: {args.output}; summary: {summary_path}")
@@ -161,4 +161,4 @@ def run(args: argparse.Namespace) -> int:
 
         paths = plot_evaluation(frame, args.plot, _set_name(args))
         print(f"figures: {', '.join(str(p) for p in paths)}")
-    return 0
+    return 1 if failed else 0

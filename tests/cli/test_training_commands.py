@@ -85,10 +85,13 @@ def test_evaluate_files_by_id(tmp_path, capsys):
     model_rows = [r for r in rows if r["method"] == "model"]
     assert len(model_rows) == 4 and all(float(r["coord_mae"]) < 1e-9 for r in model_rows)
     assert all(float(r["coord_mae"]) > 0 for r in rows if r["method"] == "dummy")
-    write(tmp_path / "short.extxyz", relaxed[:2])
+    write(tmp_path / "short.extxyz", relaxed[:2])  # two predictions have no reference: error rows, not the end
     assert main(["evaluate", "--pred", str(tmp_path / "pred.extxyz"), "--ref", str(tmp_path / "short.extxyz"),
-                 "-o", str(tmp_path / "m2.csv")]) == 2
-    assert "no structure with id" in capsys.readouterr().err
+                 "-o", str(tmp_path / "m2.csv")]) == 1
+    assert "2 structures could not be scored" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(tmp_path / "m2.csv")))
+    assert sum("no reference structure has this id" in r["error"] for r in rows) == 2
+    assert sum(r["coord_mae"] != "" for r in rows) == 2
 
 
 def test_evaluate_plots_and_confidence_from_predict(tmp_path, capsys):
@@ -122,10 +125,11 @@ def test_evaluate_refuses_duplicate_ids_and_names_mismatched_atoms(tmp_path, cap
     assert main(["evaluate", "--pred", str(tmp_path / "dup.extxyz"), "--ref", str(tmp_path / "ref.extxyz"),
                  "-o", str(tmp_path / "m.csv")]) == 2
     assert "appears twice" in capsys.readouterr().err
-    swapped = relaxed[0].copy()
-    swapped.numbers = swapped.numbers[::-1].copy()
-    assert len(set(swapped.numbers)) > 1
-    write(tmp_path / "swapped.extxyz", [swapped])
-    assert main(["evaluate", "--pred", str(tmp_path / "swapped.extxyz"), "--ref", str(tmp_path / "ref.extxyz"),
-                 "-o", str(tmp_path / "m.csv")]) == 2
-    assert repr(str(relaxed[0].info["id"])) in capsys.readouterr().err
+    other = relaxed[0].copy()
+    other.numbers = [int(other.numbers[0])] * len(other)  # other atoms than the reference holds
+    assert len(set(relaxed[0].numbers)) > 1
+    write(tmp_path / "other.extxyz", [other])
+    assert main(["evaluate", "--pred", str(tmp_path / "other.extxyz"), "--ref", str(tmp_path / "ref.extxyz"),
+                 "-o", str(tmp_path / "m.csv")]) == 1
+    (row,) = list(csv.DictReader(open(tmp_path / "m.csv")))
+    assert repr(str(relaxed[0].info["id"])) in row["error"] and "'numbers'" in row["error"]
