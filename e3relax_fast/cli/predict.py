@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Iterator
 
 from ..relax import MAX_VOLUME_FACTOR
 from ..symmetry import DEFAULT_SYMPREC, parse_symprec
@@ -226,10 +227,11 @@ def _prepare_output(args: argparse.Namespace, report: str, kind: str) -> tuple[s
     return done, args.resume and report_has_header(report)
 
 
-def _select_records(inputs: list[str], shard: tuple[int, int], done: set[str], recursive: bool = False) -> list:
-    """This shard's input records not yet done; a repeated id becomes an error record. With several
-    input files a shard takes files ``index, index + count, ...`` and parses only those; a single
-    file is shared out by frame."""
+def _select_records(inputs: list[str], shard: tuple[int, int], done: set[str], recursive: bool = False
+                    ) -> Iterator:
+    """This shard's input records not yet done, streamed (only ids are remembered, to find repeats: a
+    repeated id becomes an error record). With several input files a shard takes files ``index,
+    index + count, ...`` and parses only those; a single file is shared out by frame."""
     from ..io import expand_inputs, read_structures
 
     index, count = shard
@@ -238,7 +240,7 @@ def _select_records(inputs: list[str], shard: tuple[int, int], done: set[str], r
     by_file = len(files) > 1
     if by_file:
         files = files[index::count]
-    records, first_source, frames = [], {}, {}
+    first_source, frames = {}, {}
     for k, record in enumerate(read_structures(files)):
         frame = frames[record.source] = frames.get(record.source, -1) + 1
         record.order = f"{position[record.source]}:{frame}"  # where it stands in the whole input (merge)
@@ -250,8 +252,7 @@ def _select_records(inputs: list[str], shard: tuple[int, int], done: set[str], r
             record.structure = None
         else:
             first_source[record.id] = record.source
-        records.append(record)
-    return records
+        yield record
 
 
 def _result_row(result, source: str, args: argparse.Namespace) -> dict:
@@ -346,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
         print("(UNTRAINED model: displacements are random, not physical)")
     if (counts["error"] or counts["refused"]) and not counts["ok"]:
         return EXIT_NONE_SUCCEEDED  # e.g. a model that gives non-finite output for every structure
-    if not records and not done:
+    if not sum(counts[k] for k in ("ok", "refused", "error")) and not done:
         print("no input structure found", file=sys.stderr)
         return EXIT_NONE_SUCCEEDED
     return EXIT_SOME_FAILED if counts["error"] else EXIT_OK  # refused rows wrote the input: not failures
@@ -420,22 +421,33 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
             lock.renew()
             _injected_kill("row", counts["ok"] + counts["refused"] + counts["error"])
 
-        bar = tqdm(total=len(records), unit="structure", disable=args.no_progress, file=sys.stderr)
-        for record in records:  # unreadable files and repeated ids first: they need no model
-            if record.structure is None and not stop.signum:
-                record_row({"id": record.id, "input_order": record.order, "source": record.source, "status": "error",
-                            "error": record.error})
-                bar.update(1)
-        sources = {r.id: r for r in records if r.structure is not None}
-        results = relaxer.relax_many([(r.id, r.structure) for r in records if r.structure is not None],
+        bar = tqdm(unit="structure", disable=args.no_progress, file=sys.stderr)  # streamed: no total known
+        sources: dict = {}
+
+        def relaxable():
+            """The records as the relaxer pulls them (in this thread): unreadable ones and repeated ids
+            become their rows at once, the others are handed on and forgotten once reported."""
+            for record in records:
+                if stop.signum:
+                    return
+                if record.structure is None:
+                    record_row({"id": record.id, "input_order": record.order, "source": record.source,
+                                "status": "error", "error": record.error})
+                    bar.update(1)
+                    continue
+                sources[record.id] = record
+                yield record.id, record.structure
+
+        results = relaxer.relax_many(relaxable(),
                                      max_atoms_per_batch=args.max_atoms_per_batch,
                                      max_structures_per_batch=args.batch_size,
                                      max_edges_per_batch=args.max_edges_per_batch, num_workers=args.num_workers,
                                      refine=make_calculator, fmax=args.fmax, refine_steps=args.steps)
         trajectory = open(args.trajectory, "a" if args.resume else "w") if args.trajectory else None
         for result in results:
-            row = _result_row(result, sources[result.id].source, args)
-            row["input_order"] = sources[result.id].order
+            record = sources.pop(result.id)
+            row = _result_row(result, record.source, args)
+            row["input_order"] = record.order
             if result.ok and trajectory is not None:
                 _write_layers(trajectory, result)
             if result.ok:

@@ -122,43 +122,62 @@ def read_structures(inputs: Sequence[str], recursive: bool = False) -> Iterator[
     read yields one record with the error and no structure.
     """
     for path in expand_inputs(inputs, recursive):
-        stem = Path(path).stem
+        yield from _file_records(path)
+
+
+def _file_records(path: str) -> Iterator[StructureRecord]:
+    """The records of one file, streamed: a file of many frames is never held whole. A file that cannot
+    be opened is one error record; one that breaks after some frames, an error record for the rest."""
+    stem = Path(path).stem
+    try:
+        if os.path.islink(path) and not os.path.exists(path):
+            raise ValueError("the link leads to no file (broken, or a loop of links)")
+        if os.path.getsize(path) == 0:
+            raise ValueError("the file is empty")
+        frames = _read_frames(path)
+        held = next(frames, None)
+        if held is None:
+            raise ValueError("the file holds no structure")
+    except Exception as err:  # noqa: BLE001 - any parser failure is recorded, not fatal
+        yield StructureRecord(clean_id(stem), path, None, f"cannot read {path}: {type(err).__name__}: {err}")
+        return
+    count = 0
+    while True:  # one frame ahead: a file of one structure names it by its stem alone
         try:
-            if os.path.islink(path) and not os.path.exists(path):
-                raise ValueError("the link leads to no file (broken, or a loop of links)")
-            if os.path.getsize(path) == 0:
-                raise ValueError("the file is empty")
-            frames = _read_frames(path)
-            if not frames:
-                raise ValueError("the file holds no structure")
-        except Exception as err:  # noqa: BLE001 - any parser failure is recorded, not fatal
-            yield StructureRecord(clean_id(stem), path, None, f"cannot read {path}: {type(err).__name__}: {err}")
-            continue
-        for index, atoms in enumerate(frames):
-            default_id = stem if len(frames) == 1 else f"{stem}:{index}"
-            structure_id = clean_id(structure_id_of(atoms.info, default_id))
-            problem = site_problem(atoms)
-            if problem:
-                yield StructureRecord(structure_id, path, None, f"structure {structure_id!r} ({path}): {problem}")
-                continue
-            yield StructureRecord(structure_id, path, atoms)
+            following = next(frames, None)
+        except Exception as err:  # noqa: BLE001 - a broken frame ends the file, not the run
+            yield _frame_record(held, path, f"{stem}:{count}")
+            yield StructureRecord(clean_id(f"{stem}:{count + 1}"), path, None,
+                                  f"cannot read {path} from frame {count + 1} on: {type(err).__name__}: {err}")
+            return
+        yield _frame_record(held, path, stem if count == 0 and following is None else f"{stem}:{count}")
+        if following is None:
+            return
+        held, count = following, count + 1
 
 
-def _read_frames(path: str) -> list:
-    """Every structure of one file as ASE Atoms (see :func:`read_structures` for ids)."""
+def _frame_record(atoms: Any, path: str, default_id: str) -> StructureRecord:
+    structure_id = clean_id(structure_id_of(atoms.info, default_id))
+    problem = site_problem(atoms)
+    if problem:
+        return StructureRecord(structure_id, path, None, f"structure {structure_id!r} ({path}): {problem}")
+    return StructureRecord(structure_id, path, atoms)
+
+
+def _read_frames(path: str) -> Iterator[Any]:
+    """Every structure of one file as ASE Atoms, streamed (see :func:`read_structures` for ids)."""
     from ase.io import iread
 
     suffix = Path(path).suffix.lower()
     if suffix == ".db":
         from ase.db import connect
 
-        frames = []
         for row in connect(path, use_lock_file=False).select():
             atoms = row.toatoms()
             atoms.info.update(row.key_value_pairs)
             atoms.info["id"] = structure_id_of(row.key_value_pairs, f"{Path(path).stem}:{row.id}")
-            frames.append(atoms)
-        return frames
+            yield atoms
+        return
     if suffix == ".json":
         import json
 
@@ -172,9 +191,10 @@ def _read_frames(path: str) -> list:
             if not structure.is_ordered:
                 raise ValueError("field 'species' is disordered (partial occupancies); E3Relax needs one "
                                  "element per site")
-            return [Atoms(numbers=[site.specie.Z for site in structure], positions=structure.cart_coords,
-                          cell=structure.lattice.matrix, pbc=True)]
-    return list(iread(path, index=":"))
+            yield Atoms(numbers=[site.specie.Z for site in structure], positions=structure.cart_coords,
+                        cell=structure.lattice.matrix, pbc=True)
+            return
+    yield from iread(path, index=":")
 
 
 def write_structures(structures: Iterable[tuple[str, Any]], output: str, folder_format: str = "cif") -> int:

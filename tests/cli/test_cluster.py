@@ -108,3 +108,23 @@ def test_a_full_disk_is_one_line_naming_the_path_and_its_own_exit_code(tmp_path,
     assert code == EXIT_INTERNAL == 4
     assert err[-1] == f"e3relax predict: cannot write {output}: No space left on device"
     assert not (tmp_path / "out_report.csv.lock").exists()
+
+
+def test_a_multi_frame_file_is_streamed_and_a_broken_tail_is_one_error_row(tmp_path, many):
+    from e3relax_fast.io import read_structures
+
+    text = many.read_text()
+    broken = tmp_path / "broken.extxyz"
+    cut = text.index("c005")  # frames 0-4 whole, then a header cut short
+    broken.write_text(text[:cut] + "c005 pbc=\n")
+    stream = read_structures([str(broken)])
+    first = next(stream)  # a record comes out before the file has been read to its end
+    assert first.id == "c000" and first.structure is not None
+    rest = list(stream)
+    assert [r.id for r in rest[:4]] == ["c001", "c002", "c003", "c004"]
+    assert len(rest) == 5 and rest[-1].structure is None and "from frame 5 on" in rest[-1].error
+    output = tmp_path / "out.extxyz"
+    assert main(["predict", "-i", str(broken), "-o", str(output), "--shard", "1/2",
+                 "--report", str(tmp_path / "r_shard1of2_report.csv"), "--no-progress"]) == 1
+    ids = [row["id"] for row in rows_of(tmp_path / "r_shard1of2_report.csv")]
+    assert sorted(ids) == ["broken:5", "c001", "c003"]  # this shard's frames of the one file, and the tail
