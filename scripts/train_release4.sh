@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 . .venv/bin/activate
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS=1
 D=../shared/data
-if [ ! -f runs/store_r4/store.json ]; then
-  e3relax preprocess --no-progress --workers 2 -o runs/store_r4 \
+if [ ! -f runs/store_r4_n24/store.json ]; then
+  e3relax preprocess --no-progress --workers 2 -o runs/store_r4_n24 --max-neighbors 24 \
     --structures $D/mp/structures.extxyz --max-atoms 40 \
     --pairs $D/mp_pairs/unrelaxed.extxyz $D/mp_pairs/relaxed.extxyz \
     --pairs $D/chgnet_pairs/unrelaxed.extxyz $D/chgnet_pairs/relaxed.extxyz \
@@ -19,7 +19,8 @@ if [ ! -f runs/store_r4/store.json ]; then
     --pairs $D/chgnet_pairs2/unrelaxed.extxyz $D/chgnet_pairs2/relaxed.extxyz \
     --pairs $D/chgnet_pairs2/path/unrelaxed.extxyz $D/chgnet_pairs2/path/relaxed.extxyz
 fi
-# the run starts from release 3 as shipped by commit b2ece14
+# a fresh run starts from release 3 as shipped by commit b2ece14 (run.init_from; --set it to start
+# from other weights, e.g. a run of the same recipe on another machine)
 [ -f runs/release3.ckpt ] || git show b2ece14:e3relax_fast/pretrained/e3relax-small.ckpt > runs/release3.ckpt
 resume=()
 [ -f runs/release4/last.ckpt ] && resume=(--resume)

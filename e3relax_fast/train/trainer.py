@@ -44,7 +44,8 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: Config fields that may change between a run and its resumption (they do not change the numbers).
 _RESUMABLE_CHANGES = {("run", "max_steps"), ("run", "max_cpu_minutes"), ("run", "max_epochs"), ("run", "progress"), ("run", "checkpoint_every"),
                       ("run", "log_every"), ("run", "dir"), ("data", "num_workers"), ("run", "device"),
-                      ("run", "backend"), ("run", "early_stopping_patience")}
+                      ("run", "backend"), ("run", "early_stopping_patience"),
+                      ("run", "init_from")}  # init_from starts a run; a resumed one takes its weights from last.ckpt
 
 
 def layerwise_loss(pos_layers: Tensor, cell_layers: Tensor, target_pos: Tensor, target_cell: Tensor,
