@@ -89,17 +89,11 @@ def _pymatgen(arrays: tuple) -> Any:
 def symmetry_of(arrays: tuple, symprec: float) -> tuple[int, int]:
     """``(space-group number, symmetry operations in the given cell)`` from spglib; ``(0, 0)`` when
     spglib finds none. ``arrays`` is ``(pos [n,3], z [n], cell [3,3], pbc)`` in Å."""
-    import spglib
+    from .symmetry import spglib_dataset
 
     pos, z, cell, _ = arrays
-    frac = np.linalg.solve(np.asarray(cell).T, np.asarray(pos).T).T
-    error_module = getattr(spglib, "error", None)
-    if error_module is not None and hasattr(error_module, "OLD_ERROR_HANDLING"):
-        error_module.OLD_ERROR_HANDLING = False  # spglib >= 2.5: raise instead of returning None
-    try:
-        dataset = spglib.get_symmetry_dataset((np.asarray(cell), frac, np.asarray(z)), symprec=symprec)
-    except Exception:  # noqa: BLE001 - spglib finding no symmetry is an answer, not a failure
-        return 0, 0
+    dataset = spglib_dataset(np.asarray(pos, dtype=np.float64), np.asarray(z), np.asarray(cell, dtype=np.float64),
+                             symprec)
     if dataset is None:
         return 0, 0
     return int(dataset.number), len(dataset.rotations)

@@ -21,6 +21,7 @@ in it (or a higher one).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +55,11 @@ class InputSymmetry:
         return f"{self.symbol} ({self.number})"
 
 
-def _spglib_dataset(pos: np.ndarray, z: np.ndarray, cell: np.ndarray, symprec: float):
+def spglib_dataset(pos: np.ndarray, z: np.ndarray, cell: np.ndarray, symprec: float):
+    """spglib's symmetry dataset of (pos [n,3] Å, z [n], cell [3,3] rows) at ``symprec`` Å, or None
+    when it finds none. spglib's own warnings on stderr (failed attempts it recovers from) are off
+    unless SPGLIB_WARNING is set."""
+    os.environ.setdefault("SPGLIB_WARNING", "OFF")
     import spglib
 
     error_module = getattr(spglib, "error", None)
@@ -92,7 +97,7 @@ def find_symmetry(pos: np.ndarray, z: np.ndarray, cell: np.ndarray, symprec: flo
     """The space-group operations of a periodic structure (pos [n,3] Å, z [n], cell [3,3] rows, Å) at
     tolerance ``symprec`` (Å); None when spglib finds none or only the identity."""
     pos, z, cell = np.asarray(pos, dtype=np.float64), np.asarray(z), np.asarray(cell, dtype=np.float64)
-    dataset = _spglib_dataset(pos, z, cell, symprec)
+    dataset = spglib_dataset(pos, z, cell, symprec)
     if dataset is None or len(dataset.rotations) <= 1:
         return None
     rotations = np.asarray(dataset.rotations, dtype=np.float64)
