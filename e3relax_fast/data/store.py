@@ -378,15 +378,23 @@ class PairStore:
             z = np.concatenate([z[self.atom_ptr[i]:self.atom_ptr[i + 1]] for i in indices]) if len(indices) else z[:0]
         return sorted(int(v) for v in np.unique(z))
 
+    @property
+    def has_graphs(self) -> bool:
+        """Whether the graphs are stored; a compact store (:func:`write_compact_store`) leaves them to
+        be built again, with the store's graph settings, when pairs are batched."""
+        return "edges" in self.arrays
+
     def pair(self, index: int) -> dict[str, np.ndarray]:
         """Arrays of pair ``index`` (copies): atoms ``z, pos_unrelaxed, pos_relaxed``, cells ``[3,3]``,
-        ``pbc [3]``, ``edges [E,2]``, ``shifts [E,3]``."""
+        ``pbc [3]``, ``edges [E,2]``, ``shifts [E,3]`` (no graph in a compact store)."""
         if not 0 <= index < len(self):
             raise IndexError(f"pair index {index} out of range for a store of {len(self)}")
         a0, a1 = int(self.atom_ptr[index]), int(self.atom_ptr[index + 1])
         e0, e1 = int(self.edge_ptr[index]), int(self.edge_ptr[index + 1])
         out = {}
         for name, (_, _, axis) in _ARRAYS.items():
+            if name not in self.arrays:
+                continue
             source = self.arrays[name]
             if axis == "atom":
                 out[name] = np.array(source[a0:a1])
@@ -395,3 +403,29 @@ class PairStore:
             else:
                 out[name] = np.array(source[index])
         return out
+
+
+def write_compact_store(store: PairStore, out: str | Path, dtype: str = "float32") -> dict:
+    """A copy of ``store`` without its graphs (about a third of its size), positions and cells in
+    ``dtype``: what travels to a machine that builds graphs faster than it can receive them (a GPU
+    machine's working tree is capped at 64 MiB; scripts/device_train.sh). The graph settings, splits,
+    ids, groups, sources and kinds are kept; training rebuilds each batch's graph with those settings.
+    Returns the new ``store.json``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = json.loads(json.dumps(store.meta))
+    for name in ("edges", "shifts"):
+        meta["arrays"].pop(name, None)
+    meta["compact"] = {"from": str(store.path), "dtype": dtype}
+    for name, spec in meta["arrays"].items():
+        if name.startswith(("pos_", "cell_")):
+            spec["dtype"] = dtype
+        np.ascontiguousarray(store.arrays[name], dtype=spec["dtype"]).tofile(out / f"{name}.bin")
+    np.asarray(store.atom_ptr, dtype=np.int64).tofile(out / "atom_ptr.bin")
+    np.zeros(len(store) + 1, dtype=np.int64).tofile(out / "edge_ptr.bin")
+    np.asarray(store.split, dtype=np.int8).tofile(out / "split.bin")
+    for name in ("pairs.csv", "failures.csv"):
+        if (store.path / name).exists():
+            (out / name).write_bytes((store.path / name).read_bytes())
+    (out / "store.json").write_text(json.dumps(meta, indent=1))
+    return meta

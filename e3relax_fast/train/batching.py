@@ -18,6 +18,7 @@ import torch
 
 from ..data.batching import CrystalBatch, flat_graph, pack_greedy
 from ..data.store import PairStore
+from ..ops import radius_graph
 
 
 def pack_batches(order: np.ndarray, num_atoms: np.ndarray, max_structures: int, max_atoms: int) -> list[np.ndarray]:
@@ -67,21 +68,30 @@ class BatchOrder:
 
 def collate(store: PairStore, indices: np.ndarray) -> CrystalBatch:
     """Stack stored pairs into a :class:`CrystalBatch` with their graphs and targets (float64; the
-    store's ``edges [E, 2]`` become the flat ``edge_index [2, E]``; ids are the store ids)."""
+    store's ``edges [E, 2]`` become the flat ``edge_index [2, E]``; ids are the store ids). A compact
+    store's graphs are built here, with the store's graph settings."""
     pairs = [store.pair(int(i)) for i in indices]
     offsets = np.concatenate([[0], np.cumsum([len(p["z"]) for p in pairs])]).astype(np.int64)
-    edge_index, shifts = flat_graph([p["edges"].T for p in pairs], [p["shifts"] for p in pairs], offsets)
+    pos = torch.from_numpy(np.concatenate([p["pos_unrelaxed"] for p in pairs]).astype(np.float64, copy=False))
+    cell = torch.from_numpy(np.stack([p["cell_unrelaxed"] for p in pairs]).astype(np.float64, copy=False))
+    pbc = torch.from_numpy(np.stack([p["pbc"] for p in pairs]))
+    if store.has_graphs:
+        edge_index, shifts = flat_graph([p["edges"].T for p in pairs], [p["shifts"] for p in pairs], offsets)
+    else:
+        graph = store.graph
+        edge_index, shifts, _ = radius_graph(pos, cell, pbc, torch.from_numpy(offsets), graph.cutoff,
+                                             max_neighbors=graph.max_neighbors, self_images=graph.self_images)
     return CrystalBatch(
-        pos=torch.from_numpy(np.concatenate([p["pos_unrelaxed"] for p in pairs])),
+        pos=pos,
         z=torch.from_numpy(np.concatenate([p["z"] for p in pairs]).astype(np.int64)),
-        cell=torch.from_numpy(np.stack([p["cell_unrelaxed"] for p in pairs])),
-        pbc=torch.from_numpy(np.stack([p["pbc"] for p in pairs])),
+        cell=cell,
+        pbc=pbc,
         ptr=torch.from_numpy(offsets),
         ids=[store.ids[int(i)] for i in indices],
         edge_index=edge_index,
         shifts=shifts,
-        target_pos=torch.from_numpy(np.concatenate([p["pos_relaxed"] for p in pairs])),
-        target_cell=torch.from_numpy(np.stack([p["cell_relaxed"] for p in pairs])),
+        target_pos=torch.from_numpy(np.concatenate([p["pos_relaxed"] for p in pairs]).astype(np.float64, copy=False)),
+        target_cell=torch.from_numpy(np.stack([p["cell_relaxed"] for p in pairs]).astype(np.float64, copy=False)),
         indices=torch.from_numpy(np.asarray(indices, dtype=np.int64)),
     )
 
