@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", help="pair store made by `e3relax preprocess`")
     parser.add_argument("--split", default="val", help="split of the store to evaluate ('all': every pair)")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N pairs of the split")
+    parser.add_argument("--per-source", type=int, default=0, metavar="N",
+                        help="evaluate only the first N pairs of each source of the split (0: all)")
     parser.add_argument("--batch-size", type=int, default=32, help="with -m: structures per model batch")
     parser.add_argument("--no-symmetry", action="store_true", help="skip StructureMatcher and spglib (faster)")
     parser.add_argument("--symprec", type=parse_symprec, default=DEFAULT_SYMPREC, metavar="A|none",
@@ -89,6 +91,7 @@ def _symmetric(prediction: tuple, given: tuple, symprec: float | None) -> tuple:
 
 
 def _items_from_store(args: argparse.Namespace):
+    import numpy as np
     import torch
     from tqdm import tqdm
 
@@ -104,6 +107,15 @@ def _items_from_store(args: argparse.Namespace):
     store = PairStore(args.store)
     store.graph.require_model(model.config, args.store)
     indices = store.indices(args.split)
+    if args.per_source:  # the first N of each source, in store order
+        taken: dict[str, int] = {}
+        kept = []
+        for index in indices:
+            name = source_name(store.sources[index], store.kinds[index])
+            if taken.get(name, 0) < args.per_source:
+                taken[name] = taken.get(name, 0) + 1
+                kept.append(index)
+        indices = np.asarray(kept, dtype=np.int64)
     if args.limit:
         indices = indices[: args.limit]
     bar = tqdm(total=len(indices), unit="structure", disable=args.no_progress, file=sys.stderr)

@@ -51,6 +51,11 @@ def test_preprocess_train_resume_evaluate(tmp_path, capsys):
     assert any(s["method"] == "dummy" and s["metric"] == "coord_mae" and float(s["p90"]) > 0 for s in summary)
     # the store path computes the model's confidence from its last two layers
     assert all(float(r["last_layer_max_move"]) >= 0 for r in rows if r["method"] == "model")
+    assert main(["evaluate", "-m", str(tmp_path / "run" / "best.ckpt"), "--store", str(store), "--split", "all",
+                 "--per-source", "3", "--symprec", "none", "-o", str(tmp_path / "few.csv"), "--no-progress"]) == 0
+    few = list(csv.DictReader(open(tmp_path / "few.csv")))
+    groups = {r["group"] for r in few}
+    assert len(few) == 2 * 3 * len(groups)  # three pairs of each source, model and Dummy
 
     # the trained checkpoint predicts through e3relax predict, without the untrained banner
     inputs = tmp_path / "inputs.extxyz"
