@@ -72,24 +72,28 @@ def spglib_dataset(pos: np.ndarray, z: np.ndarray, cell: np.ndarray, symprec: fl
         return None
 
 
+def _images(frac: np.ndarray, rotations: np.ndarray, translations: np.ndarray) -> np.ndarray:
+    """``W_k f_i + w_k`` for every operation k and atom i: [K, n, 3] (fractional)."""
+    return np.einsum("kij,nj->kni", rotations, frac) + translations[:, None, :]
+
+
 def _permutations(frac: np.ndarray, z: np.ndarray, cell: np.ndarray, rotations: np.ndarray,
                   translations: np.ndarray, tolerance: float) -> np.ndarray | None:
-    """Where each operation sends each atom (same species, within ``tolerance`` Å of an image);
-    None if some operation maps an atom onto no atom (the operations do not fit these positions)."""
+    """Where each operation sends each atom (same species, within ``tolerance`` Å of an image), all
+    operations in one nearest-neighbour query; None if some operation maps an atom onto no atom (the
+    operations do not fit these positions)."""
     from scipy.spatial import cKDTree
 
-    tree = cKDTree(frac % 1.0, boxsize=1.0 + 1e-12)
-    out = np.empty((len(rotations), len(frac)), dtype=np.int64)
-    for k, (rotation, translation) in enumerate(zip(rotations, translations)):
-        images = (frac @ rotation.T + translation) % 1.0
-        _, found = tree.query(images)
-        offset = images - frac[found]
-        offset -= np.rint(offset)
-        distance = np.linalg.norm(offset @ cell, axis=1)
-        if (distance > tolerance).any() or (z[found] != z).any() or len(set(found.tolist())) != len(frac):
-            return None
-        out[k] = found
-    return out
+    images = _images(frac, rotations, translations) % 1.0
+    _, found = cKDTree(frac % 1.0, boxsize=1.0 + 1e-12).query(images.reshape(-1, 3))
+    found = found.reshape(len(rotations), len(frac))
+    offset = images - frac[found]
+    offset -= np.rint(offset)
+    distance = np.linalg.norm(offset @ cell, axis=2)
+    one_to_one = (np.sort(found, axis=1) == np.arange(len(frac))).all()
+    if (distance > tolerance).any() or (z[found] != z).any() or not one_to_one:
+        return None
+    return found
 
 
 def find_symmetry(pos: np.ndarray, z: np.ndarray, cell: np.ndarray, symprec: float = DEFAULT_SYMPREC
@@ -122,13 +126,10 @@ def _symmetric_cell(symmetry: InputSymmetry, cell: np.ndarray) -> np.ndarray:
 
 def _symmetric_fractions(symmetry: InputSymmetry, frac: np.ndarray) -> np.ndarray:
     """Mean over the operations of the image of each atom's source, taken nearest to the atom."""
-    total = np.zeros_like(frac)
-    for rotation, translation, permutation in zip(symmetry.rotations, symmetry.translations, symmetry.permutations):
-        images = frac @ rotation.T + translation  # image of atom i lands on atom permutation[i]
-        target = frac[permutation]
-        images -= np.rint(images - target)
-        total[permutation] += images
-    return total / len(symmetry.rotations)
+    images = _images(frac, symmetry.rotations, symmetry.translations)  # image of atom i lands on permutations[k, i]
+    images -= np.rint(images - frac[symmetry.permutations])
+    sources = np.argsort(symmetry.permutations, axis=1)  # which atom each operation sends onto atom j
+    return np.take_along_axis(images, sources[:, :, None], axis=1).mean(axis=0)
 
 
 def project(symmetry: InputSymmetry, pos: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
