@@ -27,6 +27,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..io.structures import structure_id_of
 from .convert import structure_arrays
 
 #: (pos [n,3] Å, z [n], cell [3,3] Å rows, pbc [3]) of one structure.
@@ -103,7 +104,8 @@ def extxyz_pairs(unrelaxed_path: str | Path, relaxed_path: str | Path,
                  group_key: str = "prototype") -> Iterator[PairRecord]:
     """Pairs from two extxyz files with the same frames in the same order (streamed).
 
-    Ids come from ``info["id"]`` (else ``<stem>:<frame>``); if both sides carry ids they must agree.
+    Ids follow :func:`e3relax_fast.io.structures.structure_id_of` (``id``, ``structure_id``, ``mp_id``,
+    ``material_id``, else ``<stem>:<frame>``); if both sides carry an ``id`` they must agree.
     The group is ``info[group_key]`` when present, else the reduced formula. A frame whose unrelaxed
     side carries ``info["path_step"]`` is an intermediate geometry of its pair's relaxation: kind
     :data:`PATH_KIND`, grouped with its pair by the same ``group_key`` (so it shares the pair's split).
@@ -123,7 +125,7 @@ def extxyz_pairs(unrelaxed_path: str | Path, relaxed_path: str | Path,
             longer = relaxed_path if u is None else unrelaxed_path
             raise ValueError(f"{longer} has more frames than its partner (from frame {index} on): "
                              "the two files must hold the same pairs in the same order")
-        pair_id = str(u.info.get("id", f"{stem}:{index}"))
+        pair_id = structure_id_of(u.info, f"{stem}:{index}")  # the one id rule (io/structures.py)
         if "id" in r.info and str(r.info["id"]) != pair_id:
             yield PairRecord(pair_id, error=f"pair {pair_id!r}: frame {index} of {relaxed_path} has id "
                                             f"{r.info['id']!r}; the files are not aligned")
