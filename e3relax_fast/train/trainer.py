@@ -242,17 +242,21 @@ class Trainer:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 
-    def _save_last(self) -> None:
+    def _save(self, name: str, metrics: dict | None = None) -> None:
+        """``<run.dir>/<name>``: the EMA weights and metadata (rank 0 only); ``last.ckpt`` also holds
+        what resuming needs (weights, optimiser, scheduler, counters, data position)."""
         if not self.is_main:
             return
-        training = {
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "state": dict(self.state),
-            "ema_updates": self.ema.updates,
-        }
-        save_checkpoint(self.run_dir / "last.ckpt", self.ema.module.state_dict(), self.metadata(), training)
+        training = None
+        if name == "last.ckpt":
+            training = {
+                "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "state": dict(self.state),
+                "ema_updates": self.ema.updates,
+            }
+        save_checkpoint(self.run_dir / name, self.ema.module.state_dict(), self.metadata(metrics), training)
 
     def _resume(self) -> None:
         path = self.run_dir / "last.ckpt"
@@ -352,8 +356,7 @@ class Trainer:
         if improved:
             self.state["best_val"] = value
             self.state["epochs_since_best"] = 0
-            if self.is_main:
-                save_checkpoint(self.run_dir / "best.ckpt", self.ema.module.state_dict(), self.metadata(metrics))
+            self._save("best.ckpt", metrics)
         else:
             self.state["epochs_since_best"] += 1
         self._log({"step": self.state["step"], "epoch": self.state["epoch"], **metrics,
@@ -393,14 +396,13 @@ class Trainer:
                     self.state["pass"] += 1
                     self.state["batch_in_pass"] = 0
         except KeyboardInterrupt:
-            self._save_last()  # nothing done is lost; --resume continues from here
+            self._save("last.ckpt")  # nothing done is lost; --resume continues from here
             raise
         finally:
             bar.close()
-        self._save_last()
-        if self.is_main and not (self.run_dir / "best.ckpt").exists():
-            # no pseudo-epoch finished yet: still leave a usable model behind
-            save_checkpoint(self.run_dir / "best.ckpt", self.ema.module.state_dict(), self.metadata())
+        self._save("last.ckpt")
+        if not (self.run_dir / "best.ckpt").exists():
+            self._save("best.ckpt")  # no pseudo-epoch finished yet: still leave a usable model behind
         return {"step": self.state["step"], "epoch": self.state["epoch"], "best_val_score": self.state["best_val"],
                 "stopped": self.state["stopped"], "run_dir": str(self.run_dir)}
 
@@ -447,11 +449,11 @@ class Trainer:
             self._window = (time.perf_counter(), 0)
         if step % cfg.run.steps_per_epoch == 0:
             self._end_epoch()
-            self._save_last()
+            self._save("last.ckpt")
             bar.reset()
             bar.set_description(f"epoch {self.state['epoch'] + 1}")
         elif step % cfg.run.checkpoint_every == 0:
-            self._save_last()
+            self._save("last.ckpt")
 
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
