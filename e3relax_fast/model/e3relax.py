@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..nn import (AtomMessageBlock, AtomUpdateBlock, GaussianRBF, LatticeNodeBlock, PositionUpdateBlock, StrainBlock,
                   safe_norm)
 from ..nn.blocks import edges_per_structure
-from ..nn.layers import MLP, ReducedPrecisionLinear, ReducedPrecisionMLP
+from ..nn.layers import MLP, MixedPrecisionLinear, ReducedPrecisionLinear, ReducedPrecisionMLP
 from ..ops import (MessageGraph, atom_structure_index, check_batch, check_pair_budget, check_sorted_by_target,
                    edge_vectors, message_graph_unchecked, registry)
 from .config import E3RelaxConfig
@@ -221,6 +221,19 @@ class E3Relax(nn.Module):
                 # edge_filter's weights go to the radial kernels as they are, never through a product
                 elif isinstance(child, nn.Linear) and name != "edge_filter" and child.out_features >= 8:
                     setattr(module, name, ReducedPrecisionLinear(child, dtype))
+        return self
+
+    def train_matmuls_in_bfloat16(self) -> "E3Relax":
+        """For training on CPUs with bfloat16 hardware (AVX512-BF16, AMX): the channel-mixing Linears
+        (the same ones :meth:`reduce_matmul_precision` picks) become
+        :class:`~e3relax_fast.nn.layers.MixedPrecisionLinear`, in place. Parameters, their names and
+        the optimiser's float32 master weights are unchanged; geometry, filters and heads stay float32."""
+        for module in list(self.modules()):
+            if isinstance(module, StrainBlock):
+                continue
+            for name, child in list(module.named_children()):
+                if type(child) is nn.Linear and name != "edge_filter" and child.out_features >= 8:
+                    child.__class__ = MixedPrecisionLinear  # same parameters, same state-dict keys
         return self
 
     @torch.jit.unused

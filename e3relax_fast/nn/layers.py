@@ -43,6 +43,17 @@ class ReducedPrecisionLinear(nn.Module):
         return out
 
 
+class MixedPrecisionLinear(nn.Linear):
+    """A Linear that trains with its product in bfloat16: input and weight rounded to bfloat16, the
+    product accumulated in float32, the result and its gradients back in the input's dtype; the
+    weights stay float32 (the optimiser's master copy). Same parameters and state-dict keys as the
+    Linear it was made from (:func:`train_matmuls_in_bfloat16`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = functional.linear(x.to(torch.bfloat16), self.weight.to(torch.bfloat16)).to(x.dtype)
+        return out if self.bias is None else out + self.bias.to(x.dtype)
+
+
 class ReducedPrecisionMLP(nn.Module):
     """A trained :class:`MLP` with both products in a narrower float type (bfloat16) for inference: the
     hidden activation stays in that type between them (one rounding of the input, one return of the

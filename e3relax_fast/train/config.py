@@ -118,6 +118,9 @@ class RunConfig:
         log_every: steps between training-loss lines in ``metrics.jsonl``.
         init_from: checkpoint whose weights start the run (fine-tuning); empty: random init.
         device / dtype / backend: where and how the model runs.
+        matmul_dtype: ``bfloat16`` trains the channel-mixing products in bfloat16 with float32 master
+            weights (``E3Relax.train_matmuls_in_bfloat16``; worth it only on CPUs with bfloat16
+            hardware, which ``e3relax info`` reports); the EMA model is validated in ``dtype``.
         progress: show progress bars.
     """
 
@@ -133,6 +136,7 @@ class RunConfig:
     init_from: str = ""
     device: str = "cpu"
     dtype: str = "float32"
+    matmul_dtype: str = "float32"
     backend: str = "auto"
     progress: bool = True
 
@@ -158,6 +162,8 @@ class TrainConfig(YamlConfig):
             augment.perturbation()
         except ValueError as err:
             raise ValueError(f"data.augment: {err}") from None
+        if self.run.matmul_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"run.matmul_dtype must be float32 or bfloat16, got {self.run.matmul_dtype!r}")
         if self.run.dtype not in ("float32", "float64"):
             raise ValueError(f"run.dtype must be float32 or float64, got {self.run.dtype!r}")
         if not 0.0 <= self.optim.ema_decay < 1.0:

@@ -45,7 +45,7 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _RESUMABLE_CHANGES = {("run", "max_steps"), ("run", "max_cpu_minutes"), ("run", "max_epochs"), ("run", "progress"), ("run", "checkpoint_every"),
                       ("run", "log_every"), ("run", "dir"), ("data", "num_workers"), ("run", "device"),
                       ("run", "backend"), ("run", "early_stopping_patience"),
-                      ("run", "init_from")}  # init_from starts a run; a resumed one takes its weights from last.ckpt
+                      ("run", "init_from"), ("run", "matmul_dtype")}  # init_from starts a run; a resumed one takes its weights from last.ckpt
 
 
 def layerwise_loss(pos_layers: Tensor, cell_layers: Tensor, target_pos: Tensor, target_cell: Tensor,
@@ -135,7 +135,9 @@ class Trainer:
         self._open_data()
         torch.manual_seed(config.run.seed)
         self.model = self._build_model()
-        self.ema = ExponentialMovingAverage(self.model, config.optim.ema_decay)
+        self.ema = ExponentialMovingAverage(self.model, config.optim.ema_decay)  # validated in run.dtype
+        if config.run.matmul_dtype == "bfloat16":
+            self.model.train_matmuls_in_bfloat16()
         self.ddp_model: nn.Module = (nn.parallel.DistributedDataParallel(self.model) if self.distributed
                                      else self.model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.optim.lr,

@@ -13,7 +13,7 @@ import yaml
 
 from e3relax_fast.data.store import write_store
 from e3relax_fast.model.checkpoint import load_model, read_checkpoint
-from e3relax_fast.train import ExponentialMovingAverage, TrainConfig, Trainer, layerwise_loss, train
+from e3relax_fast.train import ExponentialMovingAverage, TrainConfig, Trainer, collate, layerwise_loss, train
 
 
 def tiny_config(store, run_dir, **sections) -> TrainConfig:
@@ -204,3 +204,23 @@ def test_a_cpu_budget_stops_the_run_and_says_so(pair_store, tmp_path):
                                                                    "steps_per_epoch": 10 ** 6}))
     assert summary["stopped"] == "max_cpu_minutes (0.02) reached"
     assert 1 <= summary["step"] < 10 ** 6 and (tmp_path / "run" / "last.ckpt").exists()
+
+
+def test_bfloat16_training_products_keep_the_weights_and_follow_float32(pair_store, tmp_path):
+    """run.matmul_dtype=bfloat16: the same parameters (names, float32 master copies), a loss within
+    bfloat16's rounding of float32's, and an EMA model that stays plain float32."""
+    from e3relax_fast.nn.layers import MixedPrecisionLinear
+
+    base = tiny_config(pair_store, tmp_path / "a", run={"dtype": "float32", "max_steps": 1})
+    plain = Trainer(base)
+    mixed = Trainer(base.replace(run={"dir": str(tmp_path / "b"), "matmul_dtype": "bfloat16"}))
+    assert [n for n, _ in plain.model.named_parameters()] == [n for n, _ in mixed.model.named_parameters()]
+    assert any(isinstance(m, MixedPrecisionLinear) for m in mixed.model.modules())
+    assert not any(isinstance(m, MixedPrecisionLinear) for m in mixed.ema.module.modules())
+    assert all(p.dtype == torch.float32 for p in mixed.model.parameters())
+    batch = collate(plain.store, plain.order.batches(0)[0])
+    parts = [t.train_step(batch, int(batch.ptr[-1]), batch.num_structures) for t in (plain, mixed)]
+    torch.testing.assert_close(parts[1], parts[0], rtol=0.05, atol=1e-3)
+    assert not torch.equal(parts[1], parts[0])  # the products did run in bfloat16
+    with pytest.raises(ValueError, match="run.matmul_dtype"):
+        tiny_config(pair_store, tmp_path, run={"matmul_dtype": "float16"})
