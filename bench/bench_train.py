@@ -40,7 +40,7 @@ from common import environment, peak_rss_bytes, write_json_lines  # noqa: E402
 from e3relax_fast.data.pairs import read_pairs  # noqa: E402
 from e3relax_fast.data.store import write_store  # noqa: E402
 from e3relax_fast.ops import backend_report  # noqa: E402
-from e3relax_fast.train import TrainConfig, Trainer, collate  # noqa: E402
+from e3relax_fast.train import TrainConfig, Trainer  # noqa: E402
 
 DATA = os.path.join(HERE, "..", "tests", "data")
 
@@ -73,7 +73,7 @@ def measure(store: str, preset: str, backend: str, batch_size: int, steps: int, 
         run={"dir": run_dir, "backend": backend, "progress": False})
     trainer = Trainer(config)
     rng = np.random.default_rng(0)
-    batches = [collate(trainer.store, rng.choice(trainer.train_indices, batch_size)) for _ in range(4)]
+    batches = [trainer.store.batch(rng.choice(trainer.train_indices, batch_size)) for _ in range(4)]
     rss_before = peak_rss_bytes()
     rate = steps_per_second(trainer, batches, steps) * batch_size
     return {"structures_per_s": rate,

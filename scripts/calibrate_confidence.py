@@ -21,7 +21,7 @@ from tqdm import tqdm
 from e3relax_fast.confidence import fit_error_model, structure_features
 from e3relax_fast.data.store import PairStore, source_name
 from e3relax_fast.model.checkpoint import load_model, read_checkpoint, save_checkpoint
-from e3relax_fast.train.batching import collate, pack_batches
+from e3relax_fast.data.batching import pack_batches
 
 
 def sample_indices(store: PairStore, split: str, per_source: int, seed: int) -> np.ndarray:
@@ -40,7 +40,7 @@ def features_and_errors(model, store: PairStore, indices: np.ndarray, batch_size
     out = []
     bar = tqdm(total=len(indices), unit="structure", file=sys.stderr)
     for batch_indices in pack_batches(indices, store.num_atoms, batch_size, 0):
-        b = collate(store, batch_indices)
+        b = store.batch(batch_indices)
         pos_layers, cell_layers = model(b.pos.float(), b.z, b.cell.float(), b.pbc, b.ptr, b.edge_index, b.shifts)
         pos_layers, cell_layers = pos_layers.double(), cell_layers.double()
         for k, index in enumerate(batch_indices):

@@ -13,7 +13,6 @@ import torch
 from e3relax_fast.data.store import PairStore, write_compact_store
 from e3relax_fast.model.checkpoint import read_checkpoint
 from e3relax_fast.train import train
-from e3relax_fast.train.batching import collate
 
 from .train.test_trainer import tiny_config
 
@@ -36,7 +35,7 @@ def test_a_compact_store_builds_the_graphs_the_full_store_held(pair_store, tmp_p
     size = lambda path: sum(p.stat().st_size for p in Path(path).iterdir())  # noqa: E731
     assert size(tmp_path / "compact") < 0.6 * size(pair_store)
     indices = np.arange(len(full))[:6]
-    a, b = collate(full, indices), collate(compact, indices)
+    a, b = full.batch(indices), compact.batch(indices)
     edges = lambda batch: {(int(j), int(i), *map(int, s)) for (j, i), s in zip(batch.edge_index.T, batch.shifts)}  # noqa: E731
     assert edges(a) == edges(b)
     torch.testing.assert_close(a.pos, b.pos, atol=1e-5, rtol=0)  # float32 geometry

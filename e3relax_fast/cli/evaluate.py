@@ -98,7 +98,7 @@ def _items_from_store(args: argparse.Namespace):
     from ..data.store import PairStore, source_name
     from ..model.checkpoint import load_model
     from ..confidence import ErrorModel, prediction_confidence
-    from ..train.batching import collate, pack_batches
+    from ..data.batching import pack_batches
 
     from ..model.pretrained import resolve_model_path
 
@@ -120,7 +120,7 @@ def _items_from_store(args: argparse.Namespace):
         indices = indices[: args.limit]
     bar = tqdm(total=len(indices), unit="structure", disable=args.no_progress, file=sys.stderr)
     for batch_indices in pack_batches(indices, store.num_atoms, args.batch_size, 0):
-        batch = collate(store, batch_indices)
+        batch = store.batch(batch_indices)
         with torch.no_grad():
             pos_layers, cell_layers = model(batch.pos.float(), batch.z, batch.cell.float(), batch.pbc, batch.ptr,
                                             batch.edge_index, batch.shifts)

@@ -92,3 +92,11 @@ def pack_greedy(num_atoms: Sequence[int], max_structures: int, max_atoms: int = 
     if current:
         batches.append(current)
     return batches
+
+
+def pack_batches(order: np.ndarray, num_atoms: np.ndarray, max_structures: int, max_atoms: int) -> list[np.ndarray]:
+    """Store pair indices (in ``order``) packed into batches by :func:`pack_greedy` (a pair larger than
+    the atom budget goes alone)."""
+    order = np.asarray(order)
+    groups = pack_greedy(num_atoms[order].tolist(), max_structures, max_atoms)
+    return [order[group] for group in groups]

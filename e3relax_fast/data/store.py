@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ..ops import check_batch, radius_graph
+from .batching import CrystalBatch, flat_graph
 from .convert import reduce_basis, unwrap_positions
 from .pairs import PATH_KIND, PERTURBATION_KIND, PairRecord
 
@@ -383,6 +384,35 @@ class PairStore:
         """Whether the graphs are stored; a compact store (:func:`write_compact_store`) leaves them to
         be built again, with the store's graph settings, when pairs are batched."""
         return "edges" in self.arrays
+
+    def batch(self, indices: Sequence[int]) -> CrystalBatch:
+        """Stored pairs stacked into a :class:`~e3relax_fast.data.batching.CrystalBatch` with their graphs
+        and targets (float64; the stored ``edges [E, 2]`` become the flat ``edge_index [2, E]``; ids are
+        the store ids). A compact store's graphs are built here, with the store's graph settings."""
+        pairs = [self.pair(int(i)) for i in indices]
+        offsets = np.concatenate([[0], np.cumsum([len(p["z"]) for p in pairs])]).astype(np.int64)
+        pos = torch.from_numpy(np.concatenate([p["pos_unrelaxed"] for p in pairs]).astype(np.float64, copy=False))
+        cell = torch.from_numpy(np.stack([p["cell_unrelaxed"] for p in pairs]).astype(np.float64, copy=False))
+        pbc = torch.from_numpy(np.stack([p["pbc"] for p in pairs]))
+        if self.has_graphs:
+            edge_index, shifts = flat_graph([p["edges"].T for p in pairs], [p["shifts"] for p in pairs], offsets)
+        else:
+            graph = self.graph
+            edge_index, shifts, _ = radius_graph(pos, cell, pbc, torch.from_numpy(offsets), graph.cutoff,
+                                                 max_neighbors=graph.max_neighbors, self_images=graph.self_images)
+        return CrystalBatch(
+            pos=pos,
+            z=torch.from_numpy(np.concatenate([p["z"] for p in pairs]).astype(np.int64)),
+            cell=cell,
+            pbc=pbc,
+            ptr=torch.from_numpy(offsets),
+            ids=[self.ids[int(i)] for i in indices],
+            edge_index=edge_index,
+            shifts=shifts,
+            target_pos=torch.from_numpy(np.concatenate([p["pos_relaxed"] for p in pairs]).astype(np.float64, copy=False)),
+            target_cell=torch.from_numpy(np.stack([p["cell_relaxed"] for p in pairs]).astype(np.float64, copy=False)),
+            indices=torch.from_numpy(np.asarray(indices, dtype=np.int64)),
+        )
 
     def pair(self, index: int) -> dict[str, np.ndarray]:
         """Arrays of pair ``index`` (copies): atoms ``z, pos_unrelaxed, pos_relaxed``, cells ``[3,3]``,

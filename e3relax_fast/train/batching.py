@@ -1,4 +1,5 @@
-"""Batches of stored pairs: a deterministic atom-budget batch order, and the collate into tensors.
+"""The training order: a deterministic atom-budget batch order of stored pairs, and the dataset a
+DataLoader's workers turn into tensors (``PairStore.batch``, e3relax_fast/data/store.py).
 
 The order of a run is a pure function of ``(seed, pass)``: pass ``p`` over the training pairs shuffles
 them with ``numpy.random.default_rng([seed, p])`` and packs them greedily into batches that close at
@@ -16,17 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..data.batching import CrystalBatch, flat_graph, pack_greedy
+from ..data.batching import CrystalBatch, pack_batches
 from ..data.store import PairStore
-from ..ops import radius_graph
-
-
-def pack_batches(order: np.ndarray, num_atoms: np.ndarray, max_structures: int, max_atoms: int) -> list[np.ndarray]:
-    """Store pair indices (in ``order``) packed into batches by :func:`e3relax_fast.data.batching.pack_greedy`
-    (a pair larger than the atom budget goes alone)."""
-    order = np.asarray(order)
-    groups = pack_greedy(num_atoms[order].tolist(), max_structures, max_atoms)
-    return [order[group] for group in groups]
 
 
 class BatchOrder:
@@ -66,36 +58,6 @@ class BatchOrder:
         return self._cache[1]
 
 
-def collate(store: PairStore, indices: np.ndarray) -> CrystalBatch:
-    """Stack stored pairs into a :class:`CrystalBatch` with their graphs and targets (float64; the
-    store's ``edges [E, 2]`` become the flat ``edge_index [2, E]``; ids are the store ids). A compact
-    store's graphs are built here, with the store's graph settings."""
-    pairs = [store.pair(int(i)) for i in indices]
-    offsets = np.concatenate([[0], np.cumsum([len(p["z"]) for p in pairs])]).astype(np.int64)
-    pos = torch.from_numpy(np.concatenate([p["pos_unrelaxed"] for p in pairs]).astype(np.float64, copy=False))
-    cell = torch.from_numpy(np.stack([p["cell_unrelaxed"] for p in pairs]).astype(np.float64, copy=False))
-    pbc = torch.from_numpy(np.stack([p["pbc"] for p in pairs]))
-    if store.has_graphs:
-        edge_index, shifts = flat_graph([p["edges"].T for p in pairs], [p["shifts"] for p in pairs], offsets)
-    else:
-        graph = store.graph
-        edge_index, shifts, _ = radius_graph(pos, cell, pbc, torch.from_numpy(offsets), graph.cutoff,
-                                             max_neighbors=graph.max_neighbors, self_images=graph.self_images)
-    return CrystalBatch(
-        pos=pos,
-        z=torch.from_numpy(np.concatenate([p["z"] for p in pairs]).astype(np.int64)),
-        cell=cell,
-        pbc=pbc,
-        ptr=torch.from_numpy(offsets),
-        ids=[store.ids[int(i)] for i in indices],
-        edge_index=edge_index,
-        shifts=shifts,
-        target_pos=torch.from_numpy(np.concatenate([p["pos_relaxed"] for p in pairs]).astype(np.float64, copy=False)),
-        target_cell=torch.from_numpy(np.stack([p["cell_relaxed"] for p in pairs]).astype(np.float64, copy=False)),
-        indices=torch.from_numpy(np.asarray(indices, dtype=np.int64)),
-    )
-
-
 class StoreBatches(torch.utils.data.Dataset):
     """Dataset over a fixed list of index batches, so a DataLoader's workers can collate them.
 
@@ -115,5 +77,5 @@ class StoreBatches(torch.utils.data.Dataset):
     def __getitem__(self, k: int) -> CrystalBatch:
         if self._store is None:  # opened lazily: each worker maps the files itself
             self._store = PairStore(self.store_path)
-        batch = collate(self._store, self.batches[k])
+        batch = self._store.batch(self.batches[k])
         return self.augment(batch, k) if self.augment is not None else batch

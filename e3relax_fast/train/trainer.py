@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..data.batching import CrystalBatch
+from ..data.batching import CrystalBatch, pack_batches
 from ..data.pairs import PATH_KIND
 from ..data.perturb import PERTURBATION_KIND, PerturbConfig
 from ..data.store import PairStore, source_name
@@ -35,7 +35,7 @@ from ..model import E3Relax
 from ..model.checkpoint import model_config_of, read_checkpoint, save_checkpoint
 from ..ops import atom_structure_index
 from .augment import BatchAugmenter
-from .batching import BatchOrder, StoreBatches, collate, pack_batches
+from .batching import BatchOrder, StoreBatches
 from .config import TrainConfig
 from .schedule import BudgetSchedule, next_cycle
 
@@ -326,7 +326,7 @@ class Trainer:
             share = global_batch[self.rank::self.world_size]
             if len(share) == 0:
                 continue
-            b = collate(self.store, share).to(self.device, self.dtype)
+            b = self.store.batch(share).to(self.device, self.dtype)
             pos_layers, cell_layers = model(b.pos, b.z, b.cell, b.pbc, b.ptr, b.edge_index, b.shifts)
             structure = atom_structure_index(b.ptr.cpu(), b.pos.shape[0])
             rows = torch.tensor([names.index(self.val_source[int(i)]) for i in share])

@@ -11,7 +11,6 @@ from e3relax_fast.data.store import PairStore, write_store
 from e3relax_fast.ops import radius_graph
 from e3relax_fast.train import train
 from e3relax_fast.train.augment import BatchAugmenter
-from e3relax_fast.train.batching import collate
 from e3relax_fast.train.config import AugmentConfig
 
 from ..conftest import DATA, fixture_pair_records
@@ -39,7 +38,7 @@ def mixed_store(tmp_path_factory):
 
 def test_only_eligible_pairs_change_targets_keep_their_lattice_and_the_graph_is_rebuilt(pair_store):
     store = PairStore(pair_store)
-    batch = collate(store, np.arange(4))
+    batch = store.batch(np.arange(4))
     eligible = np.zeros(len(store), dtype=bool)
     eligible[[1, 3]] = True
     new = _augmenter(store, eligible=eligible)(batch)
@@ -60,18 +59,18 @@ def test_only_eligible_pairs_change_targets_keep_their_lattice_and_the_graph_is_
 def test_a_draw_depends_on_seed_pass_and_pair_only(pair_store):
     store = PairStore(pair_store)
     augment = AugmentConfig(fraction=0.5)
-    a = _augmenter(store, augment)(collate(store, np.array([0, 1, 2, 3])))
-    b = _augmenter(store, augment)(collate(store, np.array([2, 3])))  # another batch, as after a resume
+    a = _augmenter(store, augment)(store.batch(np.array([0, 1, 2, 3])))
+    b = _augmenter(store, augment)(store.batch(np.array([2, 3])))  # another batch, as after a resume
     n = int(a.ptr[2])
     assert torch.equal(a.pos[n:], b.pos) and torch.equal(a.cell[2:], b.cell)
-    other_pass = _augmenter(store, augment, pass_index=4)(collate(store, np.array([0, 1, 2, 3])))
+    other_pass = _augmenter(store, augment, pass_index=4)(store.batch(np.array([0, 1, 2, 3])))
     assert not torch.equal(a.pos, other_pass.pos)
 
 
 def test_perturbation_pairs_are_always_redrawn_around_their_relaxed_volume(mixed_store):
     store = PairStore(mixed_store)
     chosen = np.array([i for i, k in enumerate(store.kinds) if k == "perturbation"][:6])
-    batch = collate(store, chosen)
+    batch = store.batch(chosen)
     new = _augmenter(store, AugmentConfig(fraction=0.0))(batch)  # data.augment off: they change anyway
     ratio = torch.det(new.cell).abs() / torch.det(new.target_cell).abs()
     assert not torch.equal(new.pos, batch.pos)

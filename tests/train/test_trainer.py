@@ -13,7 +13,7 @@ import yaml
 
 from e3relax_fast.data.store import write_store
 from e3relax_fast.model.checkpoint import load_model, read_checkpoint
-from e3relax_fast.train import ExponentialMovingAverage, TrainConfig, Trainer, collate, layerwise_loss, train
+from e3relax_fast.train import ExponentialMovingAverage, TrainConfig, Trainer, layerwise_loss, train
 
 
 def tiny_config(store, run_dir, **sections) -> TrainConfig:
@@ -218,7 +218,7 @@ def test_bfloat16_training_products_keep_the_weights_and_follow_float32(pair_sto
     assert any(isinstance(m, MixedPrecisionLinear) for m in mixed.model.modules())
     assert not any(isinstance(m, MixedPrecisionLinear) for m in mixed.ema.module.modules())
     assert all(p.dtype == torch.float32 for p in mixed.model.parameters())
-    batch = collate(plain.store, plain.order.batches(0)[0])
+    batch = plain.store.batch(plain.order.batches(0)[0])
     parts = [t.train_step(batch, int(batch.ptr[-1]), batch.num_structures) for t in (plain, mixed)]
     torch.testing.assert_close(parts[1], parts[0], rtol=0.05, atol=1e-3)
     assert not torch.equal(parts[1], parts[0])  # the products did run in bfloat16
