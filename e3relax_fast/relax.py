@@ -281,18 +281,19 @@ class E3Relaxer:
         left ``[1/max_volume_factor, max_volume_factor]`` times the input's, or whose shortest distance
         (self-images included) is below :data:`MIN_PREDICTED_DISTANCE`. Returns that shortest distance
         (Å) of an accepted prediction, None when refused."""
-        cell_in = prepared.arrays[2]  # the reduced basis, as the prediction's cell
-        closest = float("nan")
         if not (np.isfinite(pos).all() and np.isfinite(cell).all()):
             reason = "holds non-finite positions or cell entries"
-        elif not 1 / self.max_volume_factor <= abs(np.linalg.det(cell) / np.linalg.det(cell_in)) <= self.max_volume_factor:
-            ratio = abs(float(np.linalg.det(cell) / np.linalg.det(cell_in)))
-            reason = f"changes the cell volume by a factor of {ratio:.3g} (max_volume_factor={self.max_volume_factor:g})"
-        elif (closest := shortest_distance(pos, cell, prepared.arrays[3])) < MIN_PREDICTED_DISTANCE:
-            reason = (f"puts two atoms (or an atom and its periodic image) {closest:.3g} Å apart, below the "
-                      f"physical floor of {MIN_PREDICTED_DISTANCE} Å")
         else:
-            return closest
+            ratio = abs(float(np.linalg.det(cell) / np.linalg.det(prepared.arrays[2])))  # both in the reduced basis
+            if not 1 / self.max_volume_factor <= ratio <= self.max_volume_factor:
+                reason = (f"changes the cell volume by a factor of {ratio:.3g} "
+                          f"(max_volume_factor={self.max_volume_factor:g})")
+            else:
+                closest = shortest_distance(pos, cell, prepared.arrays[3])
+                if closest >= MIN_PREDICTED_DISTANCE:
+                    return closest
+                reason = (f"puts two atoms (or an atom and its periodic image) {closest:.3g} Å apart, below the "
+                          f"physical floor of {MIN_PREDICTED_DISTANCE} Å")
         result.confidence["shortest_distance_ratio"] = float("nan")
         _return_input_geometry(result)
         result.warning = f"structure {result.id!r}: the prediction {reason}: returned the input geometry"
