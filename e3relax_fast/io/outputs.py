@@ -199,10 +199,9 @@ def _extxyz_frames(output: str) -> tuple[list[tuple[int, str]], int]:
 
 
 def _repair_extxyz(output: str, done: set[str]) -> int:
-    """Keep each reported frame once. When what must go is a tail (the usual kill), the file is cut
-    there and the resumed run appends; otherwise the kept frames are written anew."""
-    from ase.io import iread, write
-
+    """Keep each reported frame once, as the bytes it was written with. When what must go is a tail
+    (the usual kill), the file is cut there and the resumed run appends; otherwise the kept frames are
+    copied to a new file that replaces it."""
     if not os.path.exists(output):
         return 0
     frames, end = _extxyz_frames(output)
@@ -211,31 +210,19 @@ def _repair_extxyz(output: str, done: set[str]) -> int:
     for _, structure_id in frames:
         keep.append(structure_id in done and structure_id not in seen)
         seen.add(structure_id)
+    dropped = keep.count(False) + (os.path.getsize(output) > end)  # + a half-written tail
     first_dropped = keep.index(False) if False in keep else len(keep)
     if not any(keep[first_dropped:]):
-        cut = frames[first_dropped][0] if first_dropped < len(frames) else end
-        dropped = len(frames) - first_dropped + (os.path.getsize(output) > end)
         with open(output, "rb+") as handle:
-            handle.truncate(cut)
+            handle.truncate(frames[first_dropped][0] if first_dropped < len(frames) else end)
         return dropped
-    kept, seen, dropped = [], set(), 0
-    frames = iread(output, index=":", format="extxyz")
-    while True:
-        try:
-            atoms = next(frames)
-        except StopIteration:
-            break
-        except Exception:  # noqa: BLE001 - a half-written last frame: everything after it is dropped
-            dropped += 1
-            break
-        structure_id = str(atoms.info.get("id", ""))
-        if structure_id in done and structure_id not in seen:
-            kept.append(atoms)
-            seen.add(structure_id)
-        else:
-            dropped += 1
+    bounds = [start for start, _ in frames] + [end]
     tmp = output + ".repair.tmp"
-    write(tmp, kept, format="extxyz")
+    with open(output, "rb") as source, open(tmp, "wb") as target:
+        for k, kept in enumerate(keep):
+            if kept:
+                source.seek(bounds[k])
+                target.write(source.read(bounds[k + 1] - bounds[k]))
     os.replace(tmp, output)
     return dropped
 

@@ -295,3 +295,24 @@ def test_a_shard_parses_only_its_own_files(tmp_path):
     assert main(["predict", "-i", str(inputs), "-o", str(tmp_path / "o1.extxyz"), "--shard", "1/2",
                  "--report", str(report1), *UNTRAINED]) == 1
     assert len(report_ids(report0)) == 2 and "zz_broken" in report_ids(report1)
+
+
+def test_repair_keeps_each_reported_frame_once_as_written(tmp_path):
+    """A repeated or unreported frame before the end: the file is rewritten from the kept frames' bytes."""
+    from ase.build import bulk
+
+    from e3relax_fast.io.outputs import repair_output
+
+    frames = []
+    for structure_id in ("a", "b", "a", "c"):
+        atoms = bulk("Cu", "fcc", a=3.6)
+        atoms.info["id"] = structure_id
+        frames.append(atoms)
+    path = tmp_path / "out.extxyz"
+    write(path, frames)
+    text = path.read_text()
+    path.write_text(text + "2\nLattice=")  # and a half-written tail
+    assert repair_output(str(path), "extxyz", {"a", "c"}) == 3  # b, the second a, the tail
+    assert [f.info["id"] for f in read(path, ":")] == ["a", "c"]
+    blocks = text.split("1\nLattice")
+    assert path.read_text() == "1\nLattice" + blocks[1] + "1\nLattice" + blocks[4]
