@@ -161,16 +161,15 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"-o {args.output!r} is a folder; a .extxyz/.db output must be a file path")
 
 
-def _write_run_record(args: argparse.Namespace, relaxer, report: str, shard: tuple[int, int]) -> None:
+def _write_run_record(args: argparse.Namespace, relaxer, report: str, shard: tuple[int, int], files: list[str]
+                      ) -> None:
     """``<report>.run.json``: the whole input (every file, in order), the model and the settings that
     change predictions, and the shard; ``e3relax merge`` refuses to join shards whose records differ."""
     import json
 
-    from ..io import expand_inputs
-
     model = (f"untrained:{args.preset}:{args.seed}" if args.untrained
              else f"{args.model or 'e3relax-small'} ({relaxer.metadata.get('created', 'no creation time')})")
-    record = {"inputs": [os.path.realpath(p) for p in expand_inputs(args.input, args.recursive)], "model": model,
+    record = {"inputs": [os.path.realpath(p) for p in files], "model": model,
               "settings": {"symprec": args.symprec, "matmul_precision": args.matmul_precision,
                            "max_volume_factor": args.max_volume_factor, "on_overlap": args.on_overlap,
                            "overlap_ratio": args.overlap_ratio},
@@ -227,15 +226,14 @@ def _prepare_output(args: argparse.Namespace, report: str, kind: str) -> tuple[s
     return done, args.resume and report_has_header(report)
 
 
-def _select_records(inputs: list[str], shard: tuple[int, int], done: set[str], recursive: bool = False
-                    ) -> Iterator:
-    """This shard's input records not yet done, streamed (only ids are remembered, to find repeats: a
-    repeated id becomes an error record). With several input files a shard takes files ``index,
-    index + count, ...`` and parses only those; a single file is shared out by frame."""
-    from ..io import expand_inputs, read_structures
+def _select_records(files: list[str], shard: tuple[int, int], done: set[str]) -> Iterator:
+    """This shard's records of the input ``files`` (``expand_inputs``) not yet done, streamed (only ids
+    are remembered, to find repeats: a repeated id becomes an error record). With several input files a
+    shard takes files ``index, index + count, ...`` and parses only those; a single file is shared out
+    by frame."""
+    from ..io import read_structures
 
     index, count = shard
-    files = expand_inputs(inputs, recursive)
     position = {path: k for k, path in enumerate(files)}
     by_file = len(files) > 1
     if by_file:
@@ -308,7 +306,7 @@ def _output_structure(result, args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..io.outputs import OutputLock, report_path
-    from ..io.structures import output_kind
+    from ..io.structures import expand_inputs, output_kind
 
     _check_arguments(args)
     shard = parse_shard(args.shard)
@@ -318,7 +316,8 @@ def run(args: argparse.Namespace) -> int:
         tune_cpu_allocator()  # glibc only; harmless when the model then runs on a GPU
     report = args.report or report_path(args.output, *shard)
     kind = output_kind(args.output)
-    _refuse_writing_over_inputs(args, report, kind)
+    files = expand_inputs(args.input, args.recursive)  # listed once: folders of millions of files
+    _refuse_writing_over_inputs(args, report, kind, files)
     relaxer = _build_relaxer(args)
     # shards share a folder output, so only its report is locked; a file output is locked too
     output_lock = OutputLock(args.output, args.break_lock) if kind != "folder" else contextlib.nullcontext()
@@ -328,8 +327,8 @@ def run(args: argparse.Namespace) -> int:
             if getattr(lock, "replaced_stale", ""):
                 print(lock.replaced_stale, file=sys.stderr)
         done, has_header = _prepare_output(args, report, kind)
-        _write_run_record(args, relaxer, report, shard)
-        records = _select_records(args.input, shard, done, args.recursive)
+        _write_run_record(args, relaxer, report, shard, files)
+        records = _select_records(files, shard, done)
         if done:
             print(f"resuming: {len(done)} ids already in {report} are skipped", file=sys.stderr)
         started = time.perf_counter()
@@ -353,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if counts["error"] else EXIT_OK  # refused rows wrote the input: not failures
 
 
-def _refuse_writing_over_inputs(args: argparse.Namespace, report: str, kind: str) -> None:
+def _refuse_writing_over_inputs(args: argparse.Namespace, report: str, kind: str, files: list[str]) -> None:
     """No path this run writes (output, report, trajectory, locks) may be or lie inside an input."""
     from ..io.outputs import OutputLock, refuse_outputs_touching_inputs
 
@@ -362,7 +361,7 @@ def _refuse_writing_over_inputs(args: argparse.Namespace, report: str, kind: str
         outputs["output lock"] = OutputLock(args.output).path
     if args.trajectory:
         outputs["trajectory"] = args.trajectory
-    refuse_outputs_touching_inputs(args.input, outputs, args.output if kind == "folder" else "")
+    refuse_outputs_touching_inputs(args.input, outputs, args.output if kind == "folder" else "", files)
 
 
 class _StopRequests:

@@ -67,14 +67,15 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def refuse_outputs_touching_inputs(inputs: Sequence[str], outputs: dict[str, str], output_folder: str = "") -> None:
+def refuse_outputs_touching_inputs(inputs: Sequence[str], outputs: dict[str, str], output_folder: str = "",
+                                   files: Sequence[str] | None = None) -> None:
     """Raise ``ValueError`` naming both paths when a path the run would write (``outputs``: what ->
     path, e.g. the output, the report, their locks) is an input or lies inside an input folder, or when
     the folder output (``output_folder``) holds an input: the user's files are never written over.
-    ``inputs`` as given on the command line (files, folders, globs). Checked before anything is
-    written; links are followed."""
+    ``inputs`` as given on the command line (files, folders, globs); ``files`` their expansion when the
+    caller has it already (``expand_inputs``). Checked before anything is written; links are followed."""
     folders = [os.path.realpath(item) for item in inputs if os.path.isdir(item)]
-    files = [os.path.realpath(path) for path in expand_inputs(inputs)]
+    files = [os.path.realpath(path) for path in (expand_inputs(inputs) if files is None else files)]
     for what, path in outputs.items():
         real = os.path.realpath(path)
         for given in files + folders:
