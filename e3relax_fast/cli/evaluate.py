@@ -95,11 +95,10 @@ def _items_from_store(args: argparse.Namespace):
     import torch
     from tqdm import tqdm
 
-    from ..data.store import PairStore, source_name
-    from ..model.checkpoint import load_model
     from ..confidence import ErrorModel, prediction_confidence
     from ..data.batching import pack_batches
-
+    from ..data.store import PairStore, source_name
+    from ..model.checkpoint import load_model
     from ..model.pretrained import resolve_model_path
 
     model, metadata = load_model(resolve_model_path(args.model))  # a checkpoint or a shipped model's name

@@ -334,9 +334,10 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         counts = _relax_and_write(args, relaxer, records, report, kind, has_header, (stop, report_lock))
     elapsed = time.perf_counter() - started
+    reported = counts["ok"] + counts["refused"] + counts["error"]
     if stop.signum:
-        print(f"stopped by {signal.Signals(stop.signum).name} after {sum(counts[k] for k in ('ok', 'refused', 'error'))} "
-              f"structures, each written with its report row; --resume continues", file=sys.stderr)
+        print(f"stopped by {signal.Signals(stop.signum).name} after {reported} structures, each written with its "
+              "report row; --resume continues", file=sys.stderr)
         return 128 + stop.signum
     rate = counts["ok"] / elapsed if elapsed > 0 else float("inf")
     print(f"wrote {counts['ok']} structures to {args.output} ({rate:.1f} structures/s); "
@@ -346,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
         print("(UNTRAINED model: displacements are random, not physical)")
     if (counts["error"] or counts["refused"]) and not counts["ok"]:
         return EXIT_NONE_SUCCEEDED  # e.g. a model that gives non-finite output for every structure
-    if not sum(counts[k] for k in ("ok", "refused", "error")) and not done:
+    if not reported and not done:
         print("no input structure found", file=sys.stderr)
         return EXIT_NONE_SUCCEEDED
     return EXIT_SOME_FAILED if counts["error"] else EXIT_OK  # refused rows wrote the input: not failures
