@@ -212,29 +212,35 @@ class E3Relax(nn.Module):
         """
         if dtype not in (torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be torch.bfloat16 or torch.float16, got {dtype}")
-        for module in list(self.modules()):
-            if isinstance(module, StrainBlock):
-                continue  # its products are narrow (32 outputs), and bond lengths need more than 8 bits
-            for name, child in list(module.named_children()):
-                if isinstance(child, MLP):
-                    setattr(module, name, ReducedPrecisionMLP(child, dtype))
-                # edge_filter's weights go to the radial kernels as they are, never through a product
-                elif isinstance(child, nn.Linear) and name != "edge_filter" and child.out_features >= 8:
-                    setattr(module, name, ReducedPrecisionLinear(child, dtype))
+        for parent, name, child in self._channel_mixing():
+            narrow = ReducedPrecisionMLP(child, dtype) if isinstance(child, MLP) else ReducedPrecisionLinear(child, dtype)
+            setattr(parent, name, narrow)
         return self
 
     def train_matmuls_in_bfloat16(self) -> "E3Relax":
-        """For training on CPUs with bfloat16 hardware (AVX512-BF16, AMX): the channel-mixing Linears
-        (the same ones :meth:`reduce_matmul_precision` picks) become
+        """For training on CPUs with bfloat16 hardware (AVX512-BF16, AMX): the Linears of the channel-
+        mixing products that :meth:`reduce_matmul_precision` narrows become
         :class:`~e3relax_fast.nn.layers.MixedPrecisionLinear`, in place. Parameters, their names and
         the optimiser's float32 master weights are unchanged; geometry, filters and heads stay float32."""
-        for module in list(self.modules()):
-            if isinstance(module, StrainBlock):
-                continue
-            for name, child in list(module.named_children()):
-                if type(child) is nn.Linear and name != "edge_filter" and child.out_features >= 8:
-                    child.__class__ = MixedPrecisionLinear  # same parameters, same state-dict keys
+        for _, _, child in self._channel_mixing():
+            for linear in ([m for m in child if isinstance(m, nn.Linear)] if isinstance(child, MLP) else [child]):
+                linear.__class__ = MixedPrecisionLinear  # same parameters, same state-dict keys
         return self
+
+    def _channel_mixing(self) -> List[Tuple[nn.Module, str, nn.Module]]:
+        """Where the channel-mixing products are, as ``(parent, name, module)``: every :class:`MLP`, and
+        every other ``nn.Linear`` with at least 8 outputs. Not the strain heads' (narrow, 32 outputs,
+        and bond lengths need more than 8 bits) nor ``edge_filter`` (its weights go to the radial kernels
+        as they are, never through a product); the one-output heads have fewer than 8."""
+        found = []
+        for parent in self.modules():
+            if isinstance(parent, (StrainBlock, MLP)):
+                continue  # an MLP is one entry, of its parent's
+            for name, child in parent.named_children():
+                if isinstance(child, MLP) or (isinstance(child, nn.Linear) and name != "edge_filter"
+                                              and child.out_features >= 8):
+                    found.append((parent, name, child))
+        return found
 
     @torch.jit.unused
     def _check(self, pos: Tensor, z: Tensor, cell: Tensor, pbc: Tensor, ptr: Tensor,
