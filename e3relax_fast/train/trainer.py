@@ -218,10 +218,10 @@ class Trainer:
             payload, self.init_metadata = read_checkpoint(config.run.init_from)
             init_config = model_config_of(self.init_metadata).to_dict()  # older checkpoints: their defaults
             # the graph's neighbour cap shapes no weight: a model may be fine-tuned on a sparser graph
-            differ = {key for key in init_config if init_config[key] != config.model.to_dict()[key]}
-            if differ - {"max_neighbors"}:
+            wanted = config.model.to_dict()
+            if {key for key in init_config if init_config[key] != wanted[key]} - {"max_neighbors"}:
                 raise ValueError(f"run.init_from {config.run.init_from!r} holds a model with config "
-                                 f"{init_config}, not the configured {config.model.to_dict()}")
+                                 f"{init_config}, not the configured {wanted}")
             model.load_state_dict(payload["model"])
         return model
 
