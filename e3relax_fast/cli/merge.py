@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ..io import read_structures
-    from ..io.structures import StructureWriter
+    from ..io.writers import StructureWriter
 
     check_shards(args.reports)
     table = pd.concat([pd.read_csv(path, dtype=str, keep_default_na=False) for path in args.reports])

@@ -146,7 +146,7 @@ def _injected_kill(step: str, count: int) -> None:
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    from ..io.structures import output_kind
+    from ..io.writers import output_kind
 
     if args.model and args.untrained:
         raise ValueError("give -m/--model or --untrained, not both")
@@ -306,7 +306,8 @@ def _output_structure(result, args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..io.outputs import OutputLock, report_path
-    from ..io.structures import expand_inputs, output_kind
+    from ..io.structures import expand_inputs
+    from ..io.writers import output_kind
 
     _check_arguments(args)
     shard = parse_shard(args.shard)

@@ -11,15 +11,14 @@ HELP = ("convert (unrelaxed, relaxed) pairs, and relaxed structures as perturbat
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..data.pairs import pair_sources_help
     from ..data.perturb import PerturbConfig
 
     defaults = PerturbConfig()
     parser.add_argument("--pairs", nargs="+", action="append", default=[], metavar="SOURCE",
-                        help="a pair source: UNRELAXED.extxyz RELAXED.extxyz, a folder of <id>_unrelaxed.cif/"
-                             "<id>_relaxed.cif (+ split CSVs), an ASE .db, a Perov-5 .csv or a make_pairs .jsonl "
-                             "(repeatable)")
-    parser.add_argument("--structures", action="append", default=[], metavar="FILE",
-                        help="relaxed structures (extxyz, ASE .db or a folder of CIFs), stored as pairs whose "
+                        help=f"a pair source (repeatable): {pair_sources_help()}")
+    parser.add_argument("--structures", action="append", default=[], metavar="PATH",
+                        help="relaxed structures (any file or folder predict reads), stored as pairs whose "
                              "unrelaxed side is a perturbation (docs/training.md; repeatable)")
     parser.add_argument("--max-atoms", type=int, default=0,
                         help="leave out --structures entries with more atoms (0: keep all)")

@@ -2,32 +2,26 @@
 
 Every reader yields one record per pair, in the source's order. A pair that cannot be read, or whose
 two sides do not hold the same atoms in the same order, yields a record with ``error`` set and no
-arrays: preprocessing records it and carries on.
+arrays: preprocessing records it and carries on. The structures themselves are read by
+``e3relax_fast/io/structures.py`` (its id and group rules); this module only pairs them.
 
-Supported sources (:func:`read_pairs` picks one from the path):
-
-- two extxyz files (unrelaxed, relaxed) with the same frames in the same order, aligned by
-  ``info["id"]`` when present (a mismatch is an error naming both ids);
-- a folder of ``<id>_unrelaxed.cif`` / ``<id>_relaxed.cif`` files, the research code's custom layout,
-  with optional split CSVs (``train.csv``, ``val.csv``, ``test.csv``) whose ``id`` column (or first
-  column) lists ids: the split of each pair is taken from them;
-- an ASE database whose rows carry the keys ``pair_id`` and ``state`` (``"unrelaxed"``/``"relaxed"``);
-- the Perov-5 CSV (``perov5``): see :func:`perov5_pairs`;
-- JSON lines of pymatgen structure dicts (``.jsonl``, the output of ``shared/tools/make_pairs.py``).
+The kinds of source are the table :data:`PAIR_SOURCES` (how each is given and recognised, how it pairs
+frames), which ``e3relax preprocess --help``, the error for an unknown source and docs/training.md
+(checked by tests/data/test_pairs.py) all read.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..io.structures import structure_id_of
+from ..io.structures import group_of, read_file, structure_from_dict
 from .convert import structure_arrays
 
 #: (pos [n,3] Å, z [n], cell [3,3] Å rows, pbc [3]) of one structure.
@@ -100,41 +94,32 @@ def _make_record(pair_id: str, unrelaxed: Any, relaxed: Any, group: str = "", sp
         return PairRecord(pair_id, group=group, split=split, error=str(err))
 
 
-def extxyz_pairs(unrelaxed_path: str | Path, relaxed_path: str | Path,
-                 group_key: str = "prototype") -> Iterator[PairRecord]:
-    """Pairs from two extxyz files with the same frames in the same order (streamed).
+def extxyz_pairs(unrelaxed_path: str | Path, relaxed_path: str | Path) -> Iterator[PairRecord]:
+    """Pairs from two structure files with the same frames in the same order (streamed).
 
-    Ids follow :func:`e3relax_fast.io.structures.structure_id_of` (``id``, ``structure_id``, ``mp_id``,
-    ``material_id``, else ``<stem>:<frame>``); if both sides carry an ``id`` they must agree.
-    The group is ``info[group_key]`` when present, else the reduced formula. A frame whose unrelaxed
-    side carries ``info["path_step"]`` is an intermediate geometry of its pair's relaxation: kind
-    :data:`PATH_KIND`, grouped with its pair by the same ``group_key`` (so it shares the pair's split).
+    The id and group are the unrelaxed frame's (``e3relax_fast/io/structures.py``; the group falls back
+    to the reduced formula); if the relaxed frame names an ``id`` too, they must agree. A frame whose
+    unrelaxed side carries ``info["path_step"]`` is an intermediate geometry of its pair's relaxation:
+    kind :data:`PATH_KIND`, grouped with its pair by the same prototype (so it shares the pair's split).
     """
-    from ase.io import iread
-
-    unrelaxed_frames = iread(str(unrelaxed_path), index=":")
-    relaxed_frames = iread(str(relaxed_path), index=":")
-    stem = Path(unrelaxed_path).stem
-    index = 0
-    while True:
-        u = next(unrelaxed_frames, None)
-        r = next(relaxed_frames, None)
-        if u is None and r is None:
-            return
+    unrelaxed, relaxed = read_file(str(unrelaxed_path)), read_file(str(relaxed_path))
+    for index, (u, r) in enumerate(itertools.zip_longest(unrelaxed, relaxed)):
         if u is None or r is None:
+            shorter = u or r
             longer = relaxed_path if u is None else unrelaxed_path
-            raise ValueError(f"{longer} has more frames than its partner (from frame {index} on): "
+            raise ValueError(shorter.error if shorter is not None and shorter.error else
+                             f"{longer} has more frames than its partner (from frame {index} on): "
                              "the two files must hold the same pairs in the same order")
-        pair_id = structure_id_of(u.info, f"{stem}:{index}")  # the one id rule (io/structures.py)
-        if "id" in r.info and str(r.info["id"]) != pair_id:
-            yield PairRecord(pair_id, error=f"pair {pair_id!r}: frame {index} of {relaxed_path} has id "
-                                            f"{r.info['id']!r}; the files are not aligned")
+        if u.structure is None or r.structure is None:
+            yield PairRecord(u.id, group=u.group, error=u.error or r.error)
+        elif "id" in r.info and str(r.info["id"]) != u.id:
+            yield PairRecord(u.id, error=f"pair {u.id!r}: frame {index} of {relaxed_path} has id "
+                                         f"{r.info['id']!r}; the files are not aligned")
         else:
-            record = _make_record(pair_id, u, r, str(u.info.get(group_key, "")))
+            record = _make_record(u.id, u.structure, r.structure, u.group)
             if "path_step" in u.info:
                 record.kind = PATH_KIND
             yield record
-        index += 1
 
 
 def _read_split_csvs(folder: Path) -> dict[str, str]:
@@ -162,8 +147,6 @@ def cif_folder_pairs(folder: str | Path) -> Iterator[PairRecord]:
     Split CSVs in the folder (``train.csv``/``val.csv``/``test.csv``) assign each id its split; an id
     with only one side is an error record.
     """
-    from ase.io import read
-
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"pair folder {str(folder)!r} does not exist")
@@ -182,49 +165,43 @@ def cif_folder_pairs(folder: str | Path) -> Iterator[PairRecord]:
             yield PairRecord(pair_id, split=splits.get(pair_id, ""),
                              error=f"pair {pair_id!r}: no {pair_id}_{missing[0]}.cif in {folder}")
             continue
-        try:
-            u, r = read(files["unrelaxed"]), read(files["relaxed"])
-        except Exception as err:  # noqa: BLE001 - a broken CIF is recorded, not fatal
+        u, r = (next(read_file(str(files[side]))) for side in ("unrelaxed", "relaxed"))
+        if u.structure is None or r.structure is None:
             yield PairRecord(pair_id, split=splits.get(pair_id, ""),
-                             error=f"pair {pair_id!r}: cannot read its CIF files: {type(err).__name__}: {err}")
+                             error=f"pair {pair_id!r}: cannot read its CIF files: {u.error or r.error}")
             continue
-        yield _make_record(pair_id, u, r, split=splits.get(pair_id, ""))
+        yield _make_record(pair_id, u.structure, r.structure, split=splits.get(pair_id, ""))
 
 
 def ase_db_pairs(path: str | Path) -> Iterator[PairRecord]:
     """Pairs from an ASE database: rows with keys ``pair_id`` and ``state`` (unrelaxed/relaxed);
     an optional ``group`` key (e.g. the prototype) keeps pairs together in splits."""
-    from ase.db import connect
-
     if not os.path.exists(path):
         raise FileNotFoundError(f"ASE database {str(path)!r} does not exist")
     sides: dict[str, dict[str, Any]] = {}
-    order: list[str] = []
     groups: dict[str, str] = {}
-    for row in connect(str(path)).select():
-        pair_id = str(row.get("pair_id", ""))
-        state = row.get("state", "")
+    for row in read_file(str(path)):
+        pair_id, state = str(row.info.get("pair_id", "")), row.info.get("state", "")
         if not pair_id or state not in ("unrelaxed", "relaxed"):
-            raise ValueError(f"{path}: row {row.id} needs keys pair_id and state=unrelaxed|relaxed")
-        if pair_id not in sides:
-            order.append(pair_id)
-        sides.setdefault(pair_id, {})[state] = row.toatoms()
-        groups[pair_id] = str(row.get("group", groups.get(pair_id, "")))
-    for pair_id in order:
-        found = sides[pair_id]
+            raise ValueError(row.error or f"{path}: row {row.id} needs keys pair_id and state=unrelaxed|relaxed")
+        sides.setdefault(pair_id, {})[state] = row
+        groups[pair_id] = row.group or groups.get(pair_id, "")
+    for pair_id, found in sides.items():  # in the order of each pair's first row
         if len(found) != 2:
             missing = "relaxed" if "relaxed" not in found else "unrelaxed"
             yield PairRecord(pair_id, error=f"pair {pair_id!r}: the database has no {missing} row")
-            continue
-        yield _make_record(pair_id, found["unrelaxed"], found["relaxed"], groups[pair_id])
+        elif found["unrelaxed"].structure is None or found["relaxed"].structure is None:
+            yield PairRecord(pair_id, group=groups[pair_id],
+                             error=found["unrelaxed"].error or found["relaxed"].error)
+        else:
+            yield _make_record(pair_id, found["unrelaxed"].structure, found["relaxed"].structure, groups[pair_id])
 
 
-def jsonl_pairs(path: str | Path, group_key: str = "prototype") -> Iterator[PairRecord]:
+def jsonl_pairs(path: str | Path) -> Iterator[PairRecord]:
     """Pairs from JSON lines with ``id``, ``unrelaxed`` and ``relaxed`` (pymatgen ``Structure.as_dict()``),
-    as written by ``shared/tools/make_pairs.py``; ``group_key`` names the group (plain JSON, no pickle)."""
+    as written by ``shared/tools/make_pairs.py``; the group by ``e3relax_fast/io/structures.py``'s group
+    keys of the line (plain JSON, no pickle)."""
     import json
-
-    from pymatgen.core import Structure
 
     with open(path) as handle:
         for number, line in enumerate(handle, 1):
@@ -234,12 +211,12 @@ def jsonl_pairs(path: str | Path, group_key: str = "prototype") -> Iterator[Pair
             try:
                 row = json.loads(line)
                 pair_id = str(row.get("id", pair_id))
-                unrelaxed, relaxed = Structure.from_dict(row["unrelaxed"]), Structure.from_dict(row["relaxed"])
+                unrelaxed, relaxed = structure_from_dict(row["unrelaxed"]), structure_from_dict(row["relaxed"])
             except Exception as err:  # noqa: BLE001 - one bad line is recorded, not fatal
                 yield PairRecord(pair_id, error=f"pair {pair_id!r} (line {number} of {path}): "
                                                 f"{type(err).__name__}: {err}")
                 continue
-            yield _make_record(pair_id, unrelaxed, relaxed, str(row.get(group_key, "")))
+            yield _make_record(pair_id, unrelaxed, relaxed, group_of(row))
 
 
 def perov5_ideal(relaxed: Arrays, lattice_constant: float = PEROV5_IDEAL_LATTICE_CONSTANT) -> Arrays:
@@ -260,23 +237,17 @@ def perov5_pairs(csv_path: str | Path, lattice_constant: float = PEROV5_IDEAL_LA
     The relaxed side is the CIF as given; the unrelaxed side is :func:`perov5_ideal` of it. The group
     is the reduced formula, so one composition never sits in two splits.
     """
-    from pymatgen.core import Structure
-
-    csv.field_size_limit(1 << 24)
-    with open(csv_path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            pair_id = f"perov5-{row.get('material_id', '').strip()}"
-            try:
-                with warnings.catch_warnings():  # pymatgen notes each rounded coordinate; expected here
-                    warnings.filterwarnings("ignore", message="Issues encountered while parsing CIF")
-                    structure = Structure.from_str(row["cif"], fmt="cif")
-                relaxed = structure_arrays(structure, f"pair {pair_id!r}")
-            except Exception as err:  # noqa: BLE001 - one broken CIF is recorded, not fatal
-                yield PairRecord(pair_id, error=f"pair {pair_id!r}: cannot read field 'cif': "
-                                                f"{type(err).__name__}: {err}")
-                continue
-            unrelaxed = perov5_ideal(relaxed, lattice_constant)
-            yield PairRecord(pair_id, unrelaxed, relaxed, _reduced_formula(relaxed[1]))
+    for row in read_file(str(csv_path)):
+        pair_id = f"perov5-{row.info.get('material_id', row.id)}"
+        if row.structure is None:
+            yield PairRecord(pair_id, error=f"pair {pair_id!r}: {row.error}")
+            continue
+        try:
+            relaxed = structure_arrays(row.structure, f"pair {pair_id!r}")
+        except (ValueError, TypeError) as err:
+            yield PairRecord(pair_id, error=str(err))
+            continue
+        yield PairRecord(pair_id, perov5_ideal(relaxed, lattice_constant), relaxed, _reduced_formula(relaxed[1]))
 
 
 def labelled(records: Iterator[PairRecord], label: str) -> Iterator[PairRecord]:
@@ -285,23 +256,53 @@ def labelled(records: Iterator[PairRecord], label: str) -> Iterator[PairRecord]:
         yield record
 
 
+@dataclass(frozen=True)
+class PairSource:
+    """One kind of pair source: how a user gives it (``given``, for ``--help``, errors and the docs),
+    how it is recognised from the path(s), and the reader that pairs its frames."""
+
+    kind: str
+    given: str
+    recognises: Callable[[Path, Path | None], bool]
+    read: Callable[..., Iterator[PairRecord]]
+
+
+#: Every kind of pair source, in the order they are tried.
+PAIR_SOURCES = (
+    PairSource("two files", "UNRELAXED.extxyz RELAXED.extxyz (any two structure files with the same frames in "
+               "the same order; frames with info path_step are path frames)",
+               lambda source, relaxed: relaxed is not None, extxyz_pairs),
+    PairSource("CIF folder", "a folder of <id>_unrelaxed.cif / <id>_relaxed.cif (optional train/val/test.csv "
+               "listing ids)", lambda source, relaxed: source.is_dir(), cif_folder_pairs),
+    PairSource("ASE database", "an ASE .db whose rows carry pair_id and state=unrelaxed|relaxed (optional group)",
+               lambda source, relaxed: source.suffix == ".db", ase_db_pairs),
+    PairSource("Perov-5 table", "a Perov-5 .csv (material_id, cif): ideal cubic input, DFT relaxed target",
+               lambda source, relaxed: source.suffix == ".csv", perov5_pairs),
+    PairSource("JSON lines", "a .jsonl of {id, unrelaxed, relaxed} pymatgen dicts (shared/tools/make_pairs.py)",
+               lambda source, relaxed: source.suffix == ".jsonl", jsonl_pairs),
+)
+
+
+def pair_sources_help() -> str:
+    """The kinds of pair source in one sentence, for ``--help`` and errors."""
+    return "; ".join(source.given for source in PAIR_SOURCES)
+
+
+def pair_sources_table() -> str:
+    """The kinds of pair source as a Markdown table (docs/training.md holds it verbatim)."""
+    rows = [f"| {source.kind} | {source.given} |" for source in PAIR_SOURCES]
+    return "\n".join(["| source | given as |", "|---|---|", *rows])
+
+
 def read_pairs(source: str | Path, relaxed: str | Path | None = None) -> Iterator[PairRecord]:
-    """Pairs from any supported source: ``read_pairs(unrelaxed.extxyz, relaxed.extxyz)``, a CIF folder,
-    an ASE ``.db``, a Perov-5 CSV (``.csv``) or JSON lines (``.jsonl``)."""
+    """Pairs from any source of :data:`PAIR_SOURCES`: ``read_pairs(unrelaxed, relaxed)`` for two files,
+    ``read_pairs(path)`` for the others."""
     label = f"{source} {relaxed}" if relaxed is not None else str(source)
-    source = Path(source)
     for path in (source, relaxed):
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"pair source {str(path)!r} does not exist")
-    if relaxed is not None:
-        return labelled(extxyz_pairs(source, relaxed), label)
-    if source.is_dir():
-        return labelled(cif_folder_pairs(source), label)
-    if source.suffix == ".db":
-        return labelled(ase_db_pairs(source), label)
-    if source.suffix == ".csv":
-        return labelled(perov5_pairs(source), label)
-    if source.suffix == ".jsonl":
-        return labelled(jsonl_pairs(source), label)
-    raise ValueError(f"pair source {str(source)!r}: give two extxyz files (unrelaxed, relaxed), a folder of "
-                     "<id>_unrelaxed.cif/<id>_relaxed.cif, an ASE .db, a Perov-5 .csv or a .jsonl")
+    source, relaxed = Path(source), (Path(relaxed) if relaxed is not None else None)
+    for kind in PAIR_SOURCES:
+        if kind.recognises(source, relaxed):
+            return labelled(kind.read(source, relaxed) if relaxed is not None else kind.read(source), label)
+    raise ValueError(f"pair source {str(source)!r} is none of the kinds read: {pair_sources_help()}")

@@ -22,11 +22,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 
-from ..io.structures import structure_id_of
+from ..io.structures import read_structures
 from .convert import reduce_basis, structure_arrays
 from .pairs import PERTURBATION_KIND, PairRecord
 
@@ -84,33 +84,13 @@ def id_seed(structure_id: str, seed: int) -> list[int]:
     return [seed, 0x9E7, int.from_bytes(digest[:8], "big")]
 
 
-def _frames(path: Path) -> Iterator[tuple[str, Any, dict]]:
-    """``(fallback id, Atoms, info)`` of every structure in an extxyz/CIF file, a CIF folder or an ASE db."""
-    if path.is_dir():
-        from ase.io import read
-
-        for file in sorted(path.glob("*.cif")):
-            yield file.stem, read(file), {}
-    elif path.suffix == ".db":
-        from ase.db import connect
-
-        for row in connect(str(path)).select():
-            yield f"{path.stem}:{row.id}", row.toatoms(), dict(row.key_value_pairs)
-    else:
-        from ase.io import iread
-
-        for index, atoms in enumerate(iread(str(path), index=":")):
-            yield f"{path.stem}:{index}", atoms, dict(atoms.info)
-
-
 def structure_pairs(path: str | Path, how: PerturbConfig = PerturbConfig(), seed: int = 0,
                     max_atoms: int = 0) -> Iterator[PairRecord]:
-    """Pairs from relaxed structures: the structure (its basis Niggli-reduced) is the relaxed side,
-    its perturbation (:func:`perturbed_input` around its own volume, seeded by :func:`id_seed`) the
-    unrelaxed side. The id is that of ``e3relax_fast.io.structures.structure_id_of`` (``id``,
-    ``structure_id``, ``mp_id``, ``material_id``), else ``<stem>:<index>``; the
-    group (what splits keep together) is ``info["mp_id"]``, else the id. Structures with more than
-    ``max_atoms`` atoms (0: no limit) are left out (not failures)."""
+    """Pairs from relaxed structures (any file or folder that ``e3relax predict`` reads): the structure
+    (its basis Niggli-reduced) is the relaxed side, its perturbation (:func:`perturbed_input` around its
+    own volume, seeded by :func:`id_seed`) the unrelaxed side. Ids and groups are those of
+    ``e3relax_fast/io/structures.py`` (a structure without a group key is its own group). Structures with
+    more than ``max_atoms`` atoms (0: no limit) are left out (not failures)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"structure source {str(path)!r} does not exist")
@@ -118,9 +98,11 @@ def structure_pairs(path: str | Path, how: PerturbConfig = PerturbConfig(), seed
 
 
 def _perturbation_records(path: Path, how: PerturbConfig, seed: int, max_atoms: int) -> Iterator[PairRecord]:
-    for fallback, atoms, info in _frames(path):
-        structure_id = structure_id_of(info, fallback)
-        group = str(info.get("mp_id", structure_id))
+    for structure in read_structures([str(path)]):
+        structure_id, group, atoms = structure.id, structure.group or structure.id, structure.structure
+        if atoms is None:
+            yield PairRecord(structure_id, group=group, error=structure.error, kind=PERTURBATION_KIND)
+            continue
         if max_atoms and len(atoms) > max_atoms:
             continue
         try:

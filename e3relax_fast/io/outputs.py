@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .structures import expand_inputs, output_kind
+from .structures import expand_inputs
+from .writers import output_kind
 
 
 def report_path(output: str, shard_index: int = 0, shard_count: int = 1) -> str:

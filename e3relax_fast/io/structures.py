@@ -1,45 +1,57 @@
-"""Reading and writing structure files as streams, one record per structure.
+"""Reading structures as streams, one record per structure: the one way in for every command.
 
-Reading never raises for one bad file: each record carries either the structure or the error, so a
-batch job records the failure and carries on.
+``predict``, ``evaluate``, ``merge`` and ``preprocess`` (``--structures`` and every pair source in
+``e3relax_fast/data/pairs.py``) turn paths into :class:`StructureRecord` here, so a structure has the
+same id wherever it is read. Formats: CIF, POSCAR/CONTCAR/.vasp, extxyz/xyz, ASE .traj and .db, JSON
+(a pymatgen ``Structure.as_dict()``, else ASE's JSON database) and CSV files with a ``cif`` column (one
+structure per row, the other columns its ``info``); folders and globs of them.
+
+**The id rule.** The first of the ``info`` keys :data:`ID_KEYS` present (extxyz comment keys, an ASE db
+row's key-value pairs, a CSV row's columns) is the id; else ``<stem>`` when the file holds one structure,
+``<stem>:<frame>`` when it holds several (``<stem>:<row id>`` in an ASE db).
+
+Reading never raises for one bad file or frame: each record carries either the structure or the error,
+so a batch job records the failure and carries on.
 """
 
 from __future__ import annotations
 
+import csv
 import glob
+import json
 import os
 import re
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 #: Extensions read as structure files when a folder is given.
-STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz", ".traj", ".json", ".db")
+STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz", ".traj", ".json", ".db", ".csv")
 _STRUCTURE_NAMES = ("POSCAR", "CONTCAR")
 
 
 @dataclass
 class StructureRecord:
-    """One input structure: its id, where it came from, and the structure or the reason it is missing."""
+    """One input structure: its id, where it came from, and the structure (ASE ``Atoms``) or the reason
+    it is missing. ``info`` is what the file says about it (also when it could not be read: an ASE db
+    row's keys, a CSV row's columns); ``group`` is what a data split keeps together (:func:`group_of`)."""
 
     id: str
     source: str
     structure: Any = None
     error: str = ""
     order: str = ""  # "<file>:<frame>": its place in the whole input, set by predict for merge
+    info: dict = field(default_factory=dict)
+    group: str = ""
 
 
 def clean_id(text: str) -> str:
     """An id safe in every output: control characters (a newline in a file name would split an extxyz
     header) become ``_``."""
     return re.sub(r"[\x00-\x1f\x7f]", "_", str(text))
-
-
-def file_name_of(structure_id: str) -> str:
-    """A file name for a structure id: anything but letters, digits and ``. + = - _`` becomes ``_``."""
-    return re.sub(r"[^\w.+=-]", "_", structure_id).lstrip(".") or "_"
 
 
 #: Keys whose value names a structure, in the order they are looked up in ``info`` (extxyz, ASE db key-
@@ -52,6 +64,16 @@ def structure_id_of(info: dict, default: str) -> str:
     """The id of a structure from its ``info`` by :data:`ID_KEYS`, else ``default``."""
     given = next((info[key] for key in ID_KEYS if info.get(key) not in (None, "")), None)
     return str(given) if given is not None else default
+
+
+#: Keys whose value names what a data split must keep together (a pair's prototype, the MP entry a
+#: structure came from), in the order they are looked up; empty when none is present.
+GROUP_KEYS = ("group", "prototype", "mp_id")
+
+
+def group_of(info: dict) -> str:
+    """The group of a structure from its ``info`` by :data:`GROUP_KEYS`, else ``""``."""
+    return str(next((info[key] for key in GROUP_KEYS if info.get(key) not in (None, "")), ""))
 
 
 def site_problem(atoms: Any) -> str:
@@ -74,8 +96,21 @@ def site_problem(atoms: Any) -> str:
     return ""
 
 
-def _is_structure_name(name: str) -> bool:
+def _is_structure_file(path: str) -> bool:
+    """Whether a folder's file is read as structures: by its name, and a ``.csv`` only when its header
+    names a ``cif`` column (a folder also holds reports and other tables)."""
+    name = os.path.basename(path)
+    if name.lower().endswith(".csv"):
+        return "cif" in _csv_header(path)
     return name.lower().endswith(STRUCTURE_SUFFIXES) or name.startswith(_STRUCTURE_NAMES)
+
+
+def _csv_header(path: str) -> list[str]:
+    try:
+        with open(path, newline="") as handle:
+            return [name.strip().lower() for name in next(csv.reader(handle), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
 
 
 def _folder_files(folder: str, recursive: bool) -> list[str]:
@@ -88,7 +123,7 @@ def _folder_files(folder: str, recursive: bool) -> list[str]:
         if os.path.isdir(full):
             if recursive and not os.path.islink(full):
                 paths.extend(_folder_files(full, recursive))
-        elif _is_structure_name(name) and (os.path.isfile(full) or os.path.islink(full)):
+        elif (os.path.isfile(full) or os.path.islink(full)) and _is_structure_file(full):
             paths.append(full)
     return paths
 
@@ -113,19 +148,23 @@ def expand_inputs(inputs: Sequence[str], recursive: bool = False) -> list[str]:
 
 
 def read_structures(inputs: Sequence[str], recursive: bool = False) -> Iterator[StructureRecord]:
-    """Stream the structures of files, globs and folders as ASE ``Atoms`` records.
-
-    A file with several frames (extxyz, traj, db) yields one record per frame, with the id of
-    :func:`structure_id_of` (``info`` keys :data:`ID_KEYS`; in an ASE db its key-value pairs, kept in
-    ``info``, else ``<stem>:<row id>``), else ``<stem>:<frame>`` (``<stem>`` for a one-structure file). A
-    ``.json`` file may hold a pymatgen Structure (``Structure.to("x.json")``). A file that cannot be
-    read yields one record with the error and no structure.
-    """
+    """Stream the structures of files, globs and folders (subfolders with ``recursive``) as records of
+    ASE ``Atoms``, ids by the module's id rule. A file that cannot be read yields one record with the
+    error and no structure; one that breaks part-way, its frames and then one such record."""
     for path in expand_inputs(inputs, recursive):
-        yield from _file_records(path)
+        yield from read_file(path)
 
 
-def _file_records(path: str) -> Iterator[StructureRecord]:
+@dataclass
+class _BadFrame:
+    """A frame of a file that holds several, unreadable on its own (a CSV row whose CIF does not parse):
+    it becomes an error record and the file goes on."""
+
+    info: dict
+    error: str
+
+
+def read_file(path: str) -> Iterator[StructureRecord]:
     """The records of one file, streamed: a file of many frames is never held whole. A file that cannot
     be opened is one error record; one that breaks after some frames, an error record for the rest."""
     stem = Path(path).stem
@@ -156,184 +195,91 @@ def _file_records(path: str) -> Iterator[StructureRecord]:
         held, count = following, count + 1
 
 
-def _frame_record(atoms: Any, path: str, default_id: str) -> StructureRecord:
-    structure_id = clean_id(structure_id_of(atoms.info, default_id))
-    problem = site_problem(atoms)
+def _frame_record(frame: Any, path: str, default_id: str) -> StructureRecord:
+    structure_id = clean_id(structure_id_of(frame.info, default_id))
+    info, group = dict(frame.info), group_of(frame.info)
+    problem = frame.error if isinstance(frame, _BadFrame) else site_problem(frame)
     if problem:
-        return StructureRecord(structure_id, path, None, f"structure {structure_id!r} ({path}): {problem}")
-    return StructureRecord(structure_id, path, atoms)
+        return StructureRecord(structure_id, path, None, f"structure {structure_id!r} ({path}): {problem}",
+                               info=info, group=group)
+    return StructureRecord(structure_id, path, frame, info=frame.info, group=group)
 
 
 def _read_frames(path: str) -> Iterator[Any]:
-    """Every structure of one file as ASE Atoms, streamed (see :func:`read_structures` for ids)."""
+    """Every structure of one file as ASE Atoms (or a :class:`_BadFrame`), streamed."""
     from ase.io import iread
 
     suffix = Path(path).suffix.lower()
     if suffix == ".db":
-        from ase.db import connect
-
-        for row in connect(path, use_lock_file=False).select():
-            atoms = row.toatoms()
-            atoms.info.update(row.key_value_pairs)
-            atoms.info["id"] = structure_id_of(row.key_value_pairs, f"{Path(path).stem}:{row.id}")
-            yield atoms
+        yield from _database_frames(path)
+        return
+    if suffix == ".csv":
+        yield from _csv_frames(path)
         return
     if suffix == ".json":
-        import json
-
         with open(path) as handle:
             data = json.load(handle)
         if isinstance(data, dict) and "lattice" in data and "sites" in data:  # pymatgen Structure.as_dict()
-            from ase import Atoms
-            from pymatgen.core import Structure
-
-            structure = Structure.from_dict(data)
-            if not structure.is_ordered:
-                raise ValueError("field 'species' is disordered (partial occupancies); E3Relax needs one "
-                                 "element per site")
-            yield Atoms(numbers=[site.specie.Z for site in structure], positions=structure.cart_coords,
-                        cell=structure.lattice.matrix, pbc=True)
+            yield structure_from_dict(data)
             return
     yield from iread(path, index=":")
 
 
-def write_structures(structures: Iterable[tuple[str, Any]], output: str, folder_format: str = "cif") -> int:
-    """Write ``(id, Atoms)`` pairs with a :class:`StructureWriter`; returns how many were written."""
-    with StructureWriter(output, folder_format) as writer:
-        for structure_id, atoms in structures:
-            writer.write(structure_id, atoms)
-        return writer.count
+def _database_frames(path: str) -> Iterator[Any]:
+    """The rows of an ASE database, their key-value pairs in ``info`` (the id: ``<stem>:<row id>`` when
+    the keys name none)."""
+    from ase.db import connect
+
+    for row in connect(path, use_lock_file=False).select():
+        atoms = row.toatoms()
+        atoms.info.update(row.key_value_pairs)
+        atoms.info["id"] = structure_id_of(row.key_value_pairs, f"{Path(path).stem}:{row.id}")
+        yield atoms
 
 
-#: Prefix of an input's ``info`` key that an ASE database reserves for itself (``formula``, ``energy``,
-#: an element symbol, ...): the value is stored as ``input_<key>`` in a ``.db`` output (docs/cli.md).
-RESERVED_KEY_PREFIX = "input_"
+def _csv_frames(path: str) -> Iterator[Any]:
+    """The rows of a CSV file with a ``cif`` column (the Perov-5 and CDVAE tables): each CIF as Atoms,
+    the row's other columns in ``info``; a CIF that does not parse is a :class:`_BadFrame`."""
+    csv.field_size_limit(1 << 24)  # one CIF per cell: larger than the default field limit
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if "cif" not in [name.strip().lower() for name in reader.fieldnames or []]:
+            raise ValueError(f"field 'cif' is missing: a CSV of structures needs a 'cif' column "
+                             f"(columns: {', '.join(reader.fieldnames or [])})")
+        for row in reader:
+            row = {key.strip(): (value or "").strip() for key, value in row.items() if key is not None}
+            text = row.pop(next(key for key in row if key.lower() == "cif"))
+            try:
+                atoms = structure_from_cif_text(text)
+            except Exception as err:  # noqa: BLE001 - one broken CIF is recorded, not fatal
+                yield _BadFrame(row, f"cannot read field 'cif': {type(err).__name__}: {err}")
+                continue
+            atoms.info.update(row)
+            yield atoms
 
 
-def _db_keys(info: dict) -> dict:
-    """The entries of ``info`` an ASE db row can hold as key-value pairs (identifier names with
-    numbers, strings or booleans), the structure's own id excluded; keys the database reserves
-    (``ase.db.core.reserved_keys``: ``formula``, ``energy``, ``natoms``, element symbols, ...) are
-    stored as ``input_<key>``."""
-    from ase.db.core import reserved_keys
+def structure_from_dict(data: dict) -> Any:
+    """A pymatgen ``Structure.as_dict()`` as ASE Atoms (periodic); a disordered structure is a
+    ``ValueError``."""
+    from pymatgen.core import Structure
 
-    keys = {}
-    for key, value in info.items():
-        scalar = isinstance(value, (bool, int, float, str, np.bool_, np.integer, np.floating))
-        if key in ("id", "structure_id") or not str(key).isidentifier() or not scalar:
-            continue
-        name = RESERVED_KEY_PREFIX + key if key in reserved_keys else key
-        keys[name] = value.item() if isinstance(value, np.generic) else value
-    return keys
+    return _atoms_of(Structure.from_dict(data))
 
 
-def output_kind(output: str) -> str:
-    """What an output path names: ``"extxyz"`` (``.extxyz``/``.xyz``), ``"db"`` (``.db``) or
-    ``"folder"`` (a path ending with a separator or without extension); any other extension is a
-    ``ValueError``. The one place that decides it, for the writer, the report name and the CLI."""
-    if output.endswith(("/", os.sep)) or not Path(output).suffix:
-        return "folder"
-    suffix = Path(output).suffix.lower()
-    if suffix in (".extxyz", ".xyz"):
-        return "extxyz"
-    if suffix == ".db":
-        return "db"
-    raise ValueError(f"output {output!r}: unsupported extension {suffix!r} (use .extxyz, .xyz, .db or a folder)")
+def structure_from_cif_text(text: str) -> Any:
+    """The first structure of a CIF given as text, as ASE Atoms. Parsed by pymatgen, which rounds
+    coordinates a CIF gives to few digits (the Perov-5 tables) onto their special positions."""
+    from pymatgen.core import Structure
+
+    with warnings.catch_warnings():  # pymatgen notes each rounded coordinate; expected here
+        warnings.filterwarnings("ignore", message="Issues encountered while parsing CIF")
+        return _atoms_of(Structure.from_str(text, fmt="cif"))
 
 
-FOLDER_FORMATS = {"cif": ("cif", ".cif"), "poscar": ("vasp", ".vasp")}
+def _atoms_of(structure: Any) -> Any:
+    from ase import Atoms
 
-
-#: In a folder output, the names of the files e3relax wrote there (one per line): the only files a later
-#: run may replace without ``--overwrite``.
-WRITTEN_LIST = ".e3relax_written"
-
-
-class StructureWriter:
-    """Writes ``(id, Atoms)`` one at a time, so an interrupted run keeps what it finished, and appends to
-    what an earlier run wrote (``e3relax predict --resume``). The output kind comes from ``output``:
-    ``.extxyz``/``.xyz`` one multi-frame file (id in ``info["id"]``), ``.db`` an ASE database (id in
-    the ``structure_id`` key), a path ending with a separator or without extension a folder of one file
-    per structure in ``folder_format`` (``cif`` or ``poscar``, written as ``<id>.vasp``).
-
-    A folder output replaces only files that e3relax wrote there (listed in its :data:`WRITTEN_LIST`);
-    another file of the same name is the user's, and writing over it raises ``FileExistsError`` unless
-    ``overwrite``."""
-
-    def __init__(self, output: str, folder_format: str = "cif", append: bool = False, overwrite: bool = False):
-        self.output = output
-        self.count = 0
-        self._names: set[str] = set()
-        self._handle = None
-        self._db = None
-        self.overwrite = overwrite
-        self._written_before: set[str] = set()
-        if folder_format not in FOLDER_FORMATS:
-            raise ValueError(f"folder format must be one of {sorted(FOLDER_FORMATS)}, got {folder_format!r}")
-        self.kind = output_kind(output)
-        if self.kind == "folder":
-            self._format, self._suffix = FOLDER_FORMATS[folder_format]
-            os.makedirs(output, exist_ok=True)
-            listed = os.path.join(output, WRITTEN_LIST)
-            if os.path.exists(listed):
-                with open(listed) as handle:
-                    self._written_before = {line.strip() for line in handle if line.strip()}
-        elif self.kind == "extxyz":
-            self._handle = open(output, "a" if append else "w")
-        else:
-            from ase.db import connect
-
-            if not append and os.path.exists(output):
-                os.remove(output)
-            # no ASE lock file: a killed run would leave it and the next connect would wait forever;
-            # e3relax predict holds its own lock (io/outputs.py, OutputLock) instead
-            self._db = connect(output, use_lock_file=False)
-
-    def write(self, structure_id: str, atoms: Any) -> None:
-        from ase.io import write
-
-        if self.kind == "folder":
-            self._write_file(structure_id, atoms)
-        elif self.kind == "extxyz":
-            atoms = atoms.copy()
-            atoms.info["id"] = structure_id
-            write(self._handle, atoms, format="extxyz")
-            self._handle.flush()
-        else:
-            # the input's key-value pairs and the confidence go back beside the structure
-            self._db.write(atoms, structure_id=structure_id, **_db_keys(atoms.info))
-        self.count += 1
-
-    def _write_file(self, structure_id: str, atoms: Any) -> None:
-        """One file per structure, named from its id (made unique within the run), written under a
-        temporary name and renamed: a kill never leaves half a file under the final name."""
-        from ase.io import write
-
-        name = file_name_of(structure_id)
-        if name in self._names:
-            k = 2
-            while f"{name}_{k}" in self._names:
-                k += 1
-            name = f"{name}_{k}"
-        final = os.path.join(self.output, name + self._suffix)
-        if os.path.exists(final) and not self.overwrite and name + self._suffix not in self._written_before:
-            raise FileExistsError(f"{final} exists and was not written by e3relax predict: it is left as it is "
-                                  "(--overwrite replaces such files)")
-        self._names.add(name)
-        tmp = final + ".tmp"
-        write(tmp, atoms, format=self._format)
-        with open(os.path.join(self.output, WRITTEN_LIST), "a") as handle:  # before the file exists
-            handle.write(name + self._suffix + "\n")
-        self._written_before.add(name + self._suffix)
-        os.replace(tmp, final)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-    def __enter__(self) -> "StructureWriter":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    if not structure.is_ordered:
+        raise ValueError("field 'species' is disordered (partial occupancies); E3Relax needs one element per site")
+    return Atoms(numbers=[site.specie.Z for site in structure], positions=structure.cart_coords,
+                 cell=structure.lattice.matrix, pbc=True)

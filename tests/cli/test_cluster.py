@@ -96,12 +96,12 @@ def test_a_half_written_report_row_is_cut_and_done_again(tmp_path):
 
 
 def test_a_full_disk_is_one_line_naming_the_path_and_its_own_exit_code(tmp_path, capsys, monkeypatch):
-    from e3relax_fast.io import structures
+    from e3relax_fast.io import writers
 
     def full(self, structure_id, atoms):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.output)
 
-    monkeypatch.setattr(structures.StructureWriter, "write", full)
+    monkeypatch.setattr(writers.StructureWriter, "write", full)
     output = tmp_path / "out.extxyz"
     code = main(["predict", "-i", str(EXAMPLES / "train-101-00023.cif"), "-o", str(output), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()

@@ -13,7 +13,7 @@ from ase.io import read, write
 
 from e3relax_fast.cli import main
 from e3relax_fast.io.outputs import OutputLock, report_path
-from e3relax_fast.io.structures import WRITTEN_LIST
+from e3relax_fast.io.writers import WRITTEN_LIST
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
 UNTRAINED = ["--untrained", "--preset", "small", "--no-progress", "--max-volume-factor", "inf"]

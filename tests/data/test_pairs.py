@@ -8,7 +8,7 @@ import pytest
 from ase.build import bulk
 from ase.io import read, write
 
-from e3relax_fast.data.pairs import perov5_ideal, perov5_pairs, read_pairs
+from e3relax_fast.data.pairs import PAIR_SOURCES, pair_sources_table, perov5_ideal, perov5_pairs, read_pairs
 
 DATA = Path(__file__).parent
 UNRELAXED, RELAXED = DATA / "pairs_unrelaxed.extxyz", DATA / "pairs_relaxed.extxyz"
@@ -91,8 +91,20 @@ def test_unknown_source_kinds_are_explained(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_pairs(tmp_path / "nothing.db")
     (tmp_path / "x.txt").write_text("hi")
-    with pytest.raises(ValueError, match="give two extxyz files"):
+    with pytest.raises(ValueError, match="none of the kinds read") as raised:
         read_pairs(tmp_path / "x.txt")
+    assert all(kind.given in str(raised.value) for kind in PAIR_SOURCES)  # the one table, not a copy of it
+
+
+def test_the_pair_source_table_is_what_help_and_the_docs_show(capsys):
+    from e3relax_fast.cli import main
+
+    docs = (Path(__file__).parents[2] / "docs" / "training.md").read_text()
+    assert pair_sources_table() in docs
+    with pytest.raises(SystemExit):
+        main(["preprocess", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert all(" ".join(kind.given.split()) in shown for kind in PAIR_SOURCES)
 
 
 def test_perov5_ideal_rounds_to_cubic_sites_and_keeps_species():

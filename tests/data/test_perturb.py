@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from ase.io import read
 
 from e3relax_fast.data.perturb import PerturbConfig, perturbed_input, structure_pairs
 from e3relax_fast.data.store import PairStore
@@ -75,7 +76,9 @@ def test_two_preprocess_runs_write_identical_validation_inputs(tmp_path):
         pa, pb = a.pair(int(index)), b.pair(int(index))
         for name in ("pos_unrelaxed", "cell_unrelaxed", "pos_relaxed", "cell_relaxed", "edges"):
             np.testing.assert_array_equal(pa[name], pb[name])
-    assert set(a.kinds) == {"perturbation"} and a.groups == a.ids  # no mp_id here: each id its own group
+    # the group is the io reader's (e3relax_fast/io/structures.py, GROUP_KEYS): these carry a prototype
+    prototypes = {frame.info["id"]: frame.info["prototype"] for frame in read(EXAMPLES, ":")}
+    assert set(a.kinds) == {"perturbation"} and a.groups == [prototypes[i] for i in a.ids]
 
 
 def test_a_structure_source_splits_by_mp_id_and_bounds_the_size(tmp_path):
