@@ -50,6 +50,7 @@ sys.path.insert(0, HERE)
 from common import bench_parser, environment, write_json_lines  # noqa: E402
 
 from e3relax_fast import E3Relax, E3RelaxConfig, E3Relaxer, tune_cpu_allocator  # noqa: E402
+from e3relax_fast.relax import BatchBudget  # noqa: E402
 
 CHGNET_RUNNER = r"""
 import json, os, sys, time, warnings
@@ -136,7 +137,7 @@ def research_way(model: E3Relax, crystals: list) -> float:
 
 def ours(relaxer: E3Relaxer, crystals: list) -> tuple[float, list]:
     start = time.perf_counter()
-    results = list(relaxer.relax_many(crystals, num_workers=2))
+    results = list(relaxer.relax_many(crystals, budget=BatchBudget(num_workers=2)))
     elapsed = time.perf_counter() - start
     failed = [r.error for r in results if not r.ok]
     if failed:

@@ -27,7 +27,7 @@ except ImportError as err:  # pragma: no cover - exercised only where the extra 
     raise ImportError("e3relax_fast.workflows needs jobflow: pip install 'e3relax_fast[workflows]'") from err
 
 from ._version import __version__
-from .relax import E3Relaxer
+from .relax import BatchBudget, E3Relaxer
 
 
 @functools.lru_cache(maxsize=4)
@@ -101,7 +101,7 @@ class E3RelaxBatchMaker(Maker):
     def make(self, structures: list) -> dict[str, Any]:
         relaxer = _relaxer(self.model, self.device, tuple(sorted(self.relaxer_kwargs.items())))
         results = [_result_document(r, self.model)
-                   for r in relaxer.relax_many(list(structures), max_atoms_per_batch=self.max_atoms_per_batch)]
+                   for r in relaxer.relax_many(list(structures), budget=BatchBudget(max_atoms=self.max_atoms_per_batch))]
         return {"structures": [r["structure"] if not r["error"] else None for r in results], "results": results,
                 "failed": sum(bool(r["error"]) for r in results), "model": _model_label(self.model),
                 "e3relax_fast_version": __version__}

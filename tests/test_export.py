@@ -19,7 +19,7 @@ from e3relax_fast.export import (export_aoti, export_torchscript, load_aoti, loa
                                  torchscript_deprecation_silenced)
 from e3relax_fast.model import E3Relax, E3RelaxConfig
 from e3relax_fast.ops import library_status
-from e3relax_fast.relax import E3Relaxer
+from e3relax_fast.relax import BatchBudget, E3Relaxer
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 needs_library = pytest.mark.skipif(not library_status().loaded, reason="the op library is not built")
@@ -237,6 +237,6 @@ def test_aoti_package_equals_eager_for_other_batch_sizes(tiny_model, batch_tenso
     # e3relax predict -m model.pt2 runs through the relaxer's batching path
     deployed = E3Relaxer.from_pretrained(str(aoti_package))
     eager = E3Relaxer(tiny_model, dtype=torch.float64, device="cpu")
-    for a, b in zip(deployed.relax_many(crystals(), max_atoms_per_batch=6), eager.relax_many(crystals())):
+    for a, b in zip(deployed.relax_many(crystals(), budget=BatchBudget(max_atoms=6)), eager.relax_many(crystals())):
         assert a.ok and b.ok
         np.testing.assert_allclose(a.final_structure.positions, b.final_structure.positions, atol=1e-10)

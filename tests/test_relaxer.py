@@ -2,7 +2,9 @@
 inputs and unseen elements reported per structure."""
 
 import csv
+import dataclasses
 from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from ase.build import bulk
 from pymatgen.core import Lattice, Structure
 
 from e3relax_fast import E3Relaxer, RelaxResult
+from e3relax_fast.relax import BatchBudget, Refinement
 from e3relax_fast.data import batch_from_arrays, batch_from_structures, reduce_basis, structure_arrays
 from e3relax_fast.model.checkpoint import save_checkpoint
 
@@ -50,7 +53,7 @@ def test_the_type_in_is_the_type_out_and_inputs_are_not_mutated(relaxer):
 def test_batches_equal_singles_and_results_keep_input_order(relaxer):
     items = structures() * 3
     singles = [relaxer.relax(s) for s in items]
-    many = list(relaxer.relax_many(items, max_atoms_per_batch=5, window=4))
+    many = list(relaxer.relax_many(items, budget=BatchBudget(max_atoms=5, window=4)))
     assert [r.id for r in many] == [str(i) for i in range(len(items))]
     for single, batched in zip(singles, many):
         assert batched.ok
@@ -95,9 +98,9 @@ def test_prebuilt_graphs_budgets_and_workers_change_nothing(relaxer):
     reference = list(relaxer.relax_many(items))
     for r, (a0, a1) in zip(reference, zip(batch.ptr[:-1].tolist(), batch.ptr[1:].tolist())):
         np.testing.assert_allclose(_positions(r.final_structure), pos_layers[-1, a0:a1].numpy(), atol=1e-12)
-    for kwargs in ({"max_edges_per_batch": 150, "num_workers": 2, "window": 2},
-                   {"max_edges_per_batch": 1, "max_atoms_per_batch": 3, "num_workers": 3}):
-        again = list(relaxer.relax_many(items, **kwargs))
+    for budget in (BatchBudget(max_edges=150, num_workers=2, window=2),
+                   BatchBudget(max_edges=1, max_atoms=3, num_workers=3)):
+        again = list(relaxer.relax_many(items, budget=budget))
         assert [r.id for r in again] == [r.id for r in reference]
         for a, b in zip(again, reference):
             np.testing.assert_allclose(_positions(a.final_structure), _positions(b.final_structure), atol=1e-12)
@@ -156,8 +159,8 @@ def test_refine_in_the_api_takes_a_calculator_or_a_factory(relaxer):
     from ase.calculators.emt import EMT
 
     cu = structures()[0]
-    for refine in (EMT, EMT()):
-        (result,) = relaxer.relax_many([("cu", cu)], refine=refine, fmax=0.05)
+    for refine in (EMT, EMT(), Refinement(EMT, fmax=0.05)):
+        (result,) = relaxer.relax_many([("cu", cu)], refine=refine)
         assert result.refined.converged and result.refined.steps > 0
         assert isinstance(result.refined.structure, Atoms) and result.refined.structure is not result.final_structure
         assert np.abs(result.refined.structure.positions - result.final_structure.positions).max() > 0
@@ -238,7 +241,7 @@ def test_a_cell_compressed_to_half_is_refused_not_reported_ok():
 
 
 def test_non_finite_or_exploding_predictions_are_refused(relaxer, monkeypatch):
-    relaxer.max_volume_factor = 2.0
+    relaxer.guards = dataclasses.replace(relaxer.guards, max_volume_factor=2.0)
     cu, nacl, si = structures()
 
     def broken(pos, z, cell, pbc, ptr, *graph):

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Iterator
 
-from ..relax import MAX_VOLUME_FACTOR
+from ..relax import MAX_VOLUME_FACTOR, BatchBudget, Refinement
 from ..symmetry import DEFAULT_SYMPREC, parse_symprec
 
 HELP = "predict relaxed structures for CIF/POSCAR/extxyz files, globs or folders"
@@ -188,7 +188,8 @@ def _check_device(device: str | None) -> None:
 
 
 def _build_relaxer(args: argparse.Namespace):
-    from ..relax import E3Relaxer, untrained_model
+    from ..model.pretrained import untrained_model
+    from ..relax import E3Relaxer
 
     device = None if args.device == "auto" else args.device
     _check_device(device)
@@ -200,6 +201,13 @@ def _build_relaxer(args: argparse.Namespace):
         return E3Relaxer(untrained_model(args.preset, args.seed).choose_ops(args.backend, device), device=device, **options)
     return E3Relaxer.from_pretrained(args.model, device=device, backend=args.backend,
                                      on_unknown_element=args.on_unknown_element, **options)
+
+
+def _batch_budget(args: argparse.Namespace) -> BatchBudget:
+    """The relaxer's batch budget from the command line (``--max-atoms-per-batch``, ``--batch-size``,
+    ``--max-edges-per-batch``, ``--num-workers``)."""
+    return BatchBudget(max_atoms=args.max_atoms_per_batch, max_structures=args.batch_size,
+                       max_edges=args.max_edges_per_batch, num_workers=args.num_workers)
 
 
 def _prepare_output(args: argparse.Namespace, report: str, kind: str) -> tuple[set[str], bool]:
@@ -439,11 +447,8 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
                 sources[record.id] = record
                 yield record.id, record.structure
 
-        results = relaxer.relax_many(relaxable(),
-                                     max_atoms_per_batch=args.max_atoms_per_batch,
-                                     max_structures_per_batch=args.batch_size,
-                                     max_edges_per_batch=args.max_edges_per_batch, num_workers=args.num_workers,
-                                     refine=make_calculator, fmax=args.fmax, refine_steps=args.steps)
+        results = relaxer.relax_many(relaxable(), budget=_batch_budget(args),
+                                     refine=make_calculator and Refinement(make_calculator, args.fmax, args.steps))
         trajectory = open(args.trajectory, "a" if args.resume else "w") if args.trajectory else None
         for result in results:
             record = sources.pop(result.id)

@@ -1,8 +1,14 @@
-"""Models shipped inside the package (``e3relax_fast/pretrained/``), found by name, never downloaded."""
+"""Models shipped inside the package (``e3relax_fast/pretrained/``), found by name, never downloaded; and an
+untrained one for pipeline checks."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import torch
+
+from .config import E3RelaxConfig
+from .e3relax import E3Relax
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 DEFAULT_MODEL = "e3relax-small"
@@ -28,3 +34,13 @@ def resolve_model_path(name_or_path: str | Path | None = None) -> Path:
                                 "(a broken install? reinstall e3relax_fast)")
     raise FileNotFoundError(f"model {name!r} is neither a shipped model ({', '.join(pretrained_names()) or 'none'}) "
                             "nor an existing checkpoint file")
+
+
+def untrained_model(preset: str = "paper", seed: int = 0) -> E3Relax:
+    """A randomly initialised E3Relax from a named config, for demos and pipeline checks only."""
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        return E3Relax(E3RelaxConfig.preset(preset)).eval()
+    finally:
+        torch.random.set_rng_state(generator_state)

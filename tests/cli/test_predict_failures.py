@@ -198,7 +198,7 @@ def test_a_refinement_failure_is_one_row_and_the_calculator_is_built_once(tmp_pa
     from ase.build import bulk
 
     from e3relax_fast import E3Relaxer
-    from e3relax_fast.relax import untrained_model
+    from e3relax_fast.model.pretrained import untrained_model
 
     copper = bulk("Cu", "fcc", a=3.7, cubic=True)
     copper.rattle(0.02, seed=1)
