@@ -86,6 +86,11 @@ def _extensions(mode: str):
         include_dirs=kwargs["include_dirs"],
     )
 
+    # The tests' own op library (csrc/testing/): a CPU harness of the CUDA radius-graph code. Production
+    # never loads it (e3relax_fast/testing.py does); its schema is its own, outside csrc/ops.cpp.
+    testing_ext = CppExtension("e3relax_fast._testing_ops", _sources("csrc/testing/*.cpp"),
+                               extra_compile_args={"cxx": cxx_flags}, **kwargs)
+
     class OptionalBuildExtension(BuildExtension):
         """In auto mode a compiler failure leaves a working pure-PyTorch package instead of no package."""
 
@@ -99,7 +104,7 @@ def _extensions(mode: str):
                       file=sys.stderr)
 
     build_ext = OptionalBuildExtension.with_options(no_python_abi_suffix=False)
-    return [ext, neighbors_ext], {"build_ext": build_ext}
+    return [ext, neighbors_ext, testing_ext], {"build_ext": build_ext}
 
 
 ext_modules, cmdclass = _extensions(_mode())

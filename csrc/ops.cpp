@@ -11,9 +11,6 @@
 //                         max_neighbors (0 = all), self_images (0 = all, 1 = the paper's six) ->
 //                         edge_index [2,E] (source, target), shifts [E,3] long, counts [B] long.
 //                         E is data-dependent: the fake kernel is registered from Python.
-//   _radius_graph_targets the same contract as radius_graph_pbc, computed one target atom at a time by
-//                         brute force over images: the CUDA kernel of radius_graph_pbc, and a CPU
-//                         harness of it so that the tests run the GPU's per-target code everywhere.
 //   vector_message        fused scalar-vector message aggregation (ops/vector_message.py):
 //                         phi [N,3F], w [E,3F], vec [N,3,F], unit [E,3] and the graph in CSR form:
 //                         rowptr [N+1] (edges sorted by target), source [E], target [E], perm [E] (edge
@@ -64,9 +61,6 @@ TORCH_LIBRARY(e3relax, m) {
   m.def("build_info() -> str", &e3relax::build_info);
   m.def(
       "radius_graph_pbc(Tensor pos, Tensor cell, Tensor pbc, Tensor ptr, float cutoff, int max_neighbors, "
-      "int self_images) -> (Tensor edge_index, Tensor shifts, Tensor counts)");
-  m.def(
-      "_radius_graph_targets(Tensor pos, Tensor cell, Tensor pbc, Tensor ptr, float cutoff, int max_neighbors, "
       "int self_images) -> (Tensor edge_index, Tensor shifts, Tensor counts)");
   m.def(
       "vector_message(Tensor phi, Tensor w, Tensor vec, Tensor unit, Tensor rowptr, Tensor source, Tensor target, "

@@ -136,3 +136,17 @@ def batching_error(model, crystals: Sequence[tuple[np.ndarray, np.ndarray, np.nd
         worst = max(worst, _largest(pos_layers[:, start:start + n] - alone_pos, cell_layers[:, k:k + 1] - alone_cell))
         start += n
     return worst
+
+
+def load_testing_ops() -> bool:
+    """Load the tests' own op library ``e3relax_fast._testing_ops`` (``csrc/testing/``, docs/backends.md,
+    "Test seams") and say whether ``torch.ops.e3relax_testing.radius_graph_targets`` is there. Never
+    loaded by the package itself."""
+    import glob
+    import os
+
+    found = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_testing_ops*.so")))
+    if not found:
+        return False
+    torch.ops.load_library(found[0])
+    return hasattr(torch.ops.e3relax_testing, "radius_graph_targets")

@@ -1,4 +1,4 @@
-// radius_graph_pbc (and its per-target twin _radius_graph_targets) on CUDA: the cell lists and
+// radius_graph_pbc on CUDA: the cell lists and
 // bookkeeping of e3relax/radius_graph_targets_plan.h on the device, around the three launches of
 // radius_graph_kernels.cu (count, fill + sort + count kept, write). A few host syncs per call (checks
 // and totals, to allocate); none per structure. Compiled only in CUDA builds.
@@ -80,5 +80,4 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> radius_graph_cuda(const at::Tenso
 
 TORCH_LIBRARY_IMPL(e3relax, CUDA, m) {
   m.impl("radius_graph_pbc", &e3relax::radius_graph_cuda);
-  m.impl("_radius_graph_targets", &e3relax::radius_graph_cuda);
 }

@@ -1,6 +1,6 @@
 // radius_graph_pbc on CUDA: one thread per target atom runs the per-target functions of
 // e3relax/radius_graph_target.h (count, fill + sort, finalize) over cell lists, the same code the CPU
-// harness _radius_graph_targets runs in the test suite. Torch-free so that `nvcc -c` checks it without a
+// harness of the test-only library (csrc/testing/radius_graph_targets_cpu.cpp) runs in the test suite. Torch-free so that `nvcc -c` checks it without a
 // GPU; csrc/cuda/radius_graph_cuda.cpp builds the cell lists and does the bookkeeping (prefix sums,
 // allocation) with ATen on the device. Layout: pos [N,3], cell [B,3,3] (rows) in the input dtype; the
 // cell-list arrays of TargetGraphArgs (images sorted by bin, [I,3] doubles). A target reads at most 3 x 3

@@ -134,17 +134,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 EXIT_OK, EXIT_SOME_FAILED, EXIT_NONE_SUCCEEDED = 0, 1, 3
 
 
-def _injected_kill(step: str, count: int) -> None:
-    """Fault injection for the failure-path tests (tests/cli/test_predict_failures.py): with
-    ``E3RELAX_KILL_AT=frame:N`` the process kills itself (SIGKILL, as the OOM killer or a scheduler
-    would) right after writing its N-th structure, before that structure's report row; ``row:N``
-    right after the N-th report row. Unset in normal use: one environment lookup per structure."""
-    if os.environ.get("E3RELAX_KILL_AT") == f"{step}:{count}":
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _check_arguments(args: argparse.Namespace) -> None:
     from ..io.writers import output_kind
 
@@ -428,7 +417,6 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
             counts[row["status"]] += 1
             counts["warning"] += bool(row.get("warning"))
             lock.renew()
-            _injected_kill("row", counts["ok"] + counts["refused"] + counts["error"])
 
         bar = tqdm(unit="structure", disable=args.no_progress, file=sys.stderr)  # streamed: no total known
         sources: dict = {}
@@ -464,8 +452,6 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
                     writer.write(result.id, _output_structure(result, args))
                 except FileExistsError as err:  # a file of the user's in the output folder: kept
                     row.update(status="error", error=f"structure {result.id!r}: {err}")
-                else:
-                    _injected_kill("frame", writer.count)
             record_row(row)
             bar.update(1)
             if stop.signum:

@@ -28,6 +28,24 @@ def test_built_library_loads_and_matches_this_torch():
     assert torch._C._dispatch_has_kernel_for_dispatch_key("e3relax::radius_graph_pbc", "CPU")
 
 
+def test_the_test_only_ops_are_built_apart_and_never_loaded_by_the_package():
+    """The CPU harness of the CUDA radius graph lives in its own library (docs/backends.md, "Test
+    seams"): built whenever _C is, absent from the production schema, loaded by the tests alone."""
+    built = glob.glob(os.path.join(PACKAGE_DIR, "_testing_ops*.so"))
+    if os.environ.get("E3RELAX_BUILD", "auto") == "none":
+        assert not built
+        return
+    assert built, "the test-only op library was not built: see the pip install output"
+    code = ("import torch, e3relax_fast as e3\n"
+            "assert e3.ops.library_status().loaded\n"
+            "assert not hasattr(torch.ops.e3relax, '_radius_graph_targets')\n"
+            "assert not hasattr(torch.ops.e3relax_testing, 'radius_graph_targets')\n"
+            "from e3relax_fast.testing import load_testing_ops\n"
+            "assert load_testing_ops()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
 def test_report_lists_every_backend_of_every_op_with_a_reason():
     report = backend_report()
     assert set(report) >= {"radius_graph", "vector_message"}

@@ -1,22 +1,22 @@
-"""The per-target radius-graph code that the CUDA kernel runs, exercised on the CPU through its harness
-op _radius_graph_targets: identical to the reference (edges, order, shifts, counts) on the cases that
+"""The per-target radius-graph code that the CUDA kernel runs, exercised on the CPU through the harness op
+of the test-only library (e3relax_testing::radius_graph_targets, csrc/testing/): identical to the reference (edges, order, shifts, counts) on the cases that
 matter, in float32 and float64."""
 
 import numpy as np
 import pytest
 import torch
 
-from e3relax_fast.ops import library_status, radius_graph
-from e3relax_fast.testing import flat_batch, random_crystal
+from e3relax_fast.ops import radius_graph
+from e3relax_fast.testing import flat_batch, load_testing_ops, random_crystal
 
 pytestmark = pytest.mark.skipif(
-    not (library_status().loaded and hasattr(torch.ops.e3relax, "_radius_graph_targets")),
-    reason="op library not built (E3RELAX_BUILD=none); tests/ops/test_library.py fails unless asked for")
+    not load_testing_ops(),
+    reason="op libraries not built (E3RELAX_BUILD=none); tests/ops/test_library.py fails unless asked for")
 
 
 def targets(pos, cell, pbc, ptr, cutoff, max_neighbors=0, self_images="all"):
     mode = {"all": 0, "paper": 1}[self_images]
-    return torch.ops.e3relax._radius_graph_targets(pos, cell, pbc, ptr, cutoff, max_neighbors, mode)
+    return torch.ops.e3relax_testing.radius_graph_targets(pos, cell, pbc, ptr, cutoff, max_neighbors, mode)
 
 
 def assert_same(args, **kwargs):

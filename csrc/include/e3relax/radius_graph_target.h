@@ -1,6 +1,6 @@
 // Per-target work of the periodic radius graph that the CUDA kernel runs (one thread per target atom),
-// written once as host/device functions so that a CPU harness (e3relax::_radius_graph_targets,
-// csrc/cpu/radius_graph_targets_cpu.cpp) runs the very same code in the test suite. Torch-free.
+// written once as host/device functions so that a CPU harness (e3relax_testing::radius_graph_targets,
+// csrc/testing/radius_graph_targets_cpu.cpp) runs the very same code in the test suite. Torch-free.
 //
 // The cell lists are those of the CPU kernel (csrc/cpu/radius_graph_cpu.cpp), built with ATen ops on the
 // tensors' own device by radius_graph_targets_plan.h: every periodic image within rho_k = cutoff |b_k|

@@ -1,7 +1,10 @@
-// _radius_graph_targets on the CPU: the CUDA radius-graph algorithm (one task per target atom,
-// functions in e3relax/radius_graph_target.h, cell lists and bookkeeping built by ATen in
-// e3relax/radius_graph_targets_plan.h) run by at::parallel_for, so the test suite checks on any machine
-// the code that the GPU runs. Output order and values: those of radius_graph_pbc.
+// Test-only op library e3relax_fast._testing_ops (built beside _C, loaded only by the tests through
+// e3relax_fast.testing.load_testing_ops; production never loads it). Its one op,
+// e3relax_testing::radius_graph_targets, runs the CUDA radius-graph algorithm on the CPU: one task per
+// target atom (functions in e3relax/radius_graph_target.h, cell lists and bookkeeping built by ATen in
+// e3relax/radius_graph_targets_plan.h) under at::parallel_for, so the test suite checks on any machine
+// the code that the GPU runs. Schema and output (order and values): those of e3relax::radius_graph_pbc
+// (csrc/ops.cpp).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -76,4 +79,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> radius_graph_targets_cpu(const at
 }  // namespace
 }  // namespace e3relax
 
-TORCH_LIBRARY_IMPL(e3relax, CPU, m) { m.impl("_radius_graph_targets", &e3relax::radius_graph_targets_cpu); }
+// The schema lives here, not in csrc/ops.cpp: this library is a test seam, not part of the op library.
+TORCH_LIBRARY(e3relax_testing, m) {
+  m.def(
+      "radius_graph_targets(Tensor pos, Tensor cell, Tensor pbc, Tensor ptr, float cutoff, int max_neighbors, "
+      "int self_images) -> (Tensor edge_index, Tensor shifts, Tensor counts)");
+}
+
+TORCH_LIBRARY_IMPL(e3relax_testing, CPU, m) { m.impl("radius_graph_targets", &e3relax::radius_graph_targets_cpu); }
