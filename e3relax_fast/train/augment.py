@@ -47,7 +47,8 @@ class BatchAugmenter:
     def __init__(self, augment: AugmentConfig, eligible: np.ndarray, perturbation: PerturbConfig | None,
                  is_perturbation: np.ndarray, seed: int, pass_index: int, graph: tuple[float, int, str],
                  first_batch: int = 0):
-        self.augment = augment
+        # resolved once: a draw per drawn pair reads two plain values, not the config
+        self.fraction, self.settings = augment.fraction, augment.perturbation()
         self.eligible = eligible
         self.perturbation = perturbation
         self.is_perturbation = is_perturbation
@@ -62,8 +63,8 @@ class BatchAugmenter:
         rng = np.random.default_rng([*self.key, batch_in_pass, 0xA06, index])
         if self.is_perturbation[index] and self.perturbation is not None:
             return rng, self.perturbation, relaxed_volume
-        if self.eligible[index] and rng.random() < self.augment.fraction:
-            return rng, self.augment.perturbation(), input_volume
+        if self.eligible[index] and rng.random() < self.fraction:
+            return rng, self.settings, input_volume
         return None
 
     def __call__(self, batch: CrystalBatch, k: int = 0) -> CrystalBatch:

@@ -27,16 +27,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..data.batching import CrystalBatch, pack_batches
-from ..data.pairs import PATH_KIND
-from ..data.perturb import PERTURBATION_KIND, PerturbConfig
-from ..data.store import PairStore, source_name
+from ..data.batching import CrystalBatch
 from ..model import E3Relax
 from ..model.checkpoint import model_config_of, read_checkpoint, save_checkpoint
 from ..ops import atom_structure_index
-from .augment import BatchAugmenter
-from .batching import BatchOrder, StoreBatches
 from .config import TrainConfig
+from .data import TrainingData
 from .schedule import BudgetSchedule, next_cycle
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -132,7 +128,8 @@ class Trainer:
         self.is_main = self.rank == 0
         self.run_dir = Path(config.run.dir)
 
-        self._open_data()
+        self.data = TrainingData(config.data, config.model, config.run.seed, self.world_size, self.rank)
+        self.store = self.data.store
         torch.manual_seed(config.run.seed)
         self.model = self._build_model()
         self.ema = ExponentialMovingAverage(self.model, config.optim.ema_decay)  # validated in run.dtype
@@ -149,7 +146,8 @@ class Trainer:
                                       "best_val": math.inf, "epochs_since_best": 0, "stopped": ""}
         if config.optim.schedule != "plateau":  # the budgeted schedule's cycle [start, end) (train/schedule.py)
             self.state["cycle"] = [0, config.run.max_steps]
-        self.elements = self.store.elements(self.train_indices)
+        self.clip_grad_norm = config.optim.clip_grad_norm
+        self.elements = self.store.elements(self.data.train_indices)
         if resume:
             self._resume()
         elif self.is_main and (self.run_dir / "last.ckpt").exists():
@@ -160,54 +158,21 @@ class Trainer:
             config.to_yaml(self.run_dir / "config.yaml")
             (self.run_dir / "versions.json").write_text(json.dumps(_versions(), indent=1))
 
-    def _open_data(self) -> None:
-        """The store, its splits, the batch order and which pairs get fresh inputs (train/augment.py)."""
-        config = self.config
-        if not config.data.store:
-            raise ValueError("data.store is not set: make a store with `e3relax preprocess` and point to it")
-        self.store = PairStore(config.data.store)
-        self.store.graph.require_model(config.model, config.data.store)
-        self.train_indices = self.store.indices(config.data.train_split)
-        # relaxation-path frames are extra training inputs, not what the model is judged on
-        self.val_indices = np.array([i for i in self.store.indices(config.data.val_split)
-                                     if self.store.kinds[i] != PATH_KIND], dtype=np.int64)
-        if len(self.val_indices) == 0:
-            raise ValueError(f"split {config.data.val_split!r} of the store is empty; validation needs pairs")
-        num_atoms = self.store.num_atoms
-        self.order = BatchOrder(self.train_indices, num_atoms, config.data.max_structures_per_batch,
-                                config.data.max_atoms_per_batch, config.run.seed, self.world_size,
-                                self._draw_weights())
-        # relaxation-path frames keep their own inputs: they are the easier inputs they were added as
-        self.augment_eligible = np.array([config.data.augment.source_contains in source and kind != PATH_KIND
-                                          for source, kind in zip(self.store.sources, self.store.kinds)])
-        self.is_perturbation = np.array([kind == PERTURBATION_KIND for kind in self.store.kinds])
-        settings = self.store.meta.get("perturbation")
-        self.perturbation = PerturbConfig(**settings) if settings else None
-        self.val_source = {int(i): source_name(self.store.sources[i], self.store.kinds[i]) for i in self.val_indices}
-        self.val_batches = pack_batches(np.sort(self.val_indices), num_atoms, config.data.max_structures_per_batch,
-                                        config.data.max_atoms_per_batch)
-
-    def _draw_weights(self) -> np.ndarray | None:
-        """Draws per pass of each training pair from ``data.source_weights`` (None: every pair once)."""
-        weights = self.config.data.source_weights
-        if not weights:
-            return None
-        names = [source_name(self.store.sources[i], self.store.kinds[i]) for i in self.train_indices]
-        unknown = sorted(set(weights) - set(names))
-        if unknown:
-            raise ValueError(f"data.source_weights names {unknown}, which the training split of "
-                             f"{self.config.data.store!r} does not hold; its sources: {sorted(set(names))}")
-        return np.array([weights.get(name, 1.0) for name in names], dtype=np.float64)
-
-    def _set_learning_rate(self) -> None:
-        """Budgeted schedules: the rate of the coming step, from the step alone (train/schedule.py)."""
+    def budget_schedule(self) -> BudgetSchedule | None:
+        """The learning rate of the current cycle as a function of the step (train/schedule.py); None
+        under ``optim.schedule=plateau``, where the scheduler sets the rate at each validation."""
         optim = self.config.optim
         if optim.schedule == "plateau":
-            return
+            return None
         start, end = self.state["cycle"]
-        rate = BudgetSchedule(optim.schedule, optim.lr, optim.warmup_steps, optim.final_lr, start, end)
-        for group in self.optimizer.param_groups:
-            group["lr"] = rate.lr_at(self.state["step"])
+        return BudgetSchedule(optim.schedule, optim.lr, optim.warmup_steps, optim.final_lr, start, end)
+
+    def _set_learning_rate(self, schedule: BudgetSchedule | None) -> None:
+        """Budgeted schedules: the rate of the coming step, from the step alone (train/schedule.py);
+        None (plateau): the scheduler sets it at each validation."""
+        if schedule is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = schedule.lr_at(self.state["step"])
 
     def _build_model(self) -> E3Relax:
         """The configured model on the run's device, from ``run.init_from``'s weights where set."""
@@ -306,7 +271,7 @@ class Trainer:
                                      global_atoms / self.world_size, 9.0 * global_structures / self.world_size)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.clip_grad_norm)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
         self.optimizer.step()
         self.ema.update(self.model)
         return parts.detach() / self.world_size
@@ -320,16 +285,16 @@ class Trainer:
         atoms does not outweigh the others."""
         model = model if model is not None else self.ema.module
         model.eval()
-        names = sorted(set(self.val_source.values()))
+        names = sorted(set(self.data.val_source.values()))
         sums = torch.zeros(len(names), 5, dtype=torch.float64)  # model |dx|, Dummy |dx|, 3N, |dL|, 9B per source
-        for global_batch in self.val_batches:
+        for global_batch in self.data.val_batches:
             share = global_batch[self.rank::self.world_size]
             if len(share) == 0:
                 continue
             b = self.store.batch(share).to(self.device, self.dtype)
             pos_layers, cell_layers = model(b.pos, b.z, b.cell, b.pbc, b.ptr, b.edge_index, b.shifts)
             structure = atom_structure_index(b.ptr.cpu(), b.pos.shape[0])
-            rows = torch.tensor([names.index(self.val_source[int(i)]) for i in share])
+            rows = torch.tensor([names.index(self.data.val_source[int(i)]) for i in share])
             per_structure = torch.zeros(b.num_structures, 5, dtype=torch.float64)
             per_structure[:, 4] = 9.0
             per_structure[:, 0].index_add_(0, structure, (pos_layers[-1] - b.target_pos).abs().sum(1).double().cpu())
@@ -374,6 +339,7 @@ class Trainer:
 
         cfg = self.config
         num_atoms = self.store.num_atoms
+        schedule = self.budget_schedule()
         bar = tqdm(total=cfg.run.steps_per_epoch, initial=self.state["step"] % cfg.run.steps_per_epoch,
                    desc=f"epoch {self.state['epoch'] + 1}", unit="step", file=sys.stderr,
                    disable=not (cfg.run.progress and self.is_main))
@@ -384,9 +350,9 @@ class Trainer:
                 if cfg.run.max_steps and self.state["step"] >= cfg.run.max_steps:
                     self.state["stopped"] = f"max_steps ({cfg.run.max_steps}) reached"
                     break
-                batches = self.order.batches(self.state["pass"])[self.state["batch_in_pass"]:]
-                for global_batch, batch in zip(batches, self._pass_loader(batches)):
-                    self._set_learning_rate()
+                batches, loader = self.data.pass_loader(self.state["pass"], self.state["batch_in_pass"])
+                for global_batch, batch in zip(batches, loader):
+                    self._set_learning_rate(schedule)
                     parts = self.train_step(batch, int(num_atoms[global_batch].sum()), len(global_batch))
                     self.state["step"] += 1
                     self.state["batch_in_pass"] += 1
@@ -417,19 +383,6 @@ class Trainer:
         spent = torch.tensor([(time.process_time() - self._cpu_start) / 60.0 if self.is_main else 0.0])
         if float(self._all_reduce(spent)) >= budget:
             self.state["stopped"] = f"max_cpu_minutes ({budget}) reached"
-
-    def _pass_loader(self, batches: list[np.ndarray]) -> torch.utils.data.DataLoader:
-        """This rank's share of the remaining ``batches`` of the current pass, collated (and given fresh
-        inputs by the pass's augmenter) in order."""
-        cfg = self.config
-        shares = [b[self.rank::self.world_size] for b in batches]
-        augment = None
-        if cfg.data.augment.fraction > 0 or self.perturbation is not None:
-            graph = (self.store.graph.cutoff, self.store.graph.max_neighbors, self.store.graph.self_images)
-            augment = BatchAugmenter(cfg.data.augment, self.augment_eligible, self.perturbation, self.is_perturbation,
-                                     cfg.run.seed, self.state["pass"], graph, self.state["batch_in_pass"])
-        return torch.utils.data.DataLoader(StoreBatches(cfg.data.store, shares, augment), batch_size=None,
-                                           shuffle=False, num_workers=cfg.data.num_workers)
 
     def _after_step(self, parts: Tensor, structures: int, bar: Any) -> None:
         """Log every ``log_every`` steps (losses, rate over the window since the last log); validate and

@@ -99,7 +99,7 @@ def test_source_filter_picks_the_pairs_of_one_source(pair_store, tmp_path):
 
     augment = AugmentConfig(fraction=1.0, source_contains="pairs_unrelaxed.extxyz")
     config = tiny_config(pair_store, tmp_path / "run", data={"store": str(pair_store), "augment": augment})
-    eligible = Trainer(config).augment_eligible
+    eligible = Trainer(config).data.augment_eligible
     store = PairStore(pair_store)
     assert eligible.tolist() == ["pairs_unrelaxed.extxyz" in source for source in store.sources]
     assert 0 < eligible.sum() < len(store)  # CHGNet-labelled pairs yes, the Perov-5 sample no

@@ -41,8 +41,8 @@ def test_trainer_weights_pairs_by_source_name_and_names_unknown_sources(pair_sto
     assert names == {"data"}
     trainer = Trainer(tiny_config(pair_store, tmp_path / "run", data={"max_structures_per_batch": 4,
                                                                       "source_weights": {"data": 3.0}}))
-    assert (trainer.order.draws == 3.0).all()
-    assert len(np.concatenate(trainer.order.batches(0))) == 3 * len(trainer.train_indices)
+    assert (trainer.data.order.draws == 3.0).all()
+    assert len(np.concatenate(trainer.data.order.batches(0))) == 3 * len(trainer.data.train_indices)
     with pytest.raises(ValueError, match=r"\[.nowhere.\].*data"):
         Trainer(tiny_config(pair_store, tmp_path / "other", data={"source_weights": {"nowhere": 1.0}}))
     with pytest.raises(ValueError, match="source_weights.data"):

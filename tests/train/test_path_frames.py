@@ -83,7 +83,7 @@ def test_validation_leaves_path_frames_out_and_augmentation_leaves_them_alone(pa
     augment = AugmentConfig(fraction=1.0, source_contains="pairs2")
     trainer = Trainer(tiny_config(path_store, tmp_path / "run", data={"max_structures_per_batch": 4, "augment": augment}))
     kinds = np.array(trainer.store.kinds)
-    assert len(trainer.val_indices) > 0 and set(kinds[trainer.val_indices]) == {"pair"}
-    assert set(trainer.val_source.values()) == {"some_pairs2"}
-    assert trainer.augment_eligible[kinds == "pair"].all() and not trainer.augment_eligible[kinds == PATH_KIND].any()
-    assert any(kinds[trainer.train_indices] == PATH_KIND)  # still trained on
+    assert len(trainer.data.val_indices) > 0 and set(kinds[trainer.data.val_indices]) == {"pair"}
+    assert set(trainer.data.val_source.values()) == {"some_pairs2"}
+    assert trainer.data.augment_eligible[kinds == "pair"].all() and not trainer.data.augment_eligible[kinds == PATH_KIND].any()
+    assert any(kinds[trainer.data.train_indices] == PATH_KIND)  # still trained on

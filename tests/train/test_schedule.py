@@ -71,7 +71,7 @@ def test_a_finished_budget_is_extended_by_a_warm_restart(pair_store, tmp_path):
     train(budgeted(pair_store, tmp_path / "run"))
     trainer = Trainer(budgeted(pair_store, tmp_path / "run", max_steps=12), resume=True)
     assert trainer.state["cycle"] == [8, 12]
-    trainer._set_learning_rate()
+    trainer._set_learning_rate(trainer.budget_schedule())
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 / 2)  # warming up again
     assert trainer.train()["step"] == 12
     payload, _ = read_checkpoint(tmp_path / "run" / "last.ckpt")

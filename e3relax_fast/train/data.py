@@ -1,0 +1,93 @@
+"""The store as a training run reads it: which pairs train and which validate, the batch order of every
+pass, and a loader for this rank's share of a pass, its pairs given fresh inputs where they should be.
+
+Everything ``data.*`` of a training config means is resolved here, once, when a run starts
+(:class:`TrainingData`); the trainer (``train/trainer.py``) asks it for batches.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from ..data.batching import pack_batches
+from ..data.pairs import PATH_KIND
+from ..data.perturb import PERTURBATION_KIND, PerturbConfig
+from ..data.store import PairStore, source_name
+from ..model.config import E3RelaxConfig
+from .augment import BatchAugmenter
+from .batching import BatchOrder, StoreBatches
+from .config import DataConfig
+
+
+class TrainingData:
+    """A run's view of its store (``data`` of the config, checked against the ``model``'s graph settings).
+
+    Attributes:
+        store: the :class:`PairStore`; ``train_indices`` / ``val_indices``: its pairs that train and that
+            validate (relaxation-path frames never validate: the model is judged on true inputs);
+        order: the global batch order of every pass (``data.source_weights`` applied);
+        val_batches: validation batches of ``val_indices``; ``val_source``: each one's source name;
+        augment_eligible: bool [num_pairs], the pairs ``data.augment`` may give fresh inputs.
+    """
+
+    def __init__(self, data: DataConfig, model: E3RelaxConfig, seed: int, world_size: int = 1, rank: int = 0):
+        if not data.store:
+            raise ValueError("data.store is not set: make a store with `e3relax preprocess` and point to it")
+        self.store = store = PairStore(data.store)
+        store.graph.require_model(model, data.store)
+        self.world_size, self.rank, self.num_workers = world_size, rank, data.num_workers
+        self.train_indices = store.indices(data.train_split)
+        self.val_indices = np.array([i for i in store.indices(data.val_split) if store.kinds[i] != PATH_KIND],
+                                    dtype=np.int64)
+        if len(self.val_indices) == 0:
+            raise ValueError(f"split {data.val_split!r} of the store is empty; validation needs pairs")
+        draws = draw_weights(store, self.train_indices, data.source_weights, data.store)
+        self.order = BatchOrder(self.train_indices, store.num_atoms, data.max_structures_per_batch,
+                                data.max_atoms_per_batch, seed, world_size, draws)
+        self.val_source = {int(i): source_name(store.sources[i], store.kinds[i]) for i in self.val_indices}
+        self.val_batches = pack_batches(np.sort(self.val_indices), store.num_atoms, data.max_structures_per_batch,
+                                        data.max_atoms_per_batch)
+        # relaxation-path frames keep their own inputs: they are the easier inputs they were added as
+        self.augment_eligible = np.array([data.augment.source_contains in source and kind != PATH_KIND
+                                          for source, kind in zip(store.sources, store.kinds)])
+        self.augmenter = _augmenter_of_passes(store, data, self.augment_eligible, seed)
+
+    def pass_loader(self, pass_index: int, first_batch: int) -> tuple[list[np.ndarray], torch.utils.data.DataLoader]:
+        """The global batches of pass ``pass_index`` from ``first_batch`` on (a resumed pass starts
+        later), and a loader of this rank's share of each, collated (and given fresh inputs) in order."""
+        batches = self.order.batches(pass_index)[first_batch:]
+        shares = [b[self.rank::self.world_size] for b in batches]
+        augment = self.augmenter(pass_index=pass_index, first_batch=first_batch) if self.augmenter else None
+        loader = torch.utils.data.DataLoader(StoreBatches(str(self.store.path), shares, augment), batch_size=None,
+                                             shuffle=False, num_workers=self.num_workers)
+        return batches, loader
+
+
+def draw_weights(store: PairStore, indices: np.ndarray, weights: dict[str, float], store_path: str
+                 ) -> np.ndarray | None:
+    """Draws per pass of each pair of ``indices`` from weights by source name (``data.source_weights``;
+    empty: every pair once). A name the pairs do not hold is an error naming the store's sources."""
+    if not weights:
+        return None
+    names = [source_name(store.sources[i], store.kinds[i]) for i in indices]
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ValueError(f"data.source_weights names {unknown}, which the training split of "
+                         f"{store_path!r} does not hold; its sources: {sorted(set(names))}")
+    return np.array([weights.get(name, 1.0) for name in names], dtype=np.float64)
+
+
+def _augmenter_of_passes(store: PairStore, data: DataConfig, eligible: np.ndarray, seed: int
+                         ) -> functools.partial | None:
+    """``BatchAugmenter`` of a pass, waiting for its pass and first batch; None when no pair gets fresh
+    inputs (no ``data.augment`` fraction, no perturbation pairs)."""
+    settings = store.meta.get("perturbation")
+    perturbation = PerturbConfig(**settings) if settings else None
+    if not (data.augment.fraction > 0 or perturbation is not None):
+        return None
+    is_perturbation = np.array([kind == PERTURBATION_KIND for kind in store.kinds])
+    graph = (store.graph.cutoff, store.graph.max_neighbors, store.graph.self_images)
+    return functools.partial(BatchAugmenter, data.augment, eligible, perturbation, is_perturbation, seed, graph=graph)
