@@ -8,6 +8,14 @@ of the logarithm of the coordinate MAE, fitted by least squares on pairs of the 
 checkpoint's JSON metadata under ``confidence``). ``expected_error`` is then the expected coordinate
 MAE in Å, ``exp(mean + variance / 2)`` of the fitted log-normal. Its rank correlation with the actual
 error on each validation source is in the model card; it ranks, it does not bound.
+
+The **learned head** (:class:`ErrorHead`, metadata ``confidence_head``) reads more: the same signals and
+a summary of the last layer's invariant features per structure (:func:`last_layer_summary`: the atoms'
+mean scalar channels, the atoms' mean vector-channel norms, the lattice nodes' mean scalar channels),
+in a ridge regression of the log error, fitted on one half of the validation groups so that the other
+half judges it (``scripts/calibrate_confidence.py --head``). Eager models use it when the checkpoint has
+one (the features are read by a forward hook on the last layer, :class:`LastLayerCapture`); exported
+artifacts return no features and keep the hand-made model.
 """
 
 from __future__ import annotations
@@ -97,12 +105,121 @@ def fit_error_model(rows: list[dict[str, float]], errors: np.ndarray, fitted_on:
 
 def prediction_confidence(pos_layers: torch.Tensor, cell_layers: torch.Tensor, ptr: torch.Tensor, b: int,
                           input_pos: torch.Tensor, input_cell: torch.Tensor,
-                          error_model: ErrorModel | None = None) -> dict[str, float]:
+                          error_model: "ErrorModel | ErrorHead | None" = None,
+                          summary: np.ndarray | None = None) -> dict[str, float]:
     """The confidence entries of structure ``b`` (arguments as :func:`structure_features`):
     ``last_layer_max_move`` (Å, largest atom move of the last layer), ``last_layer_cell_change`` (Å,
-    largest cell-entry change of the last layer) and, with an ``error_model``, ``expected_error`` (Å)."""
+    largest cell-entry change of the last layer) and, with an ``error_model``, ``expected_error`` (Å):
+    from an :class:`ErrorHead` when the structure's last-layer ``summary`` [3F] is given, else from an
+    :class:`ErrorModel` (a head without a summary gives none)."""
     features = structure_features(pos_layers, cell_layers, ptr, b, input_pos, input_cell)
     out = {"last_layer_max_move": features["last_move_max"], "last_layer_cell_change": features["last_cell_change"]}
-    if error_model is not None:
+    if isinstance(error_model, ErrorHead) and summary is not None:
+        out["expected_error"] = float(error_model.expected_errors([features], summary[None])[0])
+    elif isinstance(error_model, ErrorModel):
         out["expected_error"] = error_model.expected_error(features)
     return out
+
+
+def error_model_of(metadata: dict, eager: bool = True) -> "ErrorModel | ErrorHead | None":
+    """The expected-error model a checkpoint's metadata holds: the learned head when there is one and
+    the model is eager (its last layer can be read), else the hand-made model, else None."""
+    head = ErrorHead.from_metadata(metadata) if eager else None
+    return head if head is not None else ErrorModel.from_metadata(metadata)
+
+
+# --------------------------------------------------------------------------------------------------
+# The learned head
+
+#: The per-structure summaries of the last layer that the head reads, each ``[F]`` (F channels).
+SUMMARIES = ("atom_scalars_mean", "atom_vector_norms_mean", "lattice_scalars_mean")
+
+
+class LastLayerCapture:
+    """Keeps the output state of an eager model's last layer (``LayerState``: h [N,F], vec [N,3,F],
+    g [B,3,F], ...) while in a ``with`` block; ``state`` is None for models without ``layers``
+    (exported artifacts), which then get no summary."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.state = None
+        layers = getattr(model, "layers", None)
+        self._layer = layers[-1] if layers is not None and len(layers) else None
+        self._handle = None
+
+    def __enter__(self) -> "LastLayerCapture":
+        if self._layer is not None:
+            self._handle = self._layer.register_forward_hook(lambda module, inputs, output: setattr(self, "state", output))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+
+
+def last_layer_summary(state, ptr: torch.Tensor) -> np.ndarray:
+    """``[B, 3F]`` float64: per structure, the :data:`SUMMARIES` of a last-layer state (rotation and
+    translation invariant: scalar channels and vector norms)."""
+    h, vec, g = state[2].detach().double().cpu(), state[3].detach().double().cpu(), state[4].detach().double().cpu()
+    sizes = torch.diff(ptr.cpu()).clamp(min=1).unsqueeze(1).double()
+    structure = torch.repeat_interleave(torch.arange(len(ptr) - 1), torch.diff(ptr.cpu()))
+    atoms_h = torch.zeros(len(ptr) - 1, h.shape[1], dtype=torch.float64).index_add_(0, structure, h) / sizes
+    norms = vec.norm(dim=1)
+    atoms_v = torch.zeros(len(ptr) - 1, norms.shape[1], dtype=torch.float64).index_add_(0, structure, norms) / sizes
+    return torch.cat([atoms_h, atoms_v, g.mean(1)], dim=1).numpy()
+
+
+def _head_design(rows: list[dict[str, float]], summaries: np.ndarray) -> np.ndarray:
+    return np.hstack([_design(rows)[:, :-1], np.asarray(summaries, dtype=np.float64).reshape(len(rows), -1)])
+
+
+@dataclass(frozen=True)
+class ErrorHead:
+    """``log(coord MAE) ~ weights . (x - center) / scale + bias`` with ``x`` the log :data:`FEATURES`
+    followed by the last-layer summaries (``channels`` each); residual variance ``variance``."""
+
+    center: tuple[float, ...]
+    scale: tuple[float, ...]
+    weights: tuple[float, ...]
+    bias: float
+    variance: float
+    channels: int
+    fitted_on: str = ""
+
+    def expected_errors(self, rows: list[dict[str, float]], summaries: np.ndarray) -> np.ndarray:
+        """Expected coordinate MAE (Å) of predictions with these signals and summaries ``[n, 3F]``."""
+        z = (_head_design(rows, summaries) - np.asarray(self.center)) / np.asarray(self.scale)
+        return np.exp(z @ np.asarray(self.weights) + self.bias + 0.5 * self.variance)
+
+    def to_dict(self) -> dict:
+        return {"features": list(FEATURES), "summaries": list(SUMMARIES), "channels": self.channels, "floor": FLOOR,
+                "center": list(self.center), "scale": list(self.scale), "weights": list(self.weights),
+                "bias": self.bias, "variance": self.variance, "fitted_on": self.fitted_on}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> "ErrorHead | None":
+        """The head stored in a checkpoint's metadata (``confidence_head``), or None when there is none
+        or it reads other features or another width than this version and model give."""
+        entry = metadata.get("confidence_head")
+        width = (metadata.get("model_config") or {}).get("hidden_channels")
+        if (not entry or list(entry.get("features", [])) != list(FEATURES) or entry.get("floor") != FLOOR
+                or list(entry.get("summaries", [])) != list(SUMMARIES) or entry.get("channels") != width):
+            return None
+        return cls(tuple(entry["center"]), tuple(entry["scale"]), tuple(entry["weights"]), float(entry["bias"]),
+                   float(entry["variance"]), int(entry["channels"]), str(entry.get("fitted_on", "")))
+
+
+def fit_error_head(rows: list[dict[str, float]], summaries: np.ndarray, errors: np.ndarray, alpha: float = 0.1,
+                   fitted_on: str = "") -> ErrorHead:
+    """Ridge fit (penalty ``alpha`` per structure, on standardised inputs) of log coordinate MAE
+    (``errors`` [n], Å) on the log signals ``rows`` and the last-layer ``summaries`` [n, 3F]."""
+    errors = np.asarray(errors, dtype=np.float64)
+    x = _head_design(rows, summaries)
+    if len(errors) != len(x) or len(x) < 10:
+        raise ValueError(f"need at least 10 structures with one error each, got {len(x)} rows and {len(errors)} errors")
+    center, scale = x.mean(0), x.std(0) + 1e-8
+    z, y = (x - center) / scale, np.log(errors + FLOOR)
+    weights = np.linalg.solve(z.T @ z + alpha * len(y) * np.eye(z.shape[1]), z.T @ (y - y.mean()))
+    residual = y - y.mean() - z @ weights
+    return ErrorHead(tuple(center.tolist()), tuple(scale.tolist()), tuple(weights.tolist()), float(y.mean()),
+                     float(residual.var()), int(np.asarray(summaries).shape[1] // len(SUMMARIES)), fitted_on)
+

@@ -1,16 +1,22 @@
-"""Fit the expected-error model of a checkpoint on its training pairs and store it in the checkpoint.
+"""Fit a checkpoint's expected-error model and store it in the checkpoint (e3relax_fast/confidence.py).
 
-    python scripts/calibrate_confidence.py e3relax_fast/pretrained/e3relax-small.ckpt --store runs/store_r3
+    python scripts/calibrate_confidence.py CKPT --store runs/store_r3                 # hand-made model
+    python scripts/calibrate_confidence.py CKPT --store runs/store_r4_n24 --head       # learned head
 
-Runs the model over up to --per-source training pairs of each store source, computes the confidence
-features and the actual coordinate MAE per structure (e3relax_fast/confidence.py), fits log error on
-log features by least squares, prints the fit's Spearman per source, and rewrites the checkpoint with
-the fitted model under metadata["confidence"] (tensors untouched). Training pairs only: the validation
-split stays the judge (`e3relax evaluate` reports the Spearman there). Never run by CI.
+Without ``--head``: runs the model over up to --per-source pairs of each source of --split (default
+train), fits log error on the log signals by least squares and stores it under metadata["confidence"].
+
+With ``--head``: runs the model over the validation split (true inputs only, no path frames), cuts its
+groups in two halves by a hash of the group name, fits the ridge head (signals + last-layer summaries)
+on half 0 and prints, on half 1 (never fitted on), each source's Spearman and mean expected over mean
+actual error for the head and for the hand-made model the checkpoint holds; stores the head under
+metadata["confidence_head"]. Validation pairs judge the model too: the head never sees half 1, and
+the numbers to quote are those of half 1. Tensors are left untouched. Never run by CI.
 """
 
 import argparse
 import collections
+import hashlib
 import sys
 
 import numpy as np
@@ -18,63 +24,106 @@ import torch
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
-from e3relax_fast.confidence import fit_error_model, structure_features
+from e3relax_fast.confidence import (ErrorModel, LastLayerCapture, fit_error_head, fit_error_model,
+                                     last_layer_summary, structure_features)
+from e3relax_fast.data.batching import pack_batches
+from e3relax_fast.data.pairs import PATH_KIND
 from e3relax_fast.data.store import PairStore, source_name
 from e3relax_fast.model.checkpoint import load_model, read_checkpoint, save_checkpoint
-from e3relax_fast.data.batching import pack_batches
 
 
 def sample_indices(store: PairStore, split: str, per_source: int, seed: int) -> np.ndarray:
-    """Up to ``per_source`` pairs of ``split`` from each source, drawn with ``seed``, sorted."""
+    """Up to ``per_source`` pairs of ``split`` from each source (0: all), path frames left out, drawn with
+    ``seed``, sorted."""
     rng = np.random.default_rng(seed)
     by_source = collections.defaultdict(list)
     for index in store.indices(split):
-        by_source[source_name(store.sources[index], store.kinds[index])].append(int(index))
-    chosen = [rng.choice(v, size=min(per_source, len(v)), replace=False) for v in by_source.values()]
+        if store.kinds[index] != PATH_KIND:
+            by_source[source_name(store.sources[index], store.kinds[index])].append(int(index))
+    chosen = [rng.choice(v, size=min(per_source, len(v)), replace=False) if per_source else np.array(v)
+              for v in by_source.values()]
     return np.sort(np.concatenate(chosen))
 
 
 @torch.no_grad()
 def features_and_errors(model, store: PairStore, indices: np.ndarray, batch_size: int = 32):
-    """Per structure: (source name, feature dict, coordinate MAE Å)."""
+    """Per structure: (source name, group, signal dict, last-layer summary [3F], coordinate MAE Å)."""
     out = []
     bar = tqdm(total=len(indices), unit="structure", file=sys.stderr)
     for batch_indices in pack_batches(indices, store.num_atoms, batch_size, 0):
         b = store.batch(batch_indices)
-        pos_layers, cell_layers = model(b.pos.float(), b.z, b.cell.float(), b.pbc, b.ptr, b.edge_index, b.shifts)
+        with LastLayerCapture(model) as last_layer:
+            pos_layers, cell_layers = model(b.pos.float(), b.z, b.cell.float(), b.pbc, b.ptr, b.edge_index, b.shifts)
+        summaries = last_layer_summary(last_layer.state, b.ptr)
         pos_layers, cell_layers = pos_layers.double(), cell_layers.double()
         for k, index in enumerate(batch_indices):
             a0, a1 = int(b.ptr[k]), int(b.ptr[k + 1])
             error = float((pos_layers[-1, a0:a1] - b.target_pos[a0:a1]).abs().mean())
-            out.append((source_name(store.sources[index], store.kinds[index]),
-                        structure_features(pos_layers, cell_layers, b.ptr, k, b.pos, b.cell), error))
+            out.append((source_name(store.sources[index], store.kinds[index]), store.groups[index],
+                        structure_features(pos_layers, cell_layers, b.ptr, k, b.pos, b.cell), summaries[k], error))
         bar.update(len(batch_indices))
     bar.close()
     return out
+
+
+def group_half(group: str) -> int:
+    """0 or 1, from a hash of the group name: the halves of the validation split."""
+    return int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) % 2
+
+
+def report(rows, expected: dict[str, np.ndarray]) -> None:
+    """Per source: Spearman of each expected error with the actual one, and mean expected / mean actual."""
+    sources = np.array([r[0] for r in rows])
+    actual = np.array([r[4] for r in rows])
+    for name in sorted(set(sources)):
+        mine = sources == name
+        cells = [f"{label} Spearman {spearmanr(values[mine], actual[mine]).statistic:.2f}, "
+                 f"calibration {values[mine].mean() / actual[mine].mean():.2f}" for label, values in expected.items()]
+        print(f"{name}: {mine.sum()} pairs | " + " | ".join(cells))
+
+
+def fit_head(rows, metadata: dict, alpha: float, fitted_on: str):
+    """The head fitted on half 0, its report (and the stored hand-made model's) on half 1."""
+    fit = [r for r in rows if group_half(r[1]) == 0]
+    judge = [r for r in rows if group_half(r[1]) == 1]
+    head = fit_error_head([r[2] for r in fit], np.array([r[3] for r in fit]), np.array([r[4] for r in fit]), alpha,
+                          fitted_on=f"{len(fit)} pairs of {fitted_on} (half 0 of its groups)")
+    expected = {"head": head.expected_errors([r[2] for r in judge], np.array([r[3] for r in judge]))}
+    hand_made = ErrorModel.from_metadata(metadata)
+    if hand_made is not None:
+        expected["hand-made"] = np.array([hand_made.expected_error(r[2]) for r in judge])
+    print(f"half 1 of the groups ({len(judge)} pairs, never fitted on):")
+    report(judge, expected)
+    return head
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--store", required=True)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--per-source", type=int, default=1000)
+    parser.add_argument("--head", action="store_true", help="fit the learned head on validation half 0")
+    parser.add_argument("--split", help="split to fit on (default: train; with --head: val)")
+    parser.add_argument("--per-source", type=int, help="pairs per source (default: 1000; with --head: all)")
+    parser.add_argument("--alpha", type=float, default=0.1, help="--head: ridge penalty per structure")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    split = args.split or ("val" if args.head else "train")
+    per_source = args.per_source if args.per_source is not None else (0 if args.head else 1000)
     torch.set_num_threads(1)
     model, _ = load_model(args.checkpoint)
     store = PairStore(args.store)
-    rows = features_and_errors(model, store, sample_indices(store, args.split, args.per_source, args.seed))
-    fitted = fit_error_model([r[1] for r in rows], np.array([r[2] for r in rows]),
-                             fitted_on=f"{len(rows)} pairs of split {args.split!r} of {args.store}")
-    for name in sorted({r[0] for r in rows}):
-        mine = [r for r in rows if r[0] == name]
-        rho = spearmanr([fitted.expected_error(r[1]) for r in mine], [r[2] for r in mine]).statistic
-        print(f"{name}: {len(mine)} pairs, Spearman on the fitting pairs {rho:.3f}")
+    rows = features_and_errors(model, store, sample_indices(store, split, per_source, args.seed))
     payload, metadata = read_checkpoint(args.checkpoint)
     metadata.pop("format_version", None)
-    save_checkpoint(args.checkpoint, payload["model"], {**metadata, "confidence": fitted.to_dict()})
-    print(f"wrote the error model into {args.checkpoint}: {fitted.to_dict()}")
+    where = f"split {split!r} of {args.store}"
+    if args.head:
+        key, fitted = "confidence_head", fit_head(rows, metadata, args.alpha, where)
+    else:
+        key, fitted = "confidence", fit_error_model([r[2] for r in rows], np.array([r[4] for r in rows]),
+                                                    fitted_on=f"{len(rows)} pairs of {where}")
+        report(rows, {"fitted": np.array([fitted.expected_error(r[2]) for r in rows])})
+    save_checkpoint(args.checkpoint, payload["model"], {**metadata, key: fitted.to_dict()})
+    print(f"wrote metadata[{key!r}] into {args.checkpoint} ({fitted.fitted_on})")
 
 
 if __name__ == "__main__":

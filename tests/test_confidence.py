@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 from ase.io import read
+from scipy.stats import spearmanr
 
 from e3relax_fast import E3Relaxer
-from e3relax_fast.confidence import FEATURES, ErrorModel, fit_error_model, structure_features
+from e3relax_fast.confidence import (FEATURES, ErrorHead, ErrorModel, LastLayerCapture, fit_error_head, fit_error_model,
+                                     last_layer_summary, structure_features)
 from e3relax_fast.model.checkpoint import save_checkpoint
 
 from .conftest import DATA
@@ -94,3 +96,84 @@ def test_the_summary_reports_the_rank_correlation_of_expected_error():
     summary = summarize(frame).set_index(["method", "metric"])
     assert summary.loc[("model", "expected_error spearman"), "mean"] == pytest.approx(0.9)  # one swap in five
     assert ("dummy", "expected_error spearman") not in summary.index
+
+
+# --------------------------------------------------------------------------------------------------
+# The learned head (metadata "confidence_head")
+
+def _signal_rows(rng, n):
+    return [{name: float(v) for name, v in zip(FEATURES, rng.uniform(0.01, 1.0, len(FEATURES)))} for _ in range(n)]
+
+
+def test_the_head_learns_an_error_the_signals_alone_cannot_see(rng):
+    """The error depends on a last-layer summary channel, not on the hand-made signals: the head ranks
+    it, the hand-made model cannot, and the head's mean expected error matches the mean actual one."""
+    n, channels = 600, 4
+    rows, summaries = _signal_rows(rng, n), rng.normal(size=(n, 3 * channels))
+    errors = 0.05 * np.exp(0.8 * summaries[:, 1]) * np.exp(rng.normal(0, 0.1, n))
+    head = fit_error_head(rows[:400], summaries[:400], errors[:400], alpha=1e-3)
+    assert head.channels == channels
+    expected = head.expected_errors(rows[400:], summaries[400:])
+    assert spearmanr(expected, errors[400:]).statistic > 0.9
+    assert 0.9 < expected.mean() / errors[400:].mean() < 1.1
+    hand_made = fit_error_model(rows[:400], errors[:400])
+    assert abs(spearmanr([hand_made.expected_error(r) for r in rows[400:]], errors[400:]).statistic) < 0.3
+    with pytest.raises(ValueError, match="at least 10"):
+        fit_error_head(rows[:5], summaries[:5], errors[:5])
+
+
+def test_a_head_of_another_width_or_feature_set_is_not_used(rng):
+    rows, summaries = _signal_rows(rng, 50), rng.normal(size=(50, 3 * 16))
+    head = fit_error_head(rows, summaries, rng.uniform(0.01, 0.1, 50))
+    metadata = {"confidence_head": head.to_dict(), "model_config": {"hidden_channels": 16}}
+    assert ErrorHead.from_metadata(metadata) == head
+    assert ErrorHead.from_metadata({**metadata, "model_config": {"hidden_channels": 32}}) is None
+    stale = {**head.to_dict(), "summaries": ["atom_scalars_mean"]}
+    assert ErrorHead.from_metadata({**metadata, "confidence_head": stale}) is None
+
+
+def test_the_summary_reads_the_last_layer_and_the_hook_goes_away(make_model):
+    model = make_model(layers=2)
+    atoms = read(DATA / "examples_relaxed.extxyz", index=":2")
+    from e3relax_fast.data import batch_from_structures
+
+    batch = batch_from_structures(atoms, dtype=torch.float64)
+    with torch.no_grad(), LastLayerCapture(model) as last_layer:
+        model(*batch.tensors())
+    summary = last_layer_summary(last_layer.state, batch.ptr)
+    channels = model.config.hidden_channels
+    assert summary.shape == (2, 3 * channels)
+    h = last_layer.state.h[: int(batch.ptr[1])]
+    np.testing.assert_allclose(summary[0, :channels], h.mean(0).numpy(), rtol=1e-12)
+    assert not model.layers[-1]._forward_hooks  # removed on leaving the block
+
+
+@pytest.fixture
+def checkpoint_with_a_head(make_model, tmp_path, rng):
+    """A head whose weights are all zero: expected error exp(bias + variance / 2) = 0.123 Å exactly."""
+    model = make_model(layers=2)
+    channels = model.config.hidden_channels
+    width = len(FEATURES) + 3 * channels
+    head = ErrorHead((0.0,) * width, (1.0,) * width, (0.0,) * width, math.log(0.123), 0.0, channels, "test")
+    hand_made = ErrorModel(tuple([1.0] + [0.0] * (len(FEATURES) - 1)), 0.0, 0.0, "test")
+    path = tmp_path / "model.ckpt"
+    save_checkpoint(path, model.state_dict(), {"model_config": model.config.to_dict(),
+                                               "confidence": hand_made.to_dict(), "confidence_head": head.to_dict()})
+    return path
+
+
+def test_the_relaxer_and_evaluate_take_the_head_over_the_hand_made_model(checkpoint_with_a_head, pair_store,
+                                                                           tmp_path):
+    import pandas as pd
+
+    from e3relax_fast.cli import main
+
+    relaxer = E3Relaxer.from_pretrained(checkpoint_with_a_head, dtype=torch.float64, max_volume_factor=float("inf"))
+    assert isinstance(relaxer.error_model, ErrorHead)
+    result = relaxer.relax(read(DATA / "examples_relaxed.extxyz", index=0))
+    assert result.confidence["expected_error"] == pytest.approx(0.123, rel=1e-12)
+    scores = tmp_path / "scores.csv"
+    assert main(["evaluate", "-m", str(checkpoint_with_a_head), "--store", str(pair_store), "--no-symmetry",
+                 "--no-progress", "-o", str(scores)]) == 0
+    model_rows = pd.read_csv(scores).query("method == 'model'")
+    assert len(model_rows) > 0 and np.allclose(model_rows["expected_error"], 0.123, rtol=1e-5)

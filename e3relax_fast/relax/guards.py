@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -143,3 +144,19 @@ def is_out_of_memory(err: BaseException) -> bool:
     """Whether a failed batch ran out of memory (CUDA or host), so that halving it may help."""
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower() or \
         "can't allocate memory" in str(err).lower()
+
+
+def tensor_input(array: Any, name: str) -> torch.Tensor:
+    """A torch tensor of an array given to ``relax_tensors`` (DLPack without a copy where it can), or
+    ``ValueError`` naming the field."""
+    if isinstance(array, torch.Tensor):
+        return array
+    if hasattr(array, "__dlpack__"):
+        try:
+            return torch.from_dlpack(array)
+        except (RuntimeError, TypeError, BufferError):
+            pass  # e.g. a read-only numpy array: fall back to a copy
+    try:
+        return torch.as_tensor(np.asarray(array))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"field {name!r}: not an array ({type(array).__name__}): {err}") from None

@@ -15,14 +15,14 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
-from ..confidence import ErrorModel, prediction_confidence
+from ..confidence import ErrorHead, LastLayerCapture, error_model_of, last_layer_summary, prediction_confidence
 from ..data import batch_from_arrays, flat_graph, reduce_basis, structure_arrays, with_geometry
 from ..model import E3Relax
 from ..ops import neighbors
 from ..ops.checks import check_batch
 from ..symmetry import DEFAULT_SYMPREC, find_symmetry, project
 from .guards import (MAX_VOLUME_FACTOR, PredictionGuards, check_input_arrays, check_input_distance, is_out_of_memory,
-                     shortest_distance, unknown_element_note)
+                     shortest_distance, tensor_input, unknown_element_note)
 from .result import PreparedInput, RelaxResult
 from .stream import BatchBudget, Refinement, StreamedRelaxation, identified
 
@@ -84,7 +84,7 @@ class E3Relaxer:
         self.model = model
         self.metadata = metadata or {}
         self.elements = set(self.metadata.get("elements") or [])
-        self.error_model = ErrorModel.from_metadata(self.metadata)  # None: no expected_error
+        self.error_model = error_model_of(self.metadata, isinstance(model, E3Relax))  # None: no expected_error
         self.on_unknown_element = on_unknown_element
 
     @classmethod
@@ -141,13 +141,16 @@ class E3Relaxer:
         # each structure was validated alone in prepare
         batch = batch_from_arrays([p.arrays for _, p in items], [r.id for r, _ in items], dtype=torch.float64,
                                   num_elements=self.model.num_elements, validate=False)
-        if self._builds_graphs():  # prepare built every structure's graph
-            batch.edge_index, batch.shifts = flat_graph([p.graph[0] for _, p in items], [p.graph[1] for _, p in items],
-                                                        batch.ptr.tolist())
-            pos_layers, cell_layers = self.model(*batch.to(self.device, self.dtype).model_inputs())
-        else:  # deployed artifacts take (pos, z, cell, pbc, ptr) and build their graphs inside
-            pos_layers, cell_layers = self.model(*batch.to(self.device, self.dtype).tensors())
+        with LastLayerCapture(self.model) as last_layer:  # what the learned error head reads
+            if self._builds_graphs():  # prepare built every structure's graph
+                batch.edge_index, batch.shifts = flat_graph([p.graph[0] for _, p in items],
+                                                            [p.graph[1] for _, p in items], batch.ptr.tolist())
+                pos_layers, cell_layers = self.model(*batch.to(self.device, self.dtype).model_inputs())
+            else:  # deployed artifacts take (pos, z, cell, pbc, ptr) and build their graphs inside
+                pos_layers, cell_layers = self.model(*batch.to(self.device, self.dtype).tensors())
         pos_layers, cell_layers = pos_layers.double().cpu(), cell_layers.double().cpu()
+        summaries = (last_layer_summary(last_layer.state, batch.ptr)
+                     if isinstance(self.error_model, ErrorHead) and last_layer.state is not None else None)
         seconds = (time.perf_counter() - started) / len(items)
         ptr = batch.ptr
         for b, (result, prepared) in enumerate(items):
@@ -157,7 +160,7 @@ class E3Relaxer:
                                  for k in range(pos_layers.shape[0])]
             result.final_structure = result.trajectory[-1]
             result.confidence = prediction_confidence(pos_layers, cell_layers, ptr, b, batch.pos, batch.cell,
-                                                      self.error_model)
+                                                      self.error_model, None if summaries is None else summaries[b])
             result.seconds = seconds
             pos, cell = pos_layers[-1, a0:a1].numpy(), cell_layers[-1, b].numpy()
             if prepared.symmetry is not None and np.isfinite(pos).all() and np.isfinite(cell).all():
@@ -221,7 +224,7 @@ class E3Relaxer:
         stays where it is). Returns torch ``(pos_layers [L,N,3], cell_layers [L,B,3,3])`` on the
         relaxer's device (``cupy.from_dlpack`` takes them back without a copy). Invalid input raises
         ``ValueError`` naming the structure and field."""
-        pos, z, cell, pbc, ptr = (_as_tensor(a, name) for a, name in
+        pos, z, cell, pbc, ptr = (tensor_input(a, name) for a, name in
                                   ((pos, "pos"), (z, "z"), (cell, "cell"), (pbc, "pbc"), (ptr, "ptr")))
         for name, tensor in (("pos", pos), ("cell", cell)):
             if tensor.dtype not in (torch.float32, torch.float64):
@@ -231,17 +234,3 @@ class E3Relaxer:
         tensors = (pos.to(self.device, self.dtype), z.to(self.device, torch.long), cell.to(self.device, self.dtype),
                    pbc.to(self.device, torch.bool), ptr.to(self.device, torch.long))
         return self.model(*tensors)
-
-
-def _as_tensor(array: Any, name: str) -> torch.Tensor:
-    if isinstance(array, torch.Tensor):
-        return array
-    if hasattr(array, "__dlpack__"):
-        try:
-            return torch.from_dlpack(array)
-        except (RuntimeError, TypeError, BufferError):
-            pass  # e.g. a read-only numpy array: fall back to a copy
-    try:
-        return torch.as_tensor(np.asarray(array))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"field {name!r}: not an array ({type(array).__name__}): {err}") from None
