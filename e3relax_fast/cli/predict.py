@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import os
 import signal
 import sys
@@ -397,7 +398,7 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
 
     from ..io import StructureWriter
 
-    make_calculator = input_calculator = None
+    make_calculator = None
     if args.refine:
         from ..refine import calculator_factory
 
@@ -438,21 +439,9 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
         results = relaxer.relax_many(relaxable(), budget=_batch_budget(args),
                                      refine=make_calculator and Refinement(make_calculator, args.fmax, args.steps))
         trajectory = open(args.trajectory, "a" if args.resume else "w") if args.trajectory else None
+        input_calculator = functools.cache(make_calculator) if make_calculator else None  # one, reused
         for result in results:
-            record = sources.pop(result.id)
-            row = _result_row(result, record.source, args)
-            row["input_order"] = record.order
-            if result.ok and trajectory is not None:
-                _write_layers(trajectory, result)
-            if result.ok:
-                if args.refine_from_input:
-                    input_calculator = input_calculator or make_calculator()  # one, reused
-                    _refine_from_input(row, result, input_calculator, args)
-                try:
-                    writer.write(result.id, _output_structure(result, args))
-                except FileExistsError as err:  # a file of the user's in the output folder: kept
-                    row.update(status="error", error=f"structure {result.id!r}: {err}")
-            record_row(row)
+            record_row(_finished_row(result, sources.pop(result.id), (writer, trajectory), input_calculator, args))
             bar.update(1)
             if stop.signum:
                 break
@@ -460,6 +449,26 @@ def _relax_and_write(args: argparse.Namespace, relaxer, records: list, report: s
         if trajectory is not None:
             trajectory.close()
     return counts
+
+
+def _finished_row(result, record, outputs: tuple, input_calculator, args: argparse.Namespace) -> dict:
+    """The report row of one result, once its structure is written: ``outputs`` is the structure
+    writer and the trajectory handle (or None); ``input_calculator`` gives the calculator that
+    ``--refine-from-input`` reuses. A file of the user's in the output folder is kept: the row says so."""
+    writer, trajectory = outputs
+    row = _result_row(result, record.source, args)
+    row["input_order"] = record.order
+    if not result.ok:
+        return row
+    if trajectory is not None:
+        _write_layers(trajectory, result)
+    if args.refine_from_input:
+        _refine_from_input(row, result, input_calculator(), args)
+    try:
+        writer.write(result.id, _output_structure(result, args))
+    except FileExistsError as err:
+        row.update(status="error", error=f"structure {result.id!r}: {err}")
+    return row
 
 
 def _write_layers(handle, result) -> None:
