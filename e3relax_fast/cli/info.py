@@ -48,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"op library: loaded from {lib.path}  {lib.build_info}")
     else:
         print(f"op library: not loaded: {lib.reason}")
-    from ..ops.neighbors import _binding
+    from ..ops.neighbors import compiled_binding
 
-    print("numpy binding (e3relax_fast.neighbors): " + ("compiled, GIL released" if _binding() is not None
+    print("numpy binding (e3relax_fast.neighbors): " + ("compiled, GIL released" if compiled_binding() is not None
                                                         else "not built: the PyTorch reference answers"))
     order = "; ".join(f"{'/'.join(names)} on {kind}" for kind, names in ops.registry.PREFERENCE.items())
     print(f"backends (e3relax_fast/ops/registry.py; auto takes the first available of {order}):")

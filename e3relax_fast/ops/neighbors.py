@@ -18,7 +18,9 @@ from .functional import radius_graph
 from .radius_graph import self_image_mode
 
 
-def _binding():
+def compiled_binding():
+    """The compiled numpy binding ``e3relax_fast._neighbors`` (GIL released), or None when the op library
+    is not loaded or the binding was not built."""
     if not _library.status().loaded:
         return None
     try:
@@ -51,7 +53,7 @@ def neighbors(positions, cell, pbc=(True, True, True), cutoff: float = 6.0, max_
         # atoms (shifted to start at 0: distances do not change, and shifts are zero without periodicity)
         positions = np.ascontiguousarray(positions - positions.min(axis=0))
         cell = np.diag(np.ptp(positions, axis=0) + float(cutoff) + 1.0)
-    binding = _binding()
+    binding = compiled_binding()
     if binding is not None:
         return binding.neighbors(positions, cell, pbc, float(cutoff), int(max_neighbors), self_image_mode(self_images),
                                  int(threads))
