@@ -41,7 +41,7 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _RESUMABLE_CHANGES = {("run", "max_steps"), ("run", "max_cpu_minutes"), ("run", "max_epochs"), ("run", "progress"), ("run", "checkpoint_every"),
                       ("run", "log_every"), ("run", "dir"), ("data", "num_workers"), ("run", "device"),
                       ("run", "backend"), ("run", "early_stopping_patience"),
-                      ("run", "init_from"), ("run", "matmul_dtype")}  # init_from starts a run; a resumed one takes its weights from last.ckpt
+                      ("run", "init_from"), ("run", "matmul_dtype"), ("run", "compile")}  # init_from starts a run; a resumed one takes its weights from last.ckpt
 
 
 def layerwise_loss(pos_layers: Tensor, cell_layers: Tensor, target_pos: Tensor, target_cell: Tensor,
@@ -137,6 +137,8 @@ class Trainer:
             self.model.train_matmuls_in_bfloat16()
         self.ddp_model: nn.Module = (nn.parallel.DistributedDataParallel(self.model) if self.distributed
                                      else self.model)
+        if config.run.compile:  # the same weights: checkpoints and the EMA read self.model
+            self.ddp_model = torch.compile(self.ddp_model, dynamic=True)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.optim.lr,
                                            weight_decay=config.optim.weight_decay, amsgrad=config.optim.amsgrad)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
