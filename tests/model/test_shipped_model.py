@@ -8,7 +8,7 @@ import pytest
 import torch
 from ase.io import read
 
-from e3relax_fast.confidence import ErrorModel
+from e3relax_fast.confidence import ErrorHead, ErrorModel
 from e3relax_fast.metrics import structure_metrics
 from e3relax_fast.model.checkpoint import CHECKPOINT_FORMAT
 from e3relax_fast.model.pretrained import DEFAULT_MODEL, PRETRAINED_DIR, pretrained_names, resolve_model_path
@@ -40,6 +40,7 @@ def test_the_shipped_metadata_is_complete():
     assert len(metadata["elements"]) >= 87  # every element of the Materials Project set
     assert any("structures:" in source for source in metadata["data"]["sources"])
     assert ErrorModel.from_metadata(metadata) is not None  # expected_error is reported
+    assert ErrorHead.from_metadata(metadata) is not None  # by the learned head, for eager models
     assert (PRETRAINED_DIR / "MODEL_CARD.md").is_file()
 
 
@@ -83,3 +84,12 @@ def test_bfloat16_products_move_the_shipped_predictions_by_little():
     dummy = np.mean([structure_metrics(dict(inputs)[r.id], references[r.id], symmetry=False)["coord_mae"]
                      for r in reduced])
     assert model < dummy
+
+
+def test_the_shipped_relaxer_reports_the_heads_expected_error():
+    from e3relax_fast import E3Relaxer
+
+    relaxer = E3Relaxer.from_pretrained()
+    assert isinstance(relaxer.error_model, ErrorHead)
+    result = relaxer.relax(read(os.path.join(EXAMPLES, "train-101-00023.cif")))
+    assert 0.0 < result.confidence["expected_error"] < 1.0  # Å: a coordinate MAE, not a bound
