@@ -10,7 +10,8 @@
 #   here:   python scripts/device_run.py unpack /work/.device/<files_at> --into runs/release4/last.ckpt
 #           then scripts/train_release4.sh resumes the CPU run from what the GPU learned.
 # Settings (environment): BUDGET_S (training seconds, default 420), DEVICE (cuda), BATCH (256 structures
-# a step: a GPU wants more than 64), LR (4e-4), CONFIG (configs/train/release4.yaml), RUN (runs/device).
+# a step: a GPU wants more than 64), LR (4e-4), CONFIG (configs/train/release4.yaml), RUN (runs/device),
+# COMPILE (false: torch.compile would spend minutes of the budget).
 # Tested on the CPU with a tiny budget (tests/test_device_run.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +38,9 @@ overrides = [f"data.store={run}/store", f"run.init_from={run}/init.ckpt", "run.d
              f"run.device={os.environ.get('DEVICE', 'cuda')}", "data.num_workers=" + os.environ.get("WORKERS", "12"),
              "data.max_structures_per_batch=" + os.environ.get("BATCH", "256"), "optim.lr=" + os.environ.get("LR", "4e-4"),
              "optim.schedule=plateau", "optim.warmup_steps=0", "run.max_steps=0", "run.steps_per_epoch=1000000",
-             "run.checkpoint_every=200", "run.log_every=20", "run.progress=false"]
+             "run.checkpoint_every=200", "run.log_every=20", "run.progress=false",
+             # compiling takes minutes of a budget of a few: eager unless asked (COMPILE=true)
+             "run.compile=" + os.environ.get("COMPILE", "false")]
 try:
     print(train(TrainConfig.from_yaml(config_path, overrides)))
 except KeyboardInterrupt:  # the budget's end: the trainer saved last.ckpt first
