@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .ops import atom_structure_index
+
 #: Per-structure signals, each in Å except ``volume_change`` (relative) and ``num_atoms``.
 FEATURES = ("total_move_mean", "total_move_max", "last_move_mean", "last_move_max", "last_cell_change",
             "volume_change", "num_atoms")
@@ -106,16 +108,17 @@ def fit_error_model(rows: list[dict[str, float]], errors: np.ndarray, fitted_on:
 def prediction_confidence(pos_layers: torch.Tensor, cell_layers: torch.Tensor, ptr: torch.Tensor, b: int,
                           input_pos: torch.Tensor, input_cell: torch.Tensor,
                           error_model: "ErrorModel | ErrorHead | None" = None,
-                          summary: np.ndarray | None = None) -> dict[str, float]:
+                          summaries: np.ndarray | None = None) -> dict[str, float]:
     """The confidence entries of structure ``b`` (arguments as :func:`structure_features`):
     ``last_layer_max_move`` (Å, largest atom move of the last layer), ``last_layer_cell_change`` (Å,
     largest cell-entry change of the last layer) and, with an ``error_model``, ``expected_error`` (Å):
-    from an :class:`ErrorHead` when the structure's last-layer ``summary`` [3F] is given, else from an
-    :class:`ErrorModel` (a head without a summary gives none)."""
+    from an :class:`ErrorHead` when the batch's last-layer ``summaries`` [B, 3F] are given
+    (:meth:`LastLayerCapture.summaries`), else from an :class:`ErrorModel` (a head without summaries
+    gives none)."""
     features = structure_features(pos_layers, cell_layers, ptr, b, input_pos, input_cell)
     out = {"last_layer_max_move": features["last_move_max"], "last_layer_cell_change": features["last_cell_change"]}
-    if isinstance(error_model, ErrorHead) and summary is not None:
-        out["expected_error"] = float(error_model.expected_errors([features], summary[None])[0])
+    if isinstance(error_model, ErrorHead) and summaries is not None:
+        out["expected_error"] = float(error_model.expected_errors([features], summaries[b:b + 1])[0])
     elif isinstance(error_model, ErrorModel):
         out["expected_error"] = error_model.expected_error(features)
     return out
@@ -138,13 +141,18 @@ SUMMARIES = ("atom_scalars_mean", "atom_vector_norms_mean", "lattice_scalars_mea
 class LastLayerCapture:
     """Keeps the output state of an eager model's last layer (``LayerState``: h [N,F], vec [N,3,F],
     g [B,3,F], ...) while in a ``with`` block; ``state`` is None for models without ``layers``
-    (exported artifacts), which then get no summary."""
+    (exported artifacts), which then get no summary, and when not ``wanted`` (no head will read it: no
+    hook is registered at all)."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, wanted: bool = True):
         self.state = None
-        layers = getattr(model, "layers", None)
+        layers = getattr(model, "layers", None) if wanted else None
         self._layer = layers[-1] if layers is not None and len(layers) else None
         self._handle = None
+
+    def summaries(self, ptr: torch.Tensor) -> np.ndarray | None:
+        """:func:`last_layer_summary` of the captured state ``[B, 3F]``, or None when nothing was captured."""
+        return None if self.state is None else last_layer_summary(self.state, ptr)
 
     def __enter__(self) -> "LastLayerCapture":
         if self._layer is not None:
@@ -160,12 +168,12 @@ def last_layer_summary(state, ptr: torch.Tensor) -> np.ndarray:
     """``[B, 3F]`` float64: per structure, the :data:`SUMMARIES` of a last-layer state (rotation and
     translation invariant: scalar channels and vector norms)."""
     h, vec, g = state[2].detach().double().cpu(), state[3].detach().double().cpu(), state[4].detach().double().cpu()
-    sizes = torch.diff(ptr.cpu()).clamp(min=1).unsqueeze(1).double()
-    structure = torch.repeat_interleave(torch.arange(len(ptr) - 1), torch.diff(ptr.cpu()))
-    atoms_h = torch.zeros(len(ptr) - 1, h.shape[1], dtype=torch.float64).index_add_(0, structure, h) / sizes
-    norms = vec.norm(dim=1)
-    atoms_v = torch.zeros(len(ptr) - 1, norms.shape[1], dtype=torch.float64).index_add_(0, structure, norms) / sizes
-    return torch.cat([atoms_h, atoms_v, g.mean(1)], dim=1).numpy()
+    ptr = ptr.cpu()
+    per_atom = torch.cat([h, vec.norm(dim=1)], dim=1)  # [N, 2F]
+    sums = torch.zeros(len(ptr) - 1, per_atom.shape[1], dtype=torch.float64)
+    sums.index_add_(0, atom_structure_index(ptr, per_atom.shape[0]), per_atom)
+    means = sums / torch.diff(ptr).clamp(min=1).unsqueeze(1).double()
+    return torch.cat([means, g.mean(1)], dim=1).numpy()
 
 
 def _head_design(rows: list[dict[str, float]], summaries: np.ndarray) -> np.ndarray:

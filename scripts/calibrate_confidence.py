@@ -24,8 +24,7 @@ import torch
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
-from e3relax_fast.confidence import (ErrorModel, LastLayerCapture, fit_error_head, fit_error_model,
-                                     last_layer_summary, structure_features)
+from e3relax_fast.confidence import ErrorModel, LastLayerCapture, fit_error_head, fit_error_model, structure_features
 from e3relax_fast.data.batching import pack_batches
 from e3relax_fast.data.pairs import PATH_KIND
 from e3relax_fast.data.store import PairStore, source_name
@@ -54,7 +53,7 @@ def features_and_errors(model, store: PairStore, indices: np.ndarray, batch_size
         b = store.batch(batch_indices)
         with LastLayerCapture(model) as last_layer:
             pos_layers, cell_layers = model(b.pos.float(), b.z, b.cell.float(), b.pbc, b.ptr, b.edge_index, b.shifts)
-        summaries = last_layer_summary(last_layer.state, b.ptr)
+        summaries = last_layer.summaries(b.ptr)
         pos_layers, cell_layers = pos_layers.double(), cell_layers.double()
         for k, index in enumerate(batch_indices):
             a0, a1 = int(b.ptr[k]), int(b.ptr[k + 1])

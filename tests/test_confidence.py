@@ -146,6 +146,11 @@ def test_the_summary_reads_the_last_layer_and_the_hook_goes_away(make_model):
     h = last_layer.state.h[: int(batch.ptr[1])]
     np.testing.assert_allclose(summary[0, :channels], h.mean(0).numpy(), rtol=1e-12)
     assert not model.layers[-1]._forward_hooks  # removed on leaving the block
+    np.testing.assert_array_equal(last_layer.summaries(batch.ptr), summary)
+    with torch.no_grad(), LastLayerCapture(model, wanted=False) as unwanted:  # no head: no hook at all
+        assert not model.layers[-1]._forward_hooks
+        model(*batch.tensors())
+    assert unwanted.state is None and unwanted.summaries(batch.ptr) is None
 
 
 @pytest.fixture

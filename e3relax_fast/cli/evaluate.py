@@ -95,7 +95,7 @@ def _items_from_store(args: argparse.Namespace):
     import torch
     from tqdm import tqdm
 
-    from ..confidence import ErrorHead, LastLayerCapture, error_model_of, last_layer_summary, prediction_confidence
+    from ..confidence import ErrorHead, LastLayerCapture, error_model_of, prediction_confidence
     from ..data.batching import pack_batches
     from ..data.store import PairStore, source_name
     from ..model.checkpoint import load_model
@@ -120,10 +120,10 @@ def _items_from_store(args: argparse.Namespace):
     bar = tqdm(total=len(indices), unit="structure", disable=args.no_progress, file=sys.stderr)
     for batch_indices in pack_batches(indices, store.num_atoms, args.batch_size, 0):
         batch = store.batch(batch_indices)
-        with torch.no_grad(), LastLayerCapture(model) as last_layer:
+        with torch.no_grad(), LastLayerCapture(model, wanted=isinstance(error_model, ErrorHead)) as last_layer:
             pos_layers, cell_layers = model(batch.pos.float(), batch.z, batch.cell.float(), batch.pbc, batch.ptr,
                                             batch.edge_index, batch.shifts)
-        summaries = last_layer_summary(last_layer.state, batch.ptr) if isinstance(error_model, ErrorHead) else None
+        summaries = last_layer.summaries(batch.ptr)
         pos, cell = pos_layers[-1].double().numpy(), cell_layers[-1].double().numpy()
         # references and inputs come from the collated batch: the store is read once per pair
         z_all, pbc_all = batch.z.numpy(), batch.pbc.numpy()
@@ -137,7 +137,7 @@ def _items_from_store(args: argparse.Namespace):
             yield (store.ids[index], source_name(store.sources[index], store.kinds[index]), predicted,
                    (target_pos[a0:a1], z, target_cell[k], pbc), given,
                    prediction_confidence(pos_layers, cell_layers, batch.ptr, k, batch.pos, batch.cell, error_model,
-                                         None if summaries is None else summaries[k]))
+                                         summaries))
         bar.update(len(batch_indices))
     bar.close()
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
-from ..confidence import ErrorHead, LastLayerCapture, error_model_of, last_layer_summary, prediction_confidence
+from ..confidence import ErrorHead, LastLayerCapture, error_model_of, prediction_confidence
 from ..data import batch_from_arrays, flat_graph, reduce_basis, structure_arrays, with_geometry
 from ..model import E3Relax
 from ..ops import neighbors
@@ -141,7 +141,7 @@ class E3Relaxer:
         # each structure was validated alone in prepare
         batch = batch_from_arrays([p.arrays for _, p in items], [r.id for r, _ in items], dtype=torch.float64,
                                   num_elements=self.model.num_elements, validate=False)
-        with LastLayerCapture(self.model) as last_layer:  # what the learned error head reads
+        with LastLayerCapture(self.model, wanted=isinstance(self.error_model, ErrorHead)) as last_layer:
             if self._builds_graphs():  # prepare built every structure's graph
                 batch.edge_index, batch.shifts = flat_graph([p.graph[0] for _, p in items],
                                                             [p.graph[1] for _, p in items], batch.ptr.tolist())
@@ -149,8 +149,7 @@ class E3Relaxer:
             else:  # deployed artifacts take (pos, z, cell, pbc, ptr) and build their graphs inside
                 pos_layers, cell_layers = self.model(*batch.to(self.device, self.dtype).tensors())
         pos_layers, cell_layers = pos_layers.double().cpu(), cell_layers.double().cpu()
-        summaries = (last_layer_summary(last_layer.state, batch.ptr)
-                     if isinstance(self.error_model, ErrorHead) and last_layer.state is not None else None)
+        summaries = last_layer.summaries(batch.ptr)  # what the learned error head reads (None: no head)
         seconds = (time.perf_counter() - started) / len(items)
         ptr = batch.ptr
         for b, (result, prepared) in enumerate(items):
@@ -160,7 +159,7 @@ class E3Relaxer:
                                  for k in range(pos_layers.shape[0])]
             result.final_structure = result.trajectory[-1]
             result.confidence = prediction_confidence(pos_layers, cell_layers, ptr, b, batch.pos, batch.cell,
-                                                      self.error_model, None if summaries is None else summaries[b])
+                                                      self.error_model, summaries)
             result.seconds = seconds
             pos, cell = pos_layers[-1, a0:a1].numpy(), cell_layers[-1, b].numpy()
             if prepared.symmetry is not None and np.isfinite(pos).all() and np.isfinite(cell).all():
