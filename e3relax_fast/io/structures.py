@@ -101,16 +101,17 @@ def _is_structure_file(path: str) -> bool:
     names a ``cif`` column (a folder also holds reports and other tables)."""
     name = os.path.basename(path)
     if name.lower().endswith(".csv"):
-        return "cif" in _csv_header(path)
+        try:
+            with open(path, newline="") as handle:
+                return _cif_column(next(csv.reader(handle), [])) is not None
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return False
     return name.lower().endswith(STRUCTURE_SUFFIXES) or name.startswith(_STRUCTURE_NAMES)
 
 
-def _csv_header(path: str) -> list[str]:
-    try:
-        with open(path, newline="") as handle:
-            return [name.strip().lower() for name in next(csv.reader(handle), [])]
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return []
+def _cif_column(names: Sequence[str]) -> str | None:
+    """The (stripped) name of a table's CIF column, ``cif`` in any case, or None."""
+    return next((name.strip() for name in names if name.strip().lower() == "cif"), None)
 
 
 def _folder_files(folder: str, recursive: bool) -> list[str]:
@@ -197,11 +198,11 @@ def read_file(path: str) -> Iterator[StructureRecord]:
 
 def _frame_record(frame: Any, path: str, default_id: str) -> StructureRecord:
     structure_id = clean_id(structure_id_of(frame.info, default_id))
-    info, group = dict(frame.info), group_of(frame.info)
+    group = group_of(frame.info)
     problem = frame.error if isinstance(frame, _BadFrame) else site_problem(frame)
     if problem:
         return StructureRecord(structure_id, path, None, f"structure {structure_id!r} ({path}): {problem}",
-                               info=info, group=group)
+                               info=frame.info, group=group)
     return StructureRecord(structure_id, path, frame, info=frame.info, group=group)
 
 
@@ -243,12 +244,13 @@ def _csv_frames(path: str) -> Iterator[Any]:
     csv.field_size_limit(1 << 24)  # one CIF per cell: larger than the default field limit
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
-        if "cif" not in [name.strip().lower() for name in reader.fieldnames or []]:
+        column = _cif_column(reader.fieldnames or [])
+        if column is None:
             raise ValueError(f"field 'cif' is missing: a CSV of structures needs a 'cif' column "
                              f"(columns: {', '.join(reader.fieldnames or [])})")
         for row in reader:
             row = {key.strip(): (value or "").strip() for key, value in row.items() if key is not None}
-            text = row.pop(next(key for key in row if key.lower() == "cif"))
+            text = row.pop(column)
             try:
                 atoms = structure_from_cif_text(text)
             except Exception as err:  # noqa: BLE001 - one broken CIF is recorded, not fatal
