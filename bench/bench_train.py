@@ -73,7 +73,7 @@ def measure(store: str, preset: str, backend: str, batch_size: int, steps: int, 
         run={"dir": run_dir, "backend": backend, "progress": False})
     trainer = Trainer(config)
     rng = np.random.default_rng(0)
-    batches = [trainer.store.batch(rng.choice(trainer.data.train_indices, batch_size)) for _ in range(4)]
+    batches = [trainer.data.store.batch(rng.choice(trainer.data.train_indices, batch_size)) for _ in range(4)]
     rss_before = peak_rss_bytes()
     rate = steps_per_second(trainer, batches, steps) * batch_size
     return {"structures_per_s": rate,

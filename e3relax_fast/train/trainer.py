@@ -129,7 +129,6 @@ class Trainer:
         self.run_dir = Path(config.run.dir)
 
         self.data = TrainingData(config.data, config.model, config.run.seed, self.world_size, self.rank)
-        self.store = self.data.store
         torch.manual_seed(config.run.seed)
         self.model = self._build_model()
         self.ema = ExponentialMovingAverage(self.model, config.optim.ema_decay)  # validated in run.dtype
@@ -149,7 +148,7 @@ class Trainer:
         if config.optim.schedule != "plateau":  # the budgeted schedule's cycle [start, end) (train/schedule.py)
             self.state["cycle"] = [0, config.run.max_steps]
         self.clip_grad_norm = config.optim.clip_grad_norm
-        self.elements = self.store.elements(self.data.train_indices)
+        self.elements = self.data.store.elements(self.data.train_indices)
         if resume:
             self._resume()
         elif self.is_main and (self.run_dir / "last.ckpt").exists():
@@ -194,10 +193,10 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------
     def metadata(self, metrics: dict | None = None) -> dict:
-        store_meta = self.store.meta
+        store_meta = self.data.store.meta
         return {
             "model_config": self.config.model.to_dict(),
-            "graph": self.store.graph.to_dict(),
+            "graph": self.data.store.graph.to_dict(),
             "elements": self.elements,
             "data": {"store": str(self.config.data.store), "sources": store_meta.get("sources", []),
                      "split_counts": store_meta.get("split_counts", {}), "split_seed": store_meta.get("split_seed"),
@@ -293,7 +292,7 @@ class Trainer:
             share = global_batch[self.rank::self.world_size]
             if len(share) == 0:
                 continue
-            b = self.store.batch(share).to(self.device, self.dtype)
+            b = self.data.store.batch(share).to(self.device, self.dtype)
             pos_layers, cell_layers = model(b.pos, b.z, b.cell, b.pbc, b.ptr, b.edge_index, b.shifts)
             structure = atom_structure_index(b.ptr.cpu(), b.pos.shape[0])
             rows = torch.tensor([names.index(self.data.val_source[int(i)]) for i in share])
@@ -340,7 +339,7 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.config
-        num_atoms = self.store.num_atoms
+        num_atoms = self.data.store.num_atoms
         schedule = self.budget_schedule()
         bar = tqdm(total=cfg.run.steps_per_epoch, initial=self.state["step"] % cfg.run.steps_per_epoch,
                    desc=f"epoch {self.state['epoch'] + 1}", unit="step", file=sys.stderr,

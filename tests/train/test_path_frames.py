@@ -82,7 +82,7 @@ def test_a_path_frame_shares_its_pairs_split_and_has_its_own_source_name(path_st
 def test_validation_leaves_path_frames_out_and_augmentation_leaves_them_alone(path_store, tmp_path):
     augment = AugmentConfig(fraction=1.0, source_contains="pairs2")
     trainer = Trainer(tiny_config(path_store, tmp_path / "run", data={"max_structures_per_batch": 4, "augment": augment}))
-    kinds = np.array(trainer.store.kinds)
+    kinds = np.array(trainer.data.store.kinds)
     assert len(trainer.data.val_indices) > 0 and set(kinds[trainer.data.val_indices]) == {"pair"}
     assert set(trainer.data.val_source.values()) == {"some_pairs2"}
     assert trainer.data.augment_eligible[kinds == "pair"].all() and not trainer.data.augment_eligible[kinds == PATH_KIND].any()

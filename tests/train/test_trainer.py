@@ -218,7 +218,7 @@ def test_bfloat16_training_products_keep_the_weights_and_follow_float32(pair_sto
     assert any(isinstance(m, MixedPrecisionLinear) for m in mixed.model.modules())
     assert not any(isinstance(m, MixedPrecisionLinear) for m in mixed.ema.module.modules())
     assert all(p.dtype == torch.float32 for p in mixed.model.parameters())
-    batch = plain.store.batch(plain.data.order.batches(0)[0])
+    batch = plain.data.store.batch(plain.data.order.batches(0)[0])
     parts = [t.train_step(batch, int(batch.ptr[-1]), batch.num_structures) for t in (plain, mixed)]
     torch.testing.assert_close(parts[1], parts[0], rtol=0.05, atol=1e-3)
     assert not torch.equal(parts[1], parts[0])  # the products did run in bfloat16
