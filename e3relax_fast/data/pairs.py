@@ -199,8 +199,10 @@ def ase_db_pairs(path: str | Path) -> Iterator[PairRecord]:
 
 def jsonl_pairs(path: str | Path) -> Iterator[PairRecord]:
     """Pairs from JSON lines with ``id``, ``unrelaxed`` and ``relaxed`` (pymatgen ``Structure.as_dict()``),
-    as written by ``shared/tools/make_pairs.py``; the group by ``e3relax_fast/io/structures.py``'s group
-    keys of the line (plain JSON, no pickle)."""
+    as written by ``shared/tools/make_pairs.py`` and ``make_mp_pairs.py``; the group by
+    ``e3relax_fast/io/structures.py``'s group keys of the line (plain JSON, no pickle). A line's ``path``
+    (the generators' ``--frames``: ``[{step, positions, cell}]``, Å) adds one :data:`PATH_KIND` pair per
+    frame after its pair, id ``<id>-s<step>`` as in ``shared/data/*/path/``, same group and target."""
     import json
 
     with open(path) as handle:
@@ -216,7 +218,29 @@ def jsonl_pairs(path: str | Path) -> Iterator[PairRecord]:
                 yield PairRecord(pair_id, error=f"pair {pair_id!r} (line {number} of {path}): "
                                                 f"{type(err).__name__}: {err}")
                 continue
-            yield _make_record(pair_id, unrelaxed, relaxed, group_of(row))
+            record = _make_record(pair_id, unrelaxed, relaxed, group_of(row))
+            yield record
+            if record.ok:
+                yield from _path_frames(record, row.get("path") or [], f"line {number} of {path}")
+
+
+def _path_frames(pair: PairRecord, frames: list, where: str) -> Iterator[PairRecord]:
+    """The relaxation-path frames of a JSON-lines pair as :data:`PATH_KIND` pairs (see :func:`jsonl_pairs`)."""
+    _, z, _, pbc = pair.unrelaxed
+    for frame in frames:
+        frame_id = f"{pair.id}-s{frame.get('step', '?')}"
+        try:
+            pos = np.asarray(frame["positions"], dtype=np.float64)
+            cell = np.asarray(frame["cell"], dtype=np.float64)
+            if pos.shape != (len(z), 3) or cell.shape != (3, 3):
+                raise ValueError(f"positions {pos.shape} and cell {cell.shape}, expected ({len(z)}, 3) and (3, 3)")
+            if not (np.isfinite(pos).all() and np.isfinite(cell).all()):
+                raise ValueError("positions or cell hold a value that is not finite")
+            record = PairRecord(frame_id, (pos, z.copy(), cell, pbc.copy()), pair.relaxed, pair.group, pair.split)
+        except (KeyError, TypeError, ValueError) as err:
+            record = PairRecord(frame_id, group=pair.group, error=f"path frame {frame_id!r} ({where}): {err}")
+        record.kind = PATH_KIND
+        yield record
 
 
 def perov5_ideal(relaxed: Arrays, lattice_constant: float = PEROV5_IDEAL_LATTICE_CONSTANT) -> Arrays:
@@ -278,7 +302,8 @@ PAIR_SOURCES = (
                lambda source, relaxed: source.suffix == ".db", ase_db_pairs),
     PairSource("Perov-5 table", "a Perov-5 .csv (material_id, cif): ideal cubic input, DFT relaxed target",
                lambda source, relaxed: source.suffix == ".csv", perov5_pairs),
-    PairSource("JSON lines", "a .jsonl of {id, unrelaxed, relaxed} pymatgen dicts (shared/tools/make_pairs.py)",
+    PairSource("JSON lines", "a .jsonl of {id, unrelaxed, relaxed, path?} pymatgen dicts (shared/tools generators; "
+               "path: relaxation frames)",
                lambda source, relaxed: source.suffix == ".jsonl", jsonl_pairs),
 )
 

@@ -148,3 +148,36 @@ def test_jsonl_pairs_of_pymatgen_dicts(tmp_path):
     assert records[0].id == unrelaxed[0].info["id"] and records[0].group == unrelaxed[0].info["prototype"]
     assert "line 2" in records[1].error
     np.testing.assert_allclose(records[2].relaxed[0], relaxed[1].positions, atol=1e-9)
+
+
+def test_jsonl_path_frames_follow_their_pair_with_its_group_and_target(tmp_path):
+    """make_mp_pairs.py --frames writes each relaxation's intermediate geometries as ``path``: they must
+    come back as path pairs of the same group (so they share the pair's split) and the same target."""
+    import json
+
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from e3relax_fast.data.pairs import PATH_KIND
+    from e3relax_fast.data.store import source_name
+
+    u, r = read(UNRELAXED, 0), read(RELAXED, 0)
+    halfway = 0.5 * (u.positions + r.positions)
+    row = {"id": "mp-504-00000", "prototype": "mp-149", "unrelaxed": AseAtomsAdaptor.get_structure(u).as_dict(),
+           "relaxed": AseAtomsAdaptor.get_structure(r).as_dict(),
+           "path": [{"step": 7, "positions": halfway.tolist(), "cell": r.cell[:].tolist()},
+                    {"step": 9, "positions": halfway[:-1].tolist(), "cell": r.cell[:].tolist()}]}
+    folder = tmp_path / "mp_pairs3"
+    folder.mkdir()
+    (folder / "seed504.jsonl").write_text(json.dumps(row, default=float) + "\n")
+    records = list(read_pairs(folder / "seed504.jsonl"))
+    assert [(x.id, x.kind, x.ok) for x in records] == [("mp-504-00000", "pair", True),
+                                                       ("mp-504-00000-s7", PATH_KIND, True),
+                                                       ("mp-504-00000-s9", PATH_KIND, False)]
+    pair, frame, bad = records
+    assert frame.group == pair.group == "mp-149"
+    np.testing.assert_allclose(frame.unrelaxed[0], halfway)
+    np.testing.assert_array_equal(frame.unrelaxed[1], pair.unrelaxed[1])
+    np.testing.assert_allclose(frame.relaxed[0], pair.relaxed[0])
+    assert "mp-504-00000-s9" in bad.error and "positions" in bad.error
+    assert source_name(str(folder / "seed504.jsonl"), frame.kind) == "mp_pairs3:path"
+    assert source_name(str(folder / "seed504.jsonl"), pair.kind) == "mp_pairs3"
