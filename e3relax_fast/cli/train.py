@@ -18,13 +18,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue the run in run.dir from its last.ckpt")
+    parser.add_argument("--new-data", action="store_true",
+                        help="with --resume: the data.* settings changed (a store with more pairs, other draws); "
+                             "the weights, optimiser and schedule go on, the new data from a fresh pass")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..train import TrainConfig, train
 
     config = TrainConfig.from_yaml(args.config, args.overrides)
-    summary = train(config, resume=args.resume)
+    summary = train(config, resume=args.resume, new_data=args.new_data)
     if summary is not None:
         print(json.dumps(summary), file=sys.stdout)
     return 0

@@ -56,6 +56,9 @@ class DataConfig:
             (``mp:perturbed``, ``mp_pairs2``, ``mp_pairs2:path``, ...; ``e3relax_fast.data.store.source_name``);
             unnamed sources 1. A weight of 2 draws each pair twice per pass, 0.25 a quarter of them (a
             fresh random quarter every pass), 0 never (train/batching.py, ``BatchOrder``).
+        score_sources: the sources whose validation ratios ``val_score`` averages (empty: all of the
+            validation split's). Naming them keeps the score, and the choice of ``best.ckpt``, comparable
+            when a run continues on a store with more sources (``e3relax train --resume --new-data``).
     """
 
     store: str = ""
@@ -66,6 +69,7 @@ class DataConfig:
     num_workers: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     source_weights: dict[str, float] = field(default_factory=dict)
+    score_sources: list[str] = field(default_factory=list)
 
 
 #: ``optim.schedule`` values: the paper's ReduceLROnPlateau, or a warm-up and a decay to ``final_lr``

@@ -30,6 +30,7 @@ class TrainingData:
             validate (relaxation-path frames never validate: the model is judged on true inputs);
         order: the global batch order of every pass (``data.source_weights`` applied);
         val_batches: validation batches of ``val_indices``; ``val_source``: each one's source name;
+        score_names: the sources ``val_score`` averages (``data.score_sources``, else all);
         augment_eligible: bool [num_pairs], the pairs ``data.augment`` may give fresh inputs.
     """
 
@@ -48,6 +49,7 @@ class TrainingData:
         self.order = BatchOrder(self.train_indices, store.num_atoms, data.max_structures_per_batch,
                                 data.max_atoms_per_batch, seed, world_size, draws)
         self.val_source = {int(i): source_name(store.sources[i], store.kinds[i]) for i in self.val_indices}
+        self.score_names = scored_sources(sorted(set(self.val_source.values())), data.score_sources, data.store)
         self.val_batches = pack_batches(np.sort(self.val_indices), store.num_atoms, data.max_structures_per_batch,
                                         data.max_atoms_per_batch)
         # relaxation-path frames keep their own inputs: they are the easier inputs they were added as
@@ -64,6 +66,34 @@ class TrainingData:
         loader = torch.utils.data.DataLoader(StoreBatches(str(self.store.path), shares, augment), batch_size=None,
                                              shuffle=False, num_workers=self.num_workers)
         return batches, loader
+
+
+def scored_sources(names: list[str], wanted: list[str], store_path: str) -> list[str]:
+    """The validation sources that make ``val_score``: ``wanted`` (``data.score_sources``), each of which
+    the validation split must hold, or all ``names`` when it is empty."""
+    missing = sorted(set(wanted) - set(names))
+    if missing:
+        raise ValueError(f"data.score_sources names {missing}, which the validation split of {store_path!r} "
+                         f"does not hold; its sources: {names}")
+    return sorted(set(wanted)) if wanted else names
+
+
+def scored_val_fingerprint(data: DataConfig) -> str:
+    """SHA-256 of the ids, inputs and targets of the validation pairs that ``val_score`` averages over:
+    equal fingerprints mean scores that can be compared (``e3relax train --resume --new-data``)."""
+    import hashlib
+
+    store = PairStore(data.store)
+    val = [int(i) for i in store.indices(data.val_split) if store.kinds[i] != PATH_KIND]
+    names = {i: source_name(store.sources[i], store.kinds[i]) for i in val}
+    scored = set(scored_sources(sorted(set(names.values())), data.score_sources, data.store))
+    digest = hashlib.sha256()
+    for i in sorted((i for i in val if names[i] in scored), key=lambda i: (names[i], store.ids[i])):
+        pair = store.pair(i)
+        digest.update(f"{names[i]}\n{store.ids[i]}\n".encode())
+        for key in ("z", "pos_unrelaxed", "cell_unrelaxed", "pos_relaxed", "cell_relaxed"):
+            digest.update(np.ascontiguousarray(pair[key], dtype=np.float64).tobytes())
+    return digest.hexdigest()
 
 
 def draw_weights(store: PairStore, indices: np.ndarray, weights: dict[str, float], store_path: str

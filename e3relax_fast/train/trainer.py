@@ -30,9 +30,10 @@ from torch import Tensor, nn
 from ..data.batching import CrystalBatch
 from ..model import E3Relax
 from ..model.checkpoint import model_config_of, read_checkpoint, save_checkpoint
+from ..model.config import config_from_dict
 from ..ops import atom_structure_index
-from .config import TrainConfig
-from .data import TrainingData
+from .config import DataConfig, TrainConfig
+from .data import TrainingData, scored_val_fingerprint
 from .schedule import BudgetSchedule, next_cycle
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -112,9 +113,10 @@ def _config_differences(old: dict, new: dict) -> list[str]:
 
 
 class Trainer:
-    """Train E3Relax as ``config`` says; ``resume=True`` continues from ``<run.dir>/last.ckpt``."""
+    """Train E3Relax as ``config`` says; ``resume=True`` continues from ``<run.dir>/last.ckpt``, and with
+    ``new_data=True`` on data settings (``data.*``) that differ from the run's (:meth:`_continue_on_new_data`)."""
 
-    def __init__(self, config: TrainConfig, resume: bool = False):
+    def __init__(self, config: TrainConfig, resume: bool = False, new_data: bool = False):
         self.config = config
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -149,8 +151,10 @@ class Trainer:
             self.state["cycle"] = [0, config.run.max_steps]
         self.clip_grad_norm = config.optim.clip_grad_norm
         self.elements = self.data.store.elements(self.data.train_indices)
+        if new_data and not resume:
+            raise ValueError("--new-data continues a run on changed data settings: it needs --resume")
         if resume:
-            self._resume()
+            self._resume(new_data)
         elif self.is_main and (self.run_dir / "last.ckpt").exists():
             raise ValueError(f"run folder {str(self.run_dir)!r} holds a run already: pass --resume to continue it "
                              "or choose another run.dir")
@@ -226,14 +230,16 @@ class Trainer:
             }
         save_checkpoint(self.run_dir / name, self.ema.module.state_dict(), self.metadata(metrics), training)
 
-    def _resume(self) -> None:
+    def _resume(self, new_data: bool = False) -> None:
         path = self.run_dir / "last.ckpt"
         payload, metadata = read_checkpoint(path)
         if "training" not in payload:
             raise ValueError(f"{path} holds no training state (an inference checkpoint cannot be resumed)")
         differences = _config_differences(metadata["train_config"], self.config.to_dict())
-        if differences:
-            raise ValueError(f"cannot resume {path} with a different config: {'; '.join(differences)}")
+        data_changes = [d for d in differences if d.startswith("data.")]
+        if len(differences) > (len(data_changes) if new_data else 0):
+            hint = " (data.* settings may change with --new-data)" if data_changes and not new_data else ""
+            raise ValueError(f"cannot resume {path} with a different config{hint}: {'; '.join(differences)}")
         training = payload["training"]
         self.model.load_state_dict(training["model"])
         self.ema.module.load_state_dict(payload["model"])
@@ -251,6 +257,23 @@ class Trainer:
                 kept = [line for line in log.read_text().splitlines()
                         if line and json.loads(line).get("step", 0) <= self.state["step"]]
                 log.write_text("".join(line + "\n" for line in kept))
+        if new_data:
+            self._continue_on_new_data(metadata["train_config"]["data"], data_changes)
+
+    def _continue_on_new_data(self, old_data: dict, changes: list[str]) -> None:
+        """After :meth:`_resume` with changed ``data.*``: the weights, optimiser, EMA and schedule go on;
+        the batch order of the new data starts with a fresh pass (the saved position indexes the old
+        order). ``best_val`` is kept only when the scored validation pairs are the same as the run's
+        (``data.score_sources``, ``scored_val_fingerprint``); otherwise the next validation sets it."""
+        if self.state["batch_in_pass"]:
+            self.state["pass"] += 1
+            self.state["batch_in_pass"] = 0
+        old = config_from_dict(DataConfig, old_data, "data")
+        comparable = Path(old.store).exists() and scored_val_fingerprint(old) == scored_val_fingerprint(self.config.data)
+        if not comparable:
+            self.state["best_val"], self.state["epochs_since_best"] = math.inf, 0
+        self._log({"step": self.state["step"], "event": "new data", "changes": changes,
+                   "best_val_kept": comparable})
 
     def _log(self, record: dict) -> None:
         if self.is_main:
@@ -282,8 +305,8 @@ class Trainer:
         """Validation of ``model`` (default: the EMA model), last layer, in Å: coordinate MAE pooled
         over atoms x 3 (``val_coord_mae``) and per source (``val_coord_mae/<source>``), cell MAE, each
         source's MAE over Dummy's (the input taken as the prediction, ``val_ratio/<source>``) and
-        ``val_score``, the mean of those ratios: the selection criterion, so that a source with many
-        atoms does not outweigh the others."""
+        ``val_score``, the mean of those ratios (of ``data.score_sources`` where named): the selection
+        criterion, so that a source with many atoms does not outweigh the others."""
         model = model if model is not None else self.ema.module
         model.eval()
         names = sorted(set(self.data.val_source.values()))
@@ -309,8 +332,9 @@ class Trainer:
         ratios = []
         for name, row in zip(names, sums):
             metrics[f"val_coord_mae/{name}"] = float(row[0] / row[2])
-            ratios.append(float(row[0] / row[1].clamp(min=1e-12)))
-            metrics[f"val_ratio/{name}"] = ratios[-1]
+            metrics[f"val_ratio/{name}"] = float(row[0] / row[1].clamp(min=1e-12))
+            if name in self.data.score_names:
+                ratios.append(metrics[f"val_ratio/{name}"])
         metrics["val_score"] = sum(ratios) / len(ratios)
         return metrics
 
@@ -416,9 +440,10 @@ class Trainer:
             dist.destroy_process_group()
 
 
-def train(config: TrainConfig, resume: bool = False) -> dict:
-    """Train as ``config`` says (``resume``: continue ``run.dir``); returns the final counters."""
-    trainer = Trainer(config, resume=resume)
+def train(config: TrainConfig, resume: bool = False, new_data: bool = False) -> dict:
+    """Train as ``config`` says (``resume``: continue ``run.dir``, ``new_data``: on changed ``data.*``);
+    returns the final counters."""
+    trainer = Trainer(config, resume=resume, new_data=new_data)
     try:
         return trainer.train()
     finally:
