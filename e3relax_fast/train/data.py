@@ -99,11 +99,12 @@ def scored_val_fingerprint(data: DataConfig) -> str:
 def draw_weights(store: PairStore, indices: np.ndarray, weights: dict[str, float], store_path: str
                  ) -> np.ndarray | None:
     """Draws per pass of each pair of ``indices`` from weights by source name (``data.source_weights``;
-    empty: every pair once). A name the pairs do not hold is an error naming the store's sources."""
+    empty: every pair once). A name the pairs do not hold is an error naming the store's sources,
+    unless its weight is 0 (nothing to draw: a recipe may name a source some stores lack)."""
     if not weights:
         return None
     names = [source_name(store.sources[i], store.kinds[i]) for i in indices]
-    unknown = sorted(set(weights) - set(names))
+    unknown = sorted(name for name in set(weights) - set(names) if weights[name] != 0)
     if unknown:
         raise ValueError(f"data.source_weights names {unknown}, which the training split of "
                          f"{store_path!r} does not hold; its sources: {sorted(set(names))}")

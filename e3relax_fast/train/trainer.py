@@ -151,17 +151,48 @@ class Trainer:
             self.state["cycle"] = [0, config.run.max_steps]
         self.clip_grad_norm = config.optim.clip_grad_norm
         self.elements = self.data.store.elements(self.data.train_indices)
-        if new_data and not resume:
-            raise ValueError("--new-data continues a run on changed data settings: it needs --resume")
-        if resume:
-            self._resume(new_data)
-        elif self.is_main and (self.run_dir / "last.ckpt").exists():
-            raise ValueError(f"run folder {str(self.run_dir)!r} holds a run already: pass --resume to continue it "
-                             "or choose another run.dir")
+        self._start_or_resume(resume, new_data)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config.to_yaml(self.run_dir / "config.yaml")
             (self.run_dir / "versions.json").write_text(json.dumps(_versions(), indent=1))
+
+    def _start_or_resume(self, resume: bool, new_data: bool) -> None:
+        """Take the run folder (rank 0: :meth:`_lock_run_dir`), then resume it or check it holds no run."""
+        if new_data and not resume:
+            raise ValueError("--new-data continues a run on changed data settings: it needs --resume")
+        self._run_lock = self._lock_run_dir() if self.is_main else None
+        try:
+            if resume:
+                self._resume(new_data)
+            elif self.is_main and (self.run_dir / "last.ckpt").exists():
+                raise ValueError(f"run folder {str(self.run_dir)!r} holds a run already: pass --resume to continue "
+                                 "it or choose another run.dir")
+        except BaseException:
+            self.close()
+            raise
+
+    def _lock_run_dir(self):
+        """An exclusive ``flock`` on ``<run.dir>/run.lock`` for as long as this trainer lives (the system
+        drops it when the process dies, so a killed run leaves no stale lock): a second job training the
+        same folder would overwrite the first one's checkpoints and log. Returns the open lock file."""
+        import fcntl
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.run_dir / "run.lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise RuntimeError(f"run folder {str(self.run_dir)!r} is being trained by another process ({holder}): "
+                               "one run per folder; wait for it, stop it, or choose another run.dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {platform.node()}\n")
+        handle.flush()
+        return handle
 
     def budget_schedule(self) -> BudgetSchedule | None:
         """The learning rate of the current cycle as a function of the step (train/schedule.py); None
@@ -235,7 +266,7 @@ class Trainer:
         payload, metadata = read_checkpoint(path)
         if "training" not in payload:
             raise ValueError(f"{path} holds no training state (an inference checkpoint cannot be resumed)")
-        differences = _config_differences(metadata["train_config"], self.config.to_dict())
+        differences = _config_differences(metadata["train_config"], self.config.to_dict()) + self._store_changes(metadata)
         data_changes = [d for d in differences if d.startswith("data.")]
         if len(differences) > (len(data_changes) if new_data else 0):
             hint = " (data.* settings may change with --new-data)" if data_changes and not new_data else ""
@@ -259,6 +290,13 @@ class Trainer:
                 log.write_text("".join(line + "\n" for line in kept))
         if new_data:
             self._continue_on_new_data(metadata["train_config"]["data"], data_changes)
+
+    def _store_changes(self, metadata: dict) -> list[str]:
+        """What differs between the store the checkpoint trained on and ``data.store`` as it is now
+        (a store rebuilt in place with more pairs), as ``data.store (contents): ...`` lines."""
+        saved, now = metadata.get("data", {}), self.data.store.meta
+        return [f"data.store (contents): {key} {saved[key]!r} -> {now.get(key)!r}" for key in ("sources", "split_counts")
+                if key in saved and saved[key] != now.get(key, [] if key == "sources" else {})]
 
     def _continue_on_new_data(self, old_data: dict, changes: list[str]) -> None:
         """After :meth:`_resume` with changed ``data.*``: the weights, optimiser, EMA and schedule go on;
@@ -436,6 +474,11 @@ class Trainer:
             self._save("last.ckpt")
 
     def close(self) -> None:
+        """Release the run folder and the process group."""
+        lock = getattr(self, "_run_lock", None)
+        if lock is not None:
+            lock.close()  # closing the file drops its flock
+            self._run_lock = None
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -47,6 +47,9 @@ def test_trainer_weights_pairs_by_source_name_and_names_unknown_sources(pair_sto
         Trainer(tiny_config(pair_store, tmp_path / "other", data={"source_weights": {"nowhere": 1.0}}))
     with pytest.raises(ValueError, match="source_weights.data"):
         tiny_config(pair_store, tmp_path, data={"source_weights": {"data": -1.0}})
+    # a recipe may name, with weight 0, a source this store lacks (generated pairs not made yet)
+    absent = Trainer(tiny_config(pair_store, tmp_path / "absent", data={"source_weights": {"data": 1.0, "nowhere": 0.0}}))
+    assert (absent.data.order.draws == 1.0).all()
 
 
 def test_source_weights_read_from_yaml_and_overrides_as_numbers(tmp_path):

@@ -87,3 +87,45 @@ def test_an_unknown_score_source_is_an_error_naming_the_sources(stores, tmp_path
                                                                    "score_sources": ["nowhere"]})
     with pytest.raises(ValueError, match=r"score_sources names \['nowhere'\].*some_pairs2"):
         Trainer(config)
+
+
+def test_a_store_rebuilt_in_place_with_more_pairs_needs_new_data(stores, tmp_path):
+    """The config names the same folder, but the pairs in it changed: resuming at the saved batch
+    position would index another order, so it is refused like a changed setting."""
+    store = tmp_path / "store"
+    shutil.copytree(stores["pairs"], store)
+    run_dir = tmp_path / "run"
+    _first_run({"pairs": store}, run_dir)
+    shutil.rmtree(store)
+    shutil.copytree(stores["more"], store)
+    with pytest.raises(ValueError, match=r"--new-data.*data.store \(contents\)"):
+        Trainer(tiny_config(store, run_dir), resume=True)
+    trainer = Trainer(tiny_config(store, run_dir), resume=True, new_data=True)
+    assert trainer.state["batch_in_pass"] == 0 and trainer.state["best_val"] < float("inf")
+
+
+def test_a_second_job_on_the_same_run_folder_is_refused_until_the_first_ends(stores, tmp_path):
+    first = Trainer(tiny_config(stores["pairs"], tmp_path / "run"))
+    with pytest.raises(RuntimeError, match=r"being trained by another process \(pid \d+"):
+        Trainer(tiny_config(stores["pairs"], tmp_path / "run"))
+    assert not (tmp_path / "run" / "last.ckpt").exists()
+    first.close()
+    Trainer(tiny_config(stores["pairs"], tmp_path / "run")).close()
+
+
+def test_a_killed_job_leaves_no_lock_behind(stores, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = ("import os, signal, sys\n"
+              "from e3relax_fast.train import Trainer\n"
+              "from tests.train.test_trainer import tiny_config\n"
+              "Trainer(tiny_config(sys.argv[1], sys.argv[2]))\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, "-c", script, str(stores["pairs"]), str(tmp_path / "run")], cwd=root,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert "pid" in (tmp_path / "run" / "run.lock").read_text()  # its lock file is still there, unheld
+    Trainer(tiny_config(stores["pairs"], tmp_path / "run")).close()
