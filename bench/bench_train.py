@@ -99,7 +99,8 @@ def measure_recipe(recipe: str, store: str, steps: int, run_dir: str) -> dict:
     from e3relax_fast.train import TrainConfig
 
     torch.set_num_threads(1)
-    overrides = [f"data.store={store}", "run.init_from=''", "data.source_weights={}", f"run.dir={run_dir}",
+    overrides = [f"data.store={store}", "run.init_from=''", "data.source_weights={}", "data.score_sources=[]",
+                 f"run.dir={run_dir}",
                  "run.progress=false", "run.steps_per_epoch=1000000", "run.checkpoint_every=1000000",
                  f"run.max_steps={steps + 5}", "optim.warmup_steps=1", "data.num_workers=0"]
     trainer = Trainer(TrainConfig.from_yaml(recipe, overrides).replace(run={"max_steps": 5}))

@@ -41,6 +41,12 @@ overrides = [f"data.store={run}/store", f"run.init_from={run}/init.ckpt", "run.d
              "run.checkpoint_every=200", "run.log_every=20", "run.progress=false",
              # compiling takes minutes of a budget of a few: eager unless asked (COMPILE=true)
              "run.compile=" + os.environ.get("COMPILE", "false")]
+from e3relax_fast.data.store import PairStore, source_name
+store = PairStore(f"{run}/store")
+present = {source_name(s, k) for s, k in zip(store.sources, store.kinds)}
+# sources the recipe draws that the packed store lacks (pairs not generated yet) are drawn with weight 0
+overrides += [f"data.source_weights.{name}=0" for name in TrainConfig.from_yaml(config_path, overrides).data.source_weights
+              if name not in present]
 try:
     print(train(TrainConfig.from_yaml(config_path, overrides)))
 except KeyboardInterrupt:  # the budget's end: the trainer saved last.ckpt first

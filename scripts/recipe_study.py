@@ -25,16 +25,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE4_DRAWS = "configs/train/release4.yaml"
 
+#: What release4.yaml's draws were when the study ran (session 9), before the run drew Perov-5 once a
+#: pass and generated pairs (mp_pairs3) from step ~20,000: the study's variants keep them.
+STUDY_DRAWS = ["data.source_weights.perov5=0.5", "data.source_weights.mp_pairs3=0",
+               "data.source_weights.mp_pairs3:path=0", "data.score_sources=[]"]
+
 #: name -> (config file, overrides). All on the release-4 store (its sources and validation split).
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     # release 3 as trained: constant rate 3e-4 (the plateau never fired), every pair once per pass
     "release3": ("configs/train/release3.yaml", ["data.store=runs/store_r4", "data.augment.source_contains=_pairs"]),
     # + the release-4 draws per source
-    "release3+draws": (RELEASE4_DRAWS, ["optim.schedule=plateau", "optim.lr=3e-4"]),
+    "release3+draws": (RELEASE4_DRAWS, STUDY_DRAWS + ["optim.schedule=plateau", "optim.lr=3e-4"]),
     # + warm-up and cosine decay over the budget (the release-4 recipe as first started)
-    "budget": (RELEASE4_DRAWS, []),
+    "budget": (RELEASE4_DRAWS, STUDY_DRAWS),
     # + the faster step: 64 structures a step (rate x sqrt 2) on a 24-neighbour graph
-    "fast": (RELEASE4_DRAWS, ["data.max_structures_per_batch=64", "optim.lr=2.8e-4", "model.max_neighbors=24",
+    "fast": (RELEASE4_DRAWS, STUDY_DRAWS + ["data.max_structures_per_batch=64", "optim.lr=2.8e-4", "model.max_neighbors=24",
                               "data.store=runs/store_r4_n24"]),
 }
 

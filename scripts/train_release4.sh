@@ -3,9 +3,9 @@
 # a reboot or the end of a session: it continues from runs/release4/last.ckpt. Never run by CI.
 #   nohup setsid nice -n 19 scripts/train_release4.sh >> runs/release4.log 2>&1 &
 # The store holds ../shared/data's sources and the pairs generated so far under runs/pairs_gen
-# (scripts/make_pairs.sh). At each start it is rebuilt if those files grew since it was built, and the
-# run goes on on it with --new-data (docs/training.md, "Continuing on more data"). A source with no
-# generated pairs yet is drawn with weight 0. BUILD_ONLY=1: build (or check) the store, do not train.
+# (scripts/make_pairs.sh). At a start it is rebuilt once MIN_NEW (400) more pairs of a source are there
+# than it holds, and the run goes on on it with --new-data (docs/training.md, "Continuing on more
+# data"). A source the store holds no pairs of is drawn with weight 0. BUILD_ONLY=1: build, do not train.
 # On a fresh machine (no runs/), it builds the store and starts again from release 3's weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,23 +13,24 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS=1
 D=../shared/data
 STORE=runs/store_r4b_n24
-generated=()
-overrides=()
-for name in mp_pairs3 chgnet_pairs3; do
-  found=()
-  for file in runs/pairs_gen/$name/seed*.jsonl; do
-    [ -s "$file" ] && found+=("$file")
-  done
-  generated+=("${found[@]}")
-  [ ${#found[@]} -gt 0 ] || overrides+=(--set "data.source_weights.$name=0" --set "data.source_weights.$name:path=0")
+GENERATED=(mp_pairs3)  # the folders of runs/pairs_gen the recipe draws from
+lines() { cat runs/pairs_gen/$1/seed*.jsonl 2>/dev/null | wc -l; }
+# the store's generated.txt: "<name> <lines>" per generated source, as counted when it was built
+built() { awk -v name="$1" '$1 == name {print $2}' $STORE/generated.txt 2>/dev/null || true; }
+rebuild=
+[ -f $STORE/store.json ] || rebuild=1
+for name in "${GENERATED[@]}"; do
+  # a rebuild (~15 minutes beside training) once MIN_NEW more pairs of a source are there, not at every start
+  have=$(built $name)
+  if [ $(( $(lines $name) - ${have:-0} )) -ge "${MIN_NEW:-400}" ]; then rebuild=1; fi
 done
-# what the store is built from: a generator appends whole lines, so line counts identify its content
-stamp="$( (for file in "${generated[@]}"; do echo "$file $(wc -l < "$file")"; done) | sort)"
-rebuilt=()
-if [ ! -f $STORE/store.json ] || [ "$(cat $STORE/generated.txt 2>/dev/null)" != "$stamp" ]; then
+if [ -n "$rebuild" ]; then
   rm -rf $STORE.new
-  pairs=()
-  for file in "${generated[@]}"; do pairs+=(--pairs "$file"); done
+  pairs=() stamp=""
+  for name in "${GENERATED[@]}"; do
+    stamp+="$name $(lines $name)"$'\n'
+    for file in runs/pairs_gen/$name/seed*.jsonl; do [ -s "$file" ] && pairs+=(--pairs "$file"); done
+  done
   # the shared sources first, in release 4's order, so their pairs keep their validation inputs
   e3relax preprocess --no-progress --workers 2 -o $STORE.new --max-neighbors 24 \
     --structures $D/mp/structures.extxyz --max-atoms 40 \
@@ -41,19 +42,24 @@ if [ ! -f $STORE/store.json ] || [ "$(cat $STORE/generated.txt 2>/dev/null)" != 
     --pairs $D/chgnet_pairs2/unrelaxed.extxyz $D/chgnet_pairs2/relaxed.extxyz \
     --pairs $D/chgnet_pairs2/path/unrelaxed.extxyz $D/chgnet_pairs2/path/relaxed.extxyz \
     "${pairs[@]}"
-  echo "$stamp" > $STORE.new/generated.txt
+  printf "%s" "$stamp" > $STORE.new/generated.txt
   rm -rf $STORE.old
   [ -d $STORE ] && mv $STORE $STORE.old
   mv $STORE.new $STORE
   rm -rf $STORE.old
-  rebuilt=(--new-data)
 fi
+overrides=()
+for name in "${GENERATED[@]}"; do
+  [ "$(built $name)" -gt 0 ] 2>/dev/null \
+    || overrides+=(--set "data.source_weights.$name=0" --set "data.source_weights.$name:path=0")
+done
 [ -z "${BUILD_ONLY:-}" ] || exit 0
 # a fresh run starts from release 3 as shipped by commit b2ece14 (run.init_from; --set it to start
 # from other weights, e.g. a run of the same recipe on another machine)
 [ -f runs/release3.ckpt ] || git show b2ece14:e3relax_fast/pretrained/e3relax-small.ckpt > runs/release3.ckpt
 resume=()
-[ -f runs/release4/last.ckpt ] && resume=(--resume "${rebuilt[@]}")
+# --new-data: the store or the draws may have changed since the checkpoint (an exact resume if not)
+[ -f runs/release4/last.ckpt ] && resume=(--resume --new-data)
 # two processes, one core each (DDP over gloo): NPROC=1 for one core
 exec torchrun --standalone --nproc_per_node "${NPROC:-2}" -m e3relax_fast.cli train \
   --config configs/train/release4.yaml "${resume[@]}" "${overrides[@]}" "$@"

@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue the run in run.dir from its last.ckpt")
     parser.add_argument("--new-data", action="store_true",
-                        help="with --resume: the data.* settings changed (a store with more pairs, other draws); "
-                             "the weights, optimiser and schedule go on, the new data from a fresh pass")
+                        help="with --resume: the data.* settings may have changed (a store with more pairs, other "
+                             "draws); the weights, optimiser and schedule go on, changed data from a fresh pass")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -288,7 +288,7 @@ class Trainer:
                 kept = [line for line in log.read_text().splitlines()
                         if line and json.loads(line).get("step", 0) <= self.state["step"]]
                 log.write_text("".join(line + "\n" for line in kept))
-        if new_data:
+        if new_data and data_changes:  # unchanged data: an exact resume, as without the flag
             self._continue_on_new_data(metadata["train_config"]["data"], data_changes)
 
     def _store_changes(self, metadata: dict) -> list[str]:

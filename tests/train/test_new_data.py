@@ -54,6 +54,9 @@ def test_changed_data_is_refused_without_new_data_and_continues_with_it(stores, 
         Trainer(tiny_config(stores["more"], run_dir), resume=True)
     with pytest.raises(ValueError, match="needs --resume"):
         Trainer(tiny_config(stores["more"], tmp_path / "fresh"), new_data=True)
+    same = Trainer(tiny_config(stores["pairs"], run_dir), resume=True, new_data=True)
+    assert same.state == {**before, "stopped": ""}  # nothing changed: an exact resume
+    same.close()
     trainer = Trainer(tiny_config(stores["more"], run_dir), resume=True, new_data=True)
     assert trainer.state["step"] == before["step"] == 6
     assert trainer.state["pass"] == before["pass"] + 1 and trainer.state["batch_in_pass"] == 0
