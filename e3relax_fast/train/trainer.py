@@ -281,7 +281,8 @@ class Trainer:
         self.state["stopped"] = ""
         if self.config.optim.schedule != "plateau":  # older runs: one cycle over their saved budget
             saved = tuple(training["state"].get("cycle", (0, metadata["train_config"]["run"]["max_steps"])))
-            self.state["cycle"] = list(next_cycle(saved, self.state["step"], self.config.run.max_steps))
+            self.state["cycle"] = list(next_cycle(saved, self.state["step"], self.config.run.max_steps,
+                                                  self.config.optim.warmup_steps))
         if self.is_main:  # lines logged after the checkpoint will be written again
             log = self.run_dir / "metrics.jsonl"
             if log.exists():

@@ -30,11 +30,21 @@ def test_warm_up_then_cosine_to_the_final_rate():
     assert all(a >= b for a, b in zip(rates, rates[1:]))
 
 
-def test_a_cycle_is_kept_extended_after_its_end_and_refused_mid_way():
-    assert next_cycle((0, 100), 40, 100) == (0, 100)
-    assert next_cycle((0, 100), 100, 250) == (100, 250)  # warm restart from step 100
-    with pytest.raises(ValueError, match="run.max_steps=100"):
-        next_cycle((0, 100), 40, 250)
+def test_a_cycle_is_kept_extended_after_its_end_and_replanned_mid_way():
+    assert next_cycle((0, 100), 40, 100, 4) == (0, 100)
+    assert next_cycle((0, 100), 100, 250, 4) == (100, 250)  # warm restart from step 100
+    assert next_cycle((0, 100), 40, 30, 4) == (0, 100)  # a budget already reached: the run just stops
+    assert next_cycle((0, 100), 2, 60, 4) == (0, 60)  # in the warm-up: only the end moves
+    for kind in ("cosine", "linear"):
+        for new_end in (60, 41, 250, 10 ** 6):  # shorter, one step left, longer, much longer
+            old = BudgetSchedule(kind, 1e-3, 4, 1e-5, 0, 100)
+            start, end = next_cycle((0, 100), 40, new_end, 4)
+            new = BudgetSchedule(kind, 1e-3, 4, 1e-5, start, end)
+            assert end == new_end
+            assert new.lr_at(40) == pytest.approx(old.lr_at(40), rel=1e-9)  # no jump
+            assert new.lr_at(new_end) == pytest.approx(1e-5)
+            rates = [new.lr_at(s) for s in range(40, new_end + 1, max(1, (new_end - 40) // 50))]
+            assert all(a >= b for a, b in zip(rates, rates[1:]))
 
 
 def _interrupt_after(monkeypatch, steps: int) -> None:
@@ -88,3 +98,20 @@ def test_budgeted_schedules_need_a_budget(pair_store, tmp_path):
         tiny_config(pair_store, tmp_path, optim={"schedule": "step"})
     config = TrainConfig.from_dict({"optim": {"schedule": "linear"}, "run": {"max_steps": 5}})
     assert config.optim.schedule == "linear" and not math.isnan(config.optim.final_lr)
+
+
+def test_a_budget_changed_mid_run_goes_on_from_the_current_rate(pair_store, tmp_path, monkeypatch):
+    """8 steps planned, interrupted after 3, resumed with a budget of 6: the rate at step 3 is the one
+    the 8-step run would have used, and it reaches the final rate at step 6."""
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 3)
+        with pytest.raises(KeyboardInterrupt):
+            train(budgeted(pair_store, tmp_path / "run", max_steps=8))
+    assert train(budgeted(pair_store, tmp_path / "run", max_steps=6), resume=True)["step"] == 6
+    rates = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+             if "loss" in r]
+    planned = BudgetSchedule("cosine", 1e-3, 2, 1e-5, 0, 8)
+    assert rates[:3] == pytest.approx([planned.lr_at(s) for s in range(3)])
+    assert rates[3] == pytest.approx(planned.lr_at(3), rel=1e-9)
+    assert rates[5] < rates[4] < rates[3] and rates[5] == pytest.approx(BudgetSchedule(
+        "cosine", 1e-3, 2, 1e-5, *read_checkpoint(tmp_path / "run" / "last.ckpt")[0]["training"]["state"]["cycle"]).lr_at(5))
