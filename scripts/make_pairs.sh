@@ -6,9 +6,10 @@
 # Each call takes the first seed with no output file yet (mp: from 504, prototypes: from 304; the shared
 # sets used 101, 202, 303 and 501-503, so no call repeats their structures) and writes
 # runs/pairs_gen/mp_pairs3/seed<N>.jsonl or runs/pairs_gen/chgnet_pairs3/seed<N>.jsonl (the folder names
-# the source in the store and its logs, like ../shared/data's). Pass SEED as the third argument to resume an mp file (make_mp_pairs.py
-# draws pair k from the seed and k). A prototypes file is never resumed: make_pairs.py restarts its
-# random sequence, so it would repeat the file's structures under new ids; a new call takes a new seed.
+# the source in stores and logs, like ../shared/data's; PAIRS_DIR moves runs/pairs_gen). Pass SEED as
+# the third argument to resume an mp file (make_mp_pairs.py draws pair k from the seed and k). A
+# prototypes file is never resumed: make_pairs.py restarts its random sequence, so it would repeat the
+# file's structures under new ids; a new call takes a new seed.
 # `e3relax preprocess --pairs FILE.jsonl` reads them with their path frames grouped with their pair.
 # The generators get their own venv (runs/genvenv): CHGNet 0.4.2 (it loads the CHGNet 0.3.0 weights
 # the shared pairs were labelled with, shipped inside the wheel) needs ase 3.23, and torch stays pinned
@@ -18,8 +19,8 @@ cd "$(dirname "$0")/.."
 kind="${1:?usage: scripts/make_pairs.sh mp|prototypes COUNT [SEED]}"
 count="${2:-4000}"
 case "$kind" in
-  mp) first=504 folder=runs/pairs_gen/mp_pairs3 ;;
-  prototypes) first=304 folder=runs/pairs_gen/chgnet_pairs3 ;;
+  mp) first=504 folder="${PAIRS_DIR:-runs/pairs_gen}/mp_pairs3" ;;
+  prototypes) first=304 folder="${PAIRS_DIR:-runs/pairs_gen}/chgnet_pairs3" ;;
   *) echo "unknown kind '$kind': mp or prototypes" >&2; exit 2 ;;
 esac
 venv="${GEN_VENV:-runs/genvenv}"
