@@ -258,6 +258,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "state": dict(self.state),
                 "ema_updates": self.ema.updates,
+                "wall_s": self.wall_seconds(),
             }
         save_checkpoint(self.run_dir / name, self.ema.module.state_dict(), self.metadata(metrics), training)
 
@@ -275,6 +276,7 @@ class Trainer:
         self.model.load_state_dict(training["model"])
         self.ema.module.load_state_dict(payload["model"])
         self.ema.updates = int(training["ema_updates"])
+        self._wall_before = float(training.get("wall_s", 0.0))  # older runs: counted from this resume
         self.optimizer.load_state_dict(training["optimizer"])
         self.scheduler.load_state_dict(training["scheduler"])
         self.state.update(training["state"])
@@ -391,7 +393,8 @@ class Trainer:
         else:
             self.state["epochs_since_best"] += 1
         self._log({"step": self.state["step"], "epoch": self.state["epoch"], **metrics,
-                   "best_val_score": self.state["best_val"], "lr": self.optimizer.param_groups[0]["lr"]})
+                   "best_val_score": self.state["best_val"], "lr": self.optimizer.param_groups[0]["lr"],
+                   "hours": self.wall_seconds() / 3600.0})
         if self.state["epochs_since_best"] > self.config.run.early_stopping_patience:
             self.state["stopped"] = f"early stopping: {self.state['epochs_since_best']} pseudo-epochs without improvement"
         elif self.state["epoch"] >= self.config.run.max_epochs:
@@ -409,6 +412,7 @@ class Trainer:
                    disable=not (cfg.run.progress and self.is_main))
         self._window = (time.perf_counter(), 0)
         self._cpu_start = time.process_time()
+        self._wall_start = time.perf_counter()
         try:
             while not self.state["stopped"]:
                 if cfg.run.max_steps and self.state["step"] >= cfg.run.max_steps:
@@ -432,11 +436,19 @@ class Trainer:
             raise
         finally:
             bar.close()
+            self._wall_before, self._wall_start = self.wall_seconds(), None  # a later train() adds to it
         self._save("last.ckpt")
         if not (self.run_dir / "best.ckpt").exists():
             self._save("best.ckpt")  # no pseudo-epoch finished yet: still leave a usable model behind
         return {"step": self.state["step"], "epoch": self.state["epoch"], "best_val_score": self.state["best_val"],
                 "stopped": self.state["stopped"], "run_dir": str(self.run_dir)}
+
+    def wall_seconds(self) -> float:
+        """Wall-clock seconds this run has spent in :meth:`train`, over all its resumptions (saved in
+        ``last.ckpt``; logged as ``hours``): the hours axis of a learning curve across sessions."""
+        before = getattr(self, "_wall_before", 0.0)
+        start = getattr(self, "_wall_start", None)
+        return before + (time.perf_counter() - start if start is not None else 0.0)
 
     def _check_cpu_budget(self) -> None:
         """Stop after ``run.max_cpu_minutes`` of this process's CPU time (all ranks stop together: rank
@@ -462,7 +474,8 @@ class Trainer:
             record = {"step": step, "epoch": self.state["epoch"], "loss": float(parts.sum()),
                       "loss_pos_last": float(parts[-1, 0]), "loss_cell_last": float(parts[-1, 1]),
                       "lr": self.optimizer.param_groups[0]["lr"],
-                      "structures_per_s": window_structures / elapsed if elapsed > 0 else 0.0}
+                      "structures_per_s": window_structures / elapsed if elapsed > 0 else 0.0,
+                      "hours": self.wall_seconds() / 3600.0}
             self._log(record)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
             self._window = (time.perf_counter(), 0)

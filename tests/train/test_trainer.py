@@ -90,6 +90,7 @@ def test_resume_equals_uninterrupted_training(pair_store, tmp_path):
     # 8 steps = two pseudo-epochs (validation, scheduler, best.ckpt) and a second pass over the data
     train(tiny_config(pair_store, tmp_path / "straight"))
     train(tiny_config(pair_store, tmp_path / "split", run={"max_steps": 3}))
+    interrupted_wall_s = _training_state(tmp_path / "split")[0]["training"]["wall_s"]
     summary = train(tiny_config(pair_store, tmp_path / "split"), resume=True)
     assert summary["step"] == 8
     straight, _ = _training_state(tmp_path / "straight")
@@ -101,8 +102,14 @@ def test_resume_equals_uninterrupted_training(pair_store, tmp_path):
     assert resumed["training"]["state"] == straight["training"]["state"]
     assert resumed["training"]["scheduler"] == straight["training"]["scheduler"]
     log = lambda d: (tmp_path / d / "metrics.jsonl").read_text().splitlines()  # noqa: E731
-    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "structures_per_s"} for x in lines]  # noqa: E731
+    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k not in ("structures_per_s", "hours")}  # noqa: E731
+                           for x in lines]
     assert strip(log("split")) == strip(log("straight"))
+    # the wall-clock hours go on from the interrupted run's, in the log and in last.ckpt
+    hours = [json.loads(x)["hours"] for x in log("split")]
+    assert interrupted_wall_s > 0 and all(h > 0 for h in hours) and hours == sorted(hours)
+    assert hours[3] >= interrupted_wall_s / 3600.0  # step 4, the first after the resume
+    assert resumed["training"]["wall_s"] >= 3600.0 * hours[-1] > interrupted_wall_s
 
 
 def test_checkpoints_load_with_weights_only_and_carry_metadata(pair_store, tmp_path):
