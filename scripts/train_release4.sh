@@ -13,6 +13,12 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS=1
 D=../shared/data
 STORE=runs/store_r4b_n24
+# a run already training holds runs/release4/run.lock (the trainer's flock): rebuilding the store it
+# reads would pull it from under that run, so refuse before touching anything
+if [ -f runs/release4/run.lock ] && ! flock -n runs/release4/run.lock true; then
+  echo "runs/release4 is being trained ($(cat runs/release4/run.lock)): not starting a second run" >&2
+  exit 1
+fi
 GENERATED=(mp_pairs3)  # the folders of runs/pairs_gen the recipe draws from
 lines() { cat runs/pairs_gen/$1/seed*.jsonl 2>/dev/null | wc -l; }
 # the store's generated.txt: "<name> <lines>" per generated source, as counted when it was built
