@@ -41,14 +41,13 @@ class TrainingData:
         store.graph.require_model(model, data.store)
         self.world_size, self.rank, self.num_workers = world_size, rank, data.num_workers
         self.train_indices = store.indices(data.train_split)
-        self.val_indices = np.array([i for i in store.indices(data.val_split) if store.kinds[i] != PATH_KIND],
-                                    dtype=np.int64)
+        self.val_source = validation_sources(store, data.val_split)
+        self.val_indices = np.array(list(self.val_source), dtype=np.int64)
         if len(self.val_indices) == 0:
             raise ValueError(f"split {data.val_split!r} of the store is empty; validation needs pairs")
         draws = draw_weights(store, self.train_indices, data.source_weights, data.store)
         self.order = BatchOrder(self.train_indices, store.num_atoms, data.max_structures_per_batch,
                                 data.max_atoms_per_batch, seed, world_size, draws)
-        self.val_source = {int(i): source_name(store.sources[i], store.kinds[i]) for i in self.val_indices}
         self.score_names = scored_sources(sorted(set(self.val_source.values())), data.score_sources, data.store)
         self.val_batches = pack_batches(np.sort(self.val_indices), store.num_atoms, data.max_structures_per_batch,
                                         data.max_atoms_per_batch)
@@ -56,6 +55,10 @@ class TrainingData:
         self.augment_eligible = np.array([data.augment.source_contains in source and kind != PATH_KIND
                                           for source, kind in zip(store.sources, store.kinds)])
         self.augmenter = _augmenter_of_passes(store, data, self.augment_eligible, seed)
+
+    def scored_val_fingerprint(self) -> str:
+        """:func:`val_fingerprint` of the validation pairs ``val_score`` averages over."""
+        return val_fingerprint(self.store, self.val_source, self.score_names)
 
     def pass_loader(self, pass_index: int, first_batch: int) -> tuple[list[np.ndarray], torch.utils.data.DataLoader]:
         """The global batches of pass ``pass_index`` from ``first_batch`` on (a resumed pass starts
@@ -78,22 +81,37 @@ def scored_sources(names: list[str], wanted: list[str], store_path: str) -> list
     return sorted(set(wanted)) if wanted else names
 
 
-def scored_val_fingerprint(data: DataConfig) -> str:
-    """SHA-256 of the ids, inputs and targets of the validation pairs that ``val_score`` averages over:
-    equal fingerprints mean scores that can be compared (``e3relax train --resume --new-data``)."""
+def validation_sources(store: PairStore, split: str) -> dict[int, str]:
+    """The pairs of ``split`` that validate (relaxation-path frames never do), by store index, each with
+    its source name, in the store's order."""
+    return {int(i): source_name(store.sources[i], store.kinds[i]) for i in store.indices(split)
+            if store.kinds[i] != PATH_KIND}
+
+
+def val_fingerprint(store: PairStore, val_source: dict[int, str], score_names: list[str]) -> str:
+    """SHA-256 of the ids, inputs and targets of the validation pairs (``val_source``: index -> source)
+    of the sources in ``score_names``: equal fingerprints mean scores that can be compared (``e3relax
+    train --resume --new-data``)."""
     import hashlib
 
-    store = PairStore(data.store)
-    val = [int(i) for i in store.indices(data.val_split) if store.kinds[i] != PATH_KIND]
-    names = {i: source_name(store.sources[i], store.kinds[i]) for i in val}
-    scored = set(scored_sources(sorted(set(names.values())), data.score_sources, data.store))
+    scored = set(score_names)
     digest = hashlib.sha256()
-    for i in sorted((i for i in val if names[i] in scored), key=lambda i: (names[i], store.ids[i])):
+    chosen = [i for i, name in val_source.items() if name in scored]
+    for i in sorted(chosen, key=lambda i: (val_source[i], store.ids[i])):
         pair = store.pair(i)
-        digest.update(f"{names[i]}\n{store.ids[i]}\n".encode())
+        digest.update(f"{val_source[i]}\n{store.ids[i]}\n".encode())
         for key in ("z", "pos_unrelaxed", "cell_unrelaxed", "pos_relaxed", "cell_relaxed"):
             digest.update(np.ascontiguousarray(pair[key], dtype=np.float64).tobytes())
     return digest.hexdigest()
+
+
+def scored_val_fingerprint(data: DataConfig) -> str:
+    """:func:`val_fingerprint` of the pairs ``val_score`` averages over in the store ``data`` names,
+    without building a run's view of it (for the store a checkpoint trained on)."""
+    store = PairStore(data.store)
+    val_source = validation_sources(store, data.val_split)
+    score_names = scored_sources(sorted(set(val_source.values())), data.score_sources, data.store)
+    return val_fingerprint(store, val_source, score_names)
 
 
 def draw_weights(store: PairStore, indices: np.ndarray, weights: dict[str, float], store_path: str

@@ -112,6 +112,11 @@ def _config_differences(old: dict, new: dict) -> list[str]:
     return out
 
 
+def _store_contents(store_meta: dict) -> dict:
+    """What identifies a store's pairs in a checkpoint's ``data`` metadata: its sources and split counts."""
+    return {"sources": store_meta.get("sources", []), "split_counts": store_meta.get("split_counts", {})}
+
+
 class Trainer:
     """Train E3Relax as ``config`` says; ``resume=True`` continues from ``<run.dir>/last.ckpt``, and with
     ``new_data=True`` on data settings (``data.*``) that differ from the run's (:meth:`_continue_on_new_data`)."""
@@ -151,6 +156,7 @@ class Trainer:
             self.state["cycle"] = [0, config.run.max_steps]
         self.clip_grad_norm = config.optim.clip_grad_norm
         self.elements = self.data.store.elements(self.data.train_indices)
+        self._wall_before, self._wall_start = 0.0, None  # wall_seconds(): saved time, and this train()'s start
         self._start_or_resume(resume, new_data)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -233,8 +239,8 @@ class Trainer:
             "model_config": self.config.model.to_dict(),
             "graph": self.data.store.graph.to_dict(),
             "elements": self.elements,
-            "data": {"store": str(self.config.data.store), "sources": store_meta.get("sources", []),
-                     "split_counts": store_meta.get("split_counts", {}), "split_seed": store_meta.get("split_seed"),
+            "data": {"store": str(self.config.data.store), **_store_contents(store_meta),
+                     "split_seed": store_meta.get("split_seed"),
                      "train_split": self.config.data.train_split, "val_split": self.config.data.val_split,
                      "init_from": self.config.run.init_from},
             "train_config": self.config.to_dict(),
@@ -297,9 +303,9 @@ class Trainer:
     def _store_changes(self, metadata: dict) -> list[str]:
         """What differs between the store the checkpoint trained on and ``data.store`` as it is now
         (a store rebuilt in place with more pairs), as ``data.store (contents): ...`` lines."""
-        saved, now = metadata.get("data", {}), self.data.store.meta
-        return [f"data.store (contents): {key} {saved[key]!r} -> {now.get(key)!r}" for key in ("sources", "split_counts")
-                if key in saved and saved[key] != now.get(key, [] if key == "sources" else {})]
+        saved, now = metadata.get("data", {}), _store_contents(self.data.store.meta)
+        return [f"data.store (contents): {key} {saved[key]!r} -> {value!r}" for key, value in now.items()
+                if key in saved and saved[key] != value]
 
     def _continue_on_new_data(self, old_data: dict, changes: list[str]) -> None:
         """After :meth:`_resume` with changed ``data.*``: the weights, optimiser, EMA and schedule go on;
@@ -310,7 +316,7 @@ class Trainer:
             self.state["pass"] += 1
             self.state["batch_in_pass"] = 0
         old = config_from_dict(DataConfig, old_data, "data")
-        comparable = Path(old.store).exists() and scored_val_fingerprint(old) == scored_val_fingerprint(self.config.data)
+        comparable = Path(old.store).exists() and scored_val_fingerprint(old) == self.data.scored_val_fingerprint()
         if not comparable:
             self.state["best_val"], self.state["epochs_since_best"] = math.inf, 0
         self._log({"step": self.state["step"], "event": "new data", "changes": changes,
@@ -446,9 +452,8 @@ class Trainer:
     def wall_seconds(self) -> float:
         """Wall-clock seconds this run has spent in :meth:`train`, over all its resumptions (saved in
         ``last.ckpt``; logged as ``hours``): the hours axis of a learning curve across sessions."""
-        before = getattr(self, "_wall_before", 0.0)
-        start = getattr(self, "_wall_start", None)
-        return before + (time.perf_counter() - start if start is not None else 0.0)
+        running = time.perf_counter() - self._wall_start if self._wall_start is not None else 0.0
+        return self._wall_before + running
 
     def _check_cpu_budget(self) -> None:
         """Stop after ``run.max_cpu_minutes`` of this process's CPU time (all ranks stop together: rank
@@ -489,9 +494,8 @@ class Trainer:
 
     def close(self) -> None:
         """Release the run folder and the process group."""
-        lock = getattr(self, "_run_lock", None)
-        if lock is not None:
-            lock.close()  # closing the file drops its flock
+        if self._run_lock is not None:
+            self._run_lock.close()  # closing the file drops its flock
             self._run_lock = None
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
