@@ -26,7 +26,7 @@ built() { awk -v name="$1" '$1 == name {print $2}' $STORE/generated.txt 2>/dev/n
 rebuild=
 [ -f $STORE/store.json ] || rebuild=1
 for name in "${GENERATED[@]}"; do
-  # a rebuild (~15 minutes beside training) once MIN_NEW more pairs of a source are there, not at every start
+  # a rebuild (~15 minutes, before any training starts) once MIN_NEW more pairs of a source are there, not at every start
   have=$(built $name)
   if [ $(( $(lines $name) - ${have:-0} )) -ge "${MIN_NEW:-400}" ]; then rebuild=1; fi
 done
