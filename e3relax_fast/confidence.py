@@ -16,6 +16,13 @@ in a ridge regression of the log error, fitted on one half of the validation gro
 half judges it (``scripts/calibrate_confidence.py --head``). Eager models use it when the checkpoint has
 one (the features are read by a forward hook on the last layer, :class:`LastLayerCapture`); exported
 artifacts return no features and keep the hand-made model.
+
+The **rerun model** (:class:`RerunErrorModel`, metadata ``confidence_rerun``, chosen with
+``confidence="rerun"``) runs the model twice more, on its own prediction and on that rerun's
+(:func:`rerun_features`): a model trained on relaxation-path frames moves a geometry about as far as
+it lies from the relaxed structure, so how far the reruns move the prediction joins the one-pass
+signals in the same kind of ridge regression (``scripts/calibrate_confidence.py --rerun``). It ranks
+the error best, at three model runs per prediction; the prediction itself is the first run's.
 """
 
 from __future__ import annotations
@@ -107,26 +114,48 @@ def fit_error_model(rows: list[dict[str, float]], errors: np.ndarray, fitted_on:
 
 def prediction_confidence(pos_layers: torch.Tensor, cell_layers: torch.Tensor, ptr: torch.Tensor, b: int,
                           input_pos: torch.Tensor, input_cell: torch.Tensor,
-                          error_model: "ErrorModel | ErrorHead | None" = None,
-                          summaries: np.ndarray | None = None) -> dict[str, float]:
+                          error_model: "ErrorModel | ErrorHead | RerunErrorModel | None" = None,
+                          summaries: np.ndarray | None = None, rerun: dict[str, float] | None = None
+                          ) -> dict[str, float]:
     """The confidence entries of structure ``b`` (arguments as :func:`structure_features`):
     ``last_layer_max_move`` (Å, largest atom move of the last layer), ``last_layer_cell_change`` (Å,
     largest cell-entry change of the last layer) and, with an ``error_model``, ``expected_error`` (Å):
-    from an :class:`ErrorHead` when the batch's last-layer ``summaries`` [B, 3F] are given
-    (:meth:`LastLayerCapture.summaries`), else from an :class:`ErrorModel` (a head without summaries
-    gives none)."""
+    from a :class:`RerunErrorModel` when structure ``b``'s ``rerun`` signals are given
+    (:func:`rerun_features`), from an :class:`ErrorHead` when the batch's last-layer ``summaries``
+    [B, 3F] are given (:meth:`LastLayerCapture.summaries`), else from an :class:`ErrorModel` (a head or
+    rerun model without its inputs gives none)."""
     features = structure_features(pos_layers, cell_layers, ptr, b, input_pos, input_cell)
     out = {"last_layer_max_move": features["last_move_max"], "last_layer_cell_change": features["last_cell_change"]}
-    if isinstance(error_model, ErrorHead) and summaries is not None:
+    if isinstance(error_model, RerunErrorModel) and rerun is not None:
+        out["expected_error"] = float(error_model.expected_errors([features], [rerun])[0])
+    elif isinstance(error_model, ErrorHead) and summaries is not None:
         out["expected_error"] = float(error_model.expected_errors([features], summaries[b:b + 1])[0])
     elif isinstance(error_model, ErrorModel):
         out["expected_error"] = error_model.expected_error(features)
     return out
 
 
-def error_model_of(metadata: dict, eager: bool = True) -> "ErrorModel | ErrorHead | None":
-    """The expected-error model a checkpoint's metadata holds: the learned head when there is one and
-    the model is eager (its last layer can be read), else the hand-made model, else None."""
+#: How ``expected_error`` is found: from one run of the model (the learned head, or the hand-made model
+#: where there is no head), or from two more runs on its own prediction (:class:`RerunErrorModel`).
+CONFIDENCE_MODES = ("single-pass", "rerun")
+
+
+def error_model_of(metadata: dict, eager: bool = True,
+                   confidence: str = "single-pass") -> "ErrorModel | ErrorHead | RerunErrorModel | None":
+    """The expected-error model a checkpoint's metadata holds for a ``confidence`` mode
+    (:data:`CONFIDENCE_MODES`). ``"single-pass"``: the learned head when there is one and the model is
+    eager (its last layer can be read), else the hand-made model, else None. ``"rerun"``: the rerun
+    model, which only eager models with one in their metadata have (``ValueError`` otherwise)."""
+    if confidence not in CONFIDENCE_MODES:
+        raise ValueError(f"confidence must be one of {', '.join(CONFIDENCE_MODES)}, got {confidence!r}")
+    if confidence == "rerun":
+        rerun = RerunErrorModel.from_metadata(metadata) if eager else None
+        if rerun is None:
+            raise ValueError("confidence='rerun' needs a checkpoint whose metadata holds a rerun error model "
+                             "('confidence_rerun', fitted by scripts/calibrate_confidence.py --rerun); this "
+                             f"{'checkpoint has none' if eager else 'exported artifact cannot rerun'}: "
+                             "use confidence='single-pass'")
+        return rerun
     head = ErrorHead.from_metadata(metadata) if eager else None
     return head if head is not None else ErrorModel.from_metadata(metadata)
 
@@ -220,14 +249,135 @@ def fit_error_head(rows: list[dict[str, float]], summaries: np.ndarray, errors: 
                    fitted_on: str = "") -> ErrorHead:
     """Ridge fit (penalty ``alpha`` per structure, on standardised inputs) of log coordinate MAE
     (``errors`` [n], Å) on the log signals ``rows`` and the last-layer ``summaries`` [n, 3F]."""
+    center, scale, weights, bias, variance = _ridge(_head_design(rows, summaries), errors, alpha)
+    return ErrorHead(center, scale, weights, bias, variance, int(np.asarray(summaries).shape[1] // len(SUMMARIES)),
+                     fitted_on)
+
+
+def _ridge(x: np.ndarray, errors: np.ndarray, alpha: float) -> tuple[tuple[float, ...], tuple[float, ...],
+                                                                      tuple[float, ...], float, float]:
+    """Ridge regression of ``log(errors + FLOOR)`` on the standardised columns of ``x [n, k]`` (penalty
+    ``alpha`` per structure): ``(center, scale, weights, bias, residual variance)``."""
     errors = np.asarray(errors, dtype=np.float64)
-    x = _head_design(rows, summaries)
     if len(errors) != len(x) or len(x) < 10:
         raise ValueError(f"need at least 10 structures with one error each, got {len(x)} rows and {len(errors)} errors")
     center, scale = x.mean(0), x.std(0) + 1e-8
     z, y = (x - center) / scale, np.log(errors + FLOOR)
     weights = np.linalg.solve(z.T @ z + alpha * len(y) * np.eye(z.shape[1]), z.T @ (y - y.mean()))
     residual = y - y.mean() - z @ weights
-    return ErrorHead(tuple(center.tolist()), tuple(scale.tolist()), tuple(weights.tolist()), float(y.mean()),
-                     float(residual.var()), int(np.asarray(summaries).shape[1] // len(SUMMARIES)), fitted_on)
+    return (tuple(center.tolist()), tuple(scale.tolist()), tuple(weights.tolist()), float(y.mean()),
+            float(residual.var()))
+
+
+# --------------------------------------------------------------------------------------------------
+# The rerun model: the network run again on its own prediction
+
+#: Per-structure signals of two reruns (:func:`rerun_features`), in Å except ``rerun_volume_change``
+#: (relative): how far the first rerun moves the prediction's atoms (mean of the coordinates, largest
+#: atom) and cell entries (largest, mean), the volume it still changes, how far its first layer moves
+#: the atoms, how far the second rerun moves the first's atoms, and how far both move the prediction's.
+RERUN_FEATURES = ("rerun_move_mean", "rerun_move_max", "rerun_cell_change_max", "rerun_cell_change_mean",
+                  "rerun_volume_change", "rerun_first_layer_move_mean", "second_rerun_move_mean",
+                  "reruns_move_mean")
+#: A prediction whose volume is off the input's by more than this factor (or not finite) is rerun from
+#: the input: such predictions are refused anyway (relax/guards.py), and a collapsed cell has no bounded graph.
+RERUN_VOLUME_FACTOR = 2.0
+#: What a rerun signal that is not finite (or above it) counts as (Å, or relative for the volume).
+RERUN_CAP = 1e3
+
+
+def _usable(pos: torch.Tensor, cell: torch.Tensor, fallback_pos: torch.Tensor, fallback_cell: torch.Tensor,
+            structure: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pos [N,3]``, ``cell [B,3,3]`` with every structure that is not finite or whose volume ratio to
+    the fallback's leaves ``[1/RERUN_VOLUME_FACTOR, RERUN_VOLUME_FACTOR]`` replaced by the fallback."""
+    finite_atoms = torch.isfinite(pos).all(1).to(pos.dtype)
+    broken = torch.zeros(cell.shape[0], dtype=pos.dtype, device=pos.device).index_add_(0, structure, 1 - finite_atoms)
+    ratio = torch.linalg.det(torch.nan_to_num(cell)).abs() / torch.linalg.det(fallback_cell).abs()
+    ok = (broken == 0) & torch.isfinite(cell).flatten(1).all(1) & (ratio <= RERUN_VOLUME_FACTOR) \
+        & (ratio >= 1 / RERUN_VOLUME_FACTOR)
+    return (torch.where(ok[structure].unsqueeze(1), pos, fallback_pos),
+            torch.where(ok.view(-1, 1, 1), cell, fallback_cell))
+
+
+@torch.no_grad()
+def rerun_features(model: torch.nn.Module, pos_layers: torch.Tensor, cell_layers: torch.Tensor, z: torch.Tensor,
+                   pbc: torch.Tensor, ptr: torch.Tensor, input_pos: torch.Tensor,
+                   input_cell: torch.Tensor) -> list[dict[str, float]]:
+    """The :data:`RERUN_FEATURES` of every structure of a batch. ``model`` (an eager
+    :class:`~e3relax_fast.model.E3Relax`: it builds the graph of a geometry it is given without one) is
+    run on its prediction (the last of ``pos_layers [L,N,3]``, ``cell_layers [L,B,3,3]``, on the model's
+    device and dtype, as are ``z [N]``, ``pbc [B,3]``, ``ptr [B+1]``, ``input_pos [N,3]``,
+    ``input_cell [B,3,3]``), then on that rerun's prediction. Trained on the frames of relaxation paths,
+    the model maps a geometry near a relaxed structure onto it, so the distance it still moves its own
+    prediction measures how far that prediction is from the relaxed structure (docs/relax.md)."""
+    structure = atom_structure_index(ptr, pos_layers.shape[1])
+    pos1, cell1 = _usable(pos_layers[-1], cell_layers[-1], input_pos, input_cell, structure)
+    pos2_layers, cell2_layers = model(pos1, z, cell1, pbc, ptr)
+    # a first rerun gone astray is measured as it is; only the second run needs a usable start
+    start2, cell_start2 = _usable(pos2_layers[-1], cell2_layers[-1], pos1, cell1, structure)
+    pos3 = model(start2, z, cell_start2, pbc, ptr)[0][-1]
+    pos1, pos2, start2, pos3, first_layer = (t.detach().double().cpu() for t in
+                                             (pos1, pos2_layers[-1], start2, pos3, pos2_layers[0]))
+    cell1, cell2 = cell1.detach().double().cpu(), cell2_layers[-1].detach().double().cpu()
+    structure, counts = structure.cpu(), torch.diff(ptr.cpu()).clamp(min=1).double()
+
+    def mean(per_atom: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(counts), dtype=torch.float64).index_add_(0, structure, per_atom) / counts
+
+    largest = torch.zeros(len(counts), dtype=torch.float64).scatter_reduce_(
+        0, structure, (pos2 - pos1).norm(dim=1), "amax", include_self=True)
+    cell_change = (cell2 - cell1).abs().flatten(1)
+    columns = torch.stack([
+        mean((pos2 - pos1).abs().mean(1)), largest, cell_change.max(1).values, cell_change.mean(1),
+        (torch.linalg.det(cell2) / torch.linalg.det(cell1) - 1).abs(), mean((first_layer - pos1).abs().mean(1)),
+        mean((pos3 - start2).abs().mean(1)), mean((pos3 - pos1).abs().mean(1))], dim=1)
+    # a rerun that is not finite moved "very far": a large finite value keeps expected_error finite
+    columns = torch.nan_to_num(columns, nan=RERUN_CAP, posinf=RERUN_CAP).clamp(max=RERUN_CAP)
+    return [dict(zip(RERUN_FEATURES, row)) for row in columns.tolist()]
+
+
+def _rerun_design(rows: list[dict[str, float]], reruns: list[dict[str, float]]) -> np.ndarray:
+    logs = np.log(np.array([[row[name] for name in RERUN_FEATURES] for row in reruns], dtype=np.float64) + FLOOR)
+    return np.hstack([_design(rows)[:, :-1], logs.reshape(len(rows), len(RERUN_FEATURES))])
+
+
+@dataclass(frozen=True)
+class RerunErrorModel:
+    """``log(coord MAE) ~ weights . (x - center) / scale + bias`` with ``x`` the log :data:`FEATURES`
+    followed by the log :data:`RERUN_FEATURES`; residual variance ``variance``."""
+
+    center: tuple[float, ...]
+    scale: tuple[float, ...]
+    weights: tuple[float, ...]
+    bias: float
+    variance: float
+    fitted_on: str = ""
+
+    def expected_errors(self, rows: list[dict[str, float]], reruns: list[dict[str, float]]) -> np.ndarray:
+        """Expected coordinate MAE (Å) of predictions with these signals and rerun signals."""
+        z = (_rerun_design(rows, reruns) - np.asarray(self.center)) / np.asarray(self.scale)
+        return np.exp(z @ np.asarray(self.weights) + self.bias + 0.5 * self.variance)
+
+    def to_dict(self) -> dict:
+        return {"features": list(FEATURES), "rerun_features": list(RERUN_FEATURES), "floor": FLOOR,
+                "center": list(self.center), "scale": list(self.scale), "weights": list(self.weights),
+                "bias": self.bias, "variance": self.variance, "fitted_on": self.fitted_on}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> "RerunErrorModel | None":
+        """The model stored in a checkpoint's metadata (``confidence_rerun``), or None when there is
+        none or it reads other features than this version computes."""
+        entry = metadata.get("confidence_rerun")
+        if (not entry or list(entry.get("features", [])) != list(FEATURES) or entry.get("floor") != FLOOR
+                or list(entry.get("rerun_features", [])) != list(RERUN_FEATURES)):
+            return None
+        return cls(tuple(entry["center"]), tuple(entry["scale"]), tuple(entry["weights"]), float(entry["bias"]),
+                   float(entry["variance"]), str(entry.get("fitted_on", "")))
+
+
+def fit_rerun_model(rows: list[dict[str, float]], reruns: list[dict[str, float]], errors: np.ndarray,
+                    alpha: float = 0.01, fitted_on: str = "") -> RerunErrorModel:
+    """Ridge fit (as :func:`fit_error_head`) of log coordinate MAE (``errors`` [n], Å) on the log signals
+    ``rows`` and the log rerun signals ``reruns`` (n dicts each)."""
+    return RerunErrorModel(*_ridge(_rerun_design(rows, reruns), errors, alpha), fitted_on)
 

@@ -2,6 +2,7 @@
 
     python scripts/calibrate_confidence.py CKPT --store runs/store_r3                 # hand-made model
     python scripts/calibrate_confidence.py CKPT --store runs/store_r4_n24 --head       # learned head
+    python scripts/calibrate_confidence.py CKPT --store runs/store_r4_n24 --rerun      # rerun model
 
 Without ``--head``: runs the model over up to --per-source pairs of each source of --split (default
 train), fits log error on the log signals by least squares and stores it under metadata["confidence"].
@@ -11,7 +12,12 @@ groups in two halves by a hash of the group name, fits the ridge head (signals +
 on half 0 and prints, on half 1 (never fitted on), each source's Spearman and mean expected over mean
 actual error for the head and for the hand-made model the checkpoint holds; stores the head under
 metadata["confidence_head"]. Validation pairs judge the model too: the head never sees half 1, and
-the numbers to quote are those of half 1. Tensors are left untouched. Never run by CI.
+the numbers to quote are those of half 1.
+
+With ``--rerun``: the same halves, but the model also runs twice on its own prediction
+(``confidence.rerun_features``) and the rerun model (signals + rerun signals) is fitted on half 0,
+reported on half 1 beside the head and the hand-made model the checkpoint holds, and stored under
+metadata["confidence_rerun"]. Tensors are left untouched. Never run by CI.
 """
 
 import argparse
@@ -24,7 +30,8 @@ import torch
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
-from e3relax_fast.confidence import ErrorModel, LastLayerCapture, fit_error_head, fit_error_model, structure_features
+from e3relax_fast.confidence import (ErrorHead, ErrorModel, LastLayerCapture, fit_error_head, fit_error_model,
+                                     fit_rerun_model, rerun_features, structure_features)
 from e3relax_fast.data.batching import pack_batches
 from e3relax_fast.data.pairs import PATH_KIND
 from e3relax_fast.data.store import PairStore, source_name
@@ -45,8 +52,9 @@ def sample_indices(store: PairStore, split: str, per_source: int, seed: int) -> 
 
 
 @torch.no_grad()
-def features_and_errors(model, store: PairStore, indices: np.ndarray, batch_size: int = 32):
-    """Per structure: (source name, group, signal dict, last-layer summary [3F], coordinate MAE Å)."""
+def features_and_errors(model, store: PairStore, indices: np.ndarray, batch_size: int = 32, reruns: bool = False):
+    """Per structure: (source name, group, signal dict, last-layer summary [3F], coordinate MAE Å, rerun
+    signal dict or None; the reruns only when ``reruns``)."""
     out = []
     bar = tqdm(total=len(indices), unit="structure", file=sys.stderr)
     for batch_indices in pack_batches(indices, store.num_atoms, batch_size, 0):
@@ -54,12 +62,15 @@ def features_and_errors(model, store: PairStore, indices: np.ndarray, batch_size
         with LastLayerCapture(model) as last_layer:
             pos_layers, cell_layers = model(b.pos.float(), b.z, b.cell.float(), b.pbc, b.ptr, b.edge_index, b.shifts)
         summaries = last_layer.summaries(b.ptr)
+        rerun_rows = (rerun_features(model, pos_layers, cell_layers, b.z, b.pbc, b.ptr, b.pos.float(), b.cell.float())
+                      if reruns else [None] * len(batch_indices))
         pos_layers, cell_layers = pos_layers.double(), cell_layers.double()
         for k, index in enumerate(batch_indices):
             a0, a1 = int(b.ptr[k]), int(b.ptr[k + 1])
             error = float((pos_layers[-1, a0:a1] - b.target_pos[a0:a1]).abs().mean())
             out.append((source_name(store.sources[index], store.kinds[index]), store.groups[index],
-                        structure_features(pos_layers, cell_layers, b.ptr, k, b.pos, b.cell), summaries[k], error))
+                        structure_features(pos_layers, cell_layers, b.ptr, k, b.pos, b.cell), summaries[k], error,
+                        rerun_rows[k]))
         bar.update(len(batch_indices))
     bar.close()
     return out
@@ -81,19 +92,28 @@ def report(rows, expected: dict[str, np.ndarray]) -> None:
         print(f"{name}: {mine.sum()} pairs | " + " | ".join(cells))
 
 
-def fit_head(rows, metadata: dict, alpha: float, fitted_on: str):
-    """The head fitted on half 0, its report (and the stored hand-made model's) on half 1."""
+def fit_on_half(rows, metadata: dict, alpha: float, fitted_on: str, rerun: bool):
+    """The head (or, with ``rerun``, the rerun model) fitted on half 0, its report on half 1 beside the
+    stored head's and hand-made model's."""
     fit = [r for r in rows if group_half(r[1]) == 0]
     judge = [r for r in rows if group_half(r[1]) == 1]
-    head = fit_error_head([r[2] for r in fit], np.array([r[3] for r in fit]), np.array([r[4] for r in fit]), alpha,
-                          fitted_on=f"{len(fit)} pairs of {fitted_on} (half 0 of its groups)")
-    expected = {"head": head.expected_errors([r[2] for r in judge], np.array([r[3] for r in judge]))}
+    fitted_on = f"{len(fit)} pairs of {fitted_on} (half 0 of its groups)"
+    errors, signals = np.array([r[4] for r in fit]), [r[2] for r in fit]
+    if rerun:
+        fitted = fit_rerun_model(signals, [r[5] for r in fit], errors, alpha, fitted_on)
+        expected = {"rerun": fitted.expected_errors([r[2] for r in judge], [r[5] for r in judge])}
+    else:
+        fitted = fit_error_head(signals, np.array([r[3] for r in fit]), errors, alpha, fitted_on)
+        expected = {"head": fitted.expected_errors([r[2] for r in judge], np.array([r[3] for r in judge]))}
+    stored_head = ErrorHead.from_metadata(metadata)
+    if rerun and stored_head is not None:
+        expected["stored head"] = stored_head.expected_errors([r[2] for r in judge], np.array([r[3] for r in judge]))
     hand_made = ErrorModel.from_metadata(metadata)
     if hand_made is not None:
         expected["hand-made"] = np.array([hand_made.expected_error(r[2]) for r in judge])
     print(f"half 1 of the groups ({len(judge)} pairs, never fitted on):")
     report(judge, expected)
-    return head
+    return fitted
 
 
 def main() -> None:
@@ -101,22 +121,28 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("--store", required=True)
     parser.add_argument("--head", action="store_true", help="fit the learned head on validation half 0")
-    parser.add_argument("--split", help="split to fit on (default: train; with --head: val)")
-    parser.add_argument("--per-source", type=int, help="pairs per source (default: 1000; with --head: all)")
-    parser.add_argument("--alpha", type=float, default=0.1, help="--head: ridge penalty per structure")
+    parser.add_argument("--rerun", action="store_true", help="fit the rerun model on validation half 0")
+    parser.add_argument("--split", help="split to fit on (default: train; with --head or --rerun: val)")
+    parser.add_argument("--per-source", type=int, help="pairs per source (default: 1000; --head, --rerun: all)")
+    parser.add_argument("--alpha", type=float, help="ridge penalty per structure (--head: 0.1, --rerun: 0.01)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    split = args.split or ("val" if args.head else "train")
-    per_source = args.per_source if args.per_source is not None else (0 if args.head else 1000)
+    halves = args.head or args.rerun
+    if args.head and args.rerun:
+        parser.error("--head and --rerun fit different models: give one")
+    split = args.split or ("val" if halves else "train")
+    per_source = args.per_source if args.per_source is not None else (0 if halves else 1000)
     torch.set_num_threads(1)
     model, _ = load_model(args.checkpoint)
     store = PairStore(args.store)
-    rows = features_and_errors(model, store, sample_indices(store, split, per_source, args.seed))
+    rows = features_and_errors(model, store, sample_indices(store, split, per_source, args.seed), reruns=args.rerun)
     payload, metadata = read_checkpoint(args.checkpoint)
     metadata.pop("format_version", None)
     where = f"split {split!r} of {args.store}"
-    if args.head:
-        key, fitted = "confidence_head", fit_head(rows, metadata, args.alpha, where)
+    if halves:
+        alpha = args.alpha if args.alpha is not None else (0.01 if args.rerun else 0.1)
+        key = "confidence_rerun" if args.rerun else "confidence_head"
+        fitted = fit_on_half(rows, metadata, alpha, where, args.rerun)
     else:
         key, fitted = "confidence", fit_error_model([r[2] for r in rows], np.array([r[4] for r in rows]),
                                                     fitted_on=f"{len(rows)} pairs of {where}")

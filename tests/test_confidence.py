@@ -10,8 +10,9 @@ from ase.io import read
 from scipy.stats import spearmanr
 
 from e3relax_fast import E3Relaxer
-from e3relax_fast.confidence import (FEATURES, ErrorHead, ErrorModel, LastLayerCapture, fit_error_head, fit_error_model,
-                                     last_layer_summary, structure_features)
+from e3relax_fast.confidence import (FEATURES, RERUN_FEATURES, ErrorHead, ErrorModel, LastLayerCapture, RerunErrorModel,
+                                     fit_error_head, fit_error_model, fit_rerun_model, last_layer_summary,
+                                     rerun_features, structure_features)
 from e3relax_fast.model.checkpoint import save_checkpoint
 
 from .conftest import DATA
@@ -182,3 +183,199 @@ def test_the_relaxer_and_evaluate_take_the_head_over_the_hand_made_model(checkpo
                  "--no-progress", "-o", str(scores)]) == 0
     model_rows = pd.read_csv(scores).query("method == 'model'")
     assert len(model_rows) > 0 and np.allclose(model_rows["expected_error"], 0.123, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# The rerun model (metadata "confidence_rerun")
+
+def _structures_batch(count=3):
+    from e3relax_fast.data import batch_from_structures
+
+    return batch_from_structures(read(DATA / "examples_relaxed.extxyz", index=f":{count}"), dtype=torch.float64)
+
+
+def _rerun_oracle(model, pos, z, cell, pbc):
+    """The rerun signals of one structure alone, each model run on it alone, written out plainly."""
+    ptr = torch.tensor([0, len(z)])
+    pos1, cell1 = (t[-1] for t in model(pos, z, cell, pbc, ptr))
+    pos2_layers, cell2_layers = model(pos1, z, cell1, pbc, ptr)
+    pos2, cell2 = pos2_layers[-1], cell2_layers[-1]
+    pos3 = model(pos2, z, cell2, pbc, ptr)[0][-1]
+    return {"rerun_move_mean": float((pos2 - pos1).abs().mean()),
+            "rerun_move_max": float((pos2 - pos1).norm(dim=1).max()),
+            "rerun_cell_change_max": float((cell2 - cell1).abs().max()),
+            "rerun_cell_change_mean": float((cell2 - cell1).abs().mean()),
+            "rerun_volume_change": float(abs(torch.det(cell2[0]) / torch.det(cell1[0]) - 1)),
+            "rerun_first_layer_move_mean": float((pos2_layers[0] - pos1).abs().mean()),
+            "second_rerun_move_mean": float((pos3 - pos2).abs().mean()),
+            "reruns_move_mean": float((pos3 - pos1).abs().mean())}
+
+
+@pytest.fixture(scope="module")
+def shipped_model():
+    """The shipped model in float64: its predictions stay near the inputs, so no rerun falls back."""
+    from e3relax_fast.model.checkpoint import load_model
+    from e3relax_fast.model.pretrained import resolve_model_path
+
+    return load_model(resolve_model_path(None))[0].double().eval()
+
+
+@torch.no_grad()
+def test_rerun_features_of_a_batch_match_each_structure_rerun_alone(shipped_model):
+    model = shipped_model
+    batch = _structures_batch(3)
+    pos_layers, cell_layers = model(*batch.tensors())
+    rows = rerun_features(model, pos_layers, cell_layers, batch.z, batch.pbc, batch.ptr, batch.pos, batch.cell)
+    assert len(rows) == 3 and all(list(row) == list(RERUN_FEATURES) for row in rows)
+    for b in range(3):
+        a0, a1 = int(batch.ptr[b]), int(batch.ptr[b + 1])
+        alone = _rerun_oracle(model, batch.pos[a0:a1], batch.z[a0:a1], batch.cell[b:b + 1], batch.pbc[b:b + 1])
+        for name in RERUN_FEATURES:
+            assert rows[b][name] == pytest.approx(alone[name], rel=1e-9, abs=1e-12), (b, name)
+    assert rows[0]["rerun_move_mean"] > 0  # an untrained model moves its own prediction
+
+
+@torch.no_grad()
+def test_a_broken_prediction_is_rerun_from_the_input_and_its_batch_mates_are_untouched(shipped_model):
+    """A prediction that is not finite, or whose cell collapsed, has no bounded graph: it is rerun from
+    the input (it is refused anyway), and the other structures' signals stay what they were."""
+    model = shipped_model
+    batch = _structures_batch(3)
+    pos_layers, cell_layers = model(*batch.tensors())
+    args = (batch.z, batch.pbc, batch.ptr, batch.pos, batch.cell)
+    clean = rerun_features(model, pos_layers, cell_layers, *args)
+    a0, a1 = int(batch.ptr[1]), int(batch.ptr[2])
+    broken_pos, collapsed_cell = pos_layers.clone(), cell_layers.clone()
+    broken_pos[-1, a0] = float("nan")
+    collapsed_cell[-1, 1] *= 0.1  # volume 1/1000 of the input's
+    for pos, cell in ((broken_pos, cell_layers), (pos_layers, collapsed_cell)):
+        rows = rerun_features(model, pos, cell, *args)
+        assert all(math.isfinite(v) for v in rows[1].values())
+        assert rows[0] == pytest.approx(clean[0], rel=1e-12) and rows[2] == pytest.approx(clean[2], rel=1e-12)
+    from_input = rerun_features(model, pos_layers.clone().index_fill_(1, torch.arange(a0, a1), float("nan")),
+                                cell_layers, *args)
+    stacked = torch.stack([pos_layers[-1], batch.pos])  # the input as the "prediction" of structure 1
+    pos_from_input = pos_layers.clone()
+    pos_from_input[-1, a0:a1] = stacked[1, a0:a1]
+    cell_from_input = cell_layers.clone()
+    cell_from_input[-1, 1] = batch.cell[1]
+    expected = rerun_features(model, pos_from_input, cell_from_input, *args)
+    assert from_input[1] == pytest.approx(expected[1], rel=1e-9)
+
+
+def _rerun_rows(rng, n):
+    return [{name: float(v) for name, v in zip(RERUN_FEATURES, rng.uniform(0.001, 0.5, len(RERUN_FEATURES)))}
+            for _ in range(n)]
+
+
+def test_the_rerun_model_learns_an_error_only_the_reruns_reveal(rng):
+    n = 600
+    rows, reruns = _signal_rows(rng, n), _rerun_rows(rng, n)
+    errors = np.array([2.0 * r["rerun_move_mean"] for r in reruns]) * np.exp(rng.normal(0, 0.1, n))
+    fitted = fit_rerun_model(rows[:400], reruns[:400], errors[:400], alpha=1e-3)
+    expected = fitted.expected_errors(rows[400:], reruns[400:])
+    assert spearmanr(expected, errors[400:]).statistic > 0.9
+    assert 0.9 < expected.mean() / errors[400:].mean() < 1.1
+    hand_made = fit_error_model(rows[:400], errors[:400])
+    assert abs(spearmanr([hand_made.expected_error(r) for r in rows[400:]], errors[400:]).statistic) < 0.3
+    assert RerunErrorModel.from_metadata({"confidence_rerun": fitted.to_dict()}) == fitted
+    stale = {**fitted.to_dict(), "rerun_features": ["rerun_move_mean"]}
+    assert RerunErrorModel.from_metadata({"confidence_rerun": stale}) is None
+    with pytest.raises(ValueError, match="at least 10"):
+        fit_rerun_model(rows[:5], reruns[:5], errors[:5])
+
+
+@pytest.fixture(scope="module")
+def checkpoint_with_a_rerun_model(tmp_path_factory):
+    """The shipped checkpoint plus a rerun model whose weights are all zero but the one on
+    ``rerun_move_mean`` (1): expected error = rerun_move_mean + FLOOR exactly."""
+    from e3relax_fast.model.checkpoint import read_checkpoint
+    from e3relax_fast.model.pretrained import resolve_model_path
+
+    payload, metadata = read_checkpoint(resolve_model_path(None))
+    metadata.pop("format_version", None)
+    width = len(FEATURES) + len(RERUN_FEATURES)
+    weights = [0.0] * width
+    weights[len(FEATURES) + RERUN_FEATURES.index("rerun_move_mean")] = 1.0
+    rerun = RerunErrorModel((0.0,) * width, (1.0,) * width, tuple(weights), 0.0, 0.0, "test")
+    path = tmp_path_factory.mktemp("rerun") / "rerun.ckpt"
+    save_checkpoint(path, payload["model"], {**metadata, "confidence_rerun": rerun.to_dict()})
+    return path
+
+
+@torch.no_grad()
+def test_the_relaxer_reruns_only_when_asked_and_keeps_its_prediction(checkpoint_with_a_rerun_model,
+                                                                     checkpoint_with_a_head):
+    atoms = read(DATA / "examples_relaxed.extxyz", index=0)
+    options = dict(dtype=torch.float64)
+    single = E3Relaxer.from_pretrained(checkpoint_with_a_rerun_model, **options).relax(atoms)
+    shipped = E3Relaxer.from_pretrained(None, **options).relax(atoms)
+    assert single.confidence["expected_error"] == shipped.confidence["expected_error"]  # the head, as before
+    relaxer = E3Relaxer.from_pretrained(checkpoint_with_a_rerun_model, confidence="rerun", **options)
+    assert isinstance(relaxer.error_model, RerunErrorModel)
+    result = relaxer.relax(atoms)
+    assert result.ok
+    np.testing.assert_array_equal(result.final_structure.positions, single.final_structure.positions)
+    prepared = relaxer.prepare("0", atoms)  # the model sees the reduced basis; so does the oracle
+    pos, z, cell, pbc = (torch.as_tensor(a) for a in prepared.arrays)
+    alone = _rerun_oracle(relaxer.model, pos, z, cell.unsqueeze(0), pbc.unsqueeze(0))
+    assert result.confidence["expected_error"] == pytest.approx(alone["rerun_move_mean"] + 1e-4, rel=1e-9)
+    with pytest.raises(ValueError, match="confidence_rerun"):
+        E3Relaxer.from_pretrained(checkpoint_with_a_head, confidence="rerun", **options)
+    with pytest.raises(ValueError, match="confidence must be one of"):
+        E3Relaxer.from_pretrained(checkpoint_with_a_head, confidence="twice", **options)
+
+
+def test_predict_and_evaluate_take_the_rerun_model_when_asked(checkpoint_with_a_rerun_model, pair_store, tmp_path):
+    import pandas as pd
+
+    from e3relax_fast.cli import main
+
+    reports = {}
+    for mode in ("single-pass", "rerun"):
+        reports[mode] = tmp_path / f"{mode}.csv"
+        assert main(["predict", "-i", str(DATA / "examples_relaxed.extxyz"), "-m", str(checkpoint_with_a_rerun_model),
+                     "-o", str(tmp_path / f"{mode}.extxyz"), "--report", str(reports[mode]), "--max-volume-factor",
+                     "inf", "--no-progress", "--confidence", mode]) == 0
+    single, rerun = pd.read_csv(reports["single-pass"]), pd.read_csv(reports["rerun"])
+    assert (single["expected_error_A"] > 0).all() and (rerun["expected_error_A"] > 1e-4).all()
+    assert not np.allclose(single["expected_error_A"], rerun["expected_error_A"], rtol=1e-2)
+    # the same predictions, whichever confidence
+    np.testing.assert_allclose(np.vstack([a.positions for a in read(tmp_path / "single-pass.extxyz", ":")]),
+                               np.vstack([a.positions for a in read(tmp_path / "rerun.extxyz", ":")]), atol=1e-5)
+    scores = tmp_path / "scores.csv"
+    assert main(["evaluate", "-m", str(checkpoint_with_a_rerun_model), "--store", str(pair_store), "--no-symmetry",
+                 "--no-progress", "--confidence", "rerun", "-o", str(scores)]) == 0
+    model_rows = pd.read_csv(scores).query("method == 'model'")
+    assert len(model_rows) > 0 and (model_rows["expected_error"] > 1e-4).all()
+    assert model_rows["expected_error"].nunique() == len(model_rows)  # one per structure, from its own reruns
+
+
+def test_the_calibration_script_fits_and_stores_a_rerun_model(tmp_path):
+    """scripts/calibrate_confidence.py --rerun: fitted on half of the groups, reported on the other,
+    stored in the checkpoint's metadata beside what it held; the tensors stay as they were."""
+    import shutil
+    import subprocess
+    import sys
+
+    from e3relax_fast.model.checkpoint import read_checkpoint
+    from e3relax_fast.model.pretrained import resolve_model_path
+
+    from e3relax_fast.cli import main
+
+    store = tmp_path / "store"  # 42 pairs: enough for ten in each half of the groups
+    assert main(["preprocess", "--pairs", str(DATA / "pairs_unrelaxed.extxyz"), str(DATA / "pairs_relaxed.extxyz"),
+                 "--pairs", str(DATA / "perov5_sample.csv"), "--structures", str(DATA / "examples_relaxed.extxyz"),
+                 "-o", str(store), "--no-progress"]) == 0
+    path = tmp_path / "model.ckpt"
+    shutil.copy(resolve_model_path(None), path)
+    done = subprocess.run([sys.executable, str(DATA.parent.parent / "scripts" / "calibrate_confidence.py"), str(path),
+                           "--store", str(store), "--rerun", "--split", "all"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "rerun Spearman" in done.stdout and "stored head Spearman" in done.stdout
+    payload, metadata = read_checkpoint(path)
+    before, original = read_checkpoint(resolve_model_path(None))
+    assert RerunErrorModel.from_metadata(metadata) is not None
+    assert metadata["confidence_head"] == original["confidence_head"]
+    assert all(torch.equal(payload["model"][k], before["model"][k]) for k in before["model"])

@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-source", type=int, default=0, metavar="N",
                         help="evaluate only the first N pairs of each source of the split (0: all)")
     parser.add_argument("--batch-size", type=int, default=32, help="with -m: structures per model batch")
+    from ..confidence import CONFIDENCE_MODES
+
+    parser.add_argument("--confidence", default="single-pass", choices=CONFIDENCE_MODES,
+                        help="with -m: how expected_error is found (e3relax predict --confidence)")
     parser.add_argument("--no-symmetry", action="store_true", help="skip StructureMatcher and spglib (faster)")
     parser.add_argument("--symprec", type=parse_symprec, default=DEFAULT_SYMPREC, metavar="A|none",
                         help="with -m: impose each input's space group, found at this tolerance (Å), on the "
@@ -95,14 +99,15 @@ def _items_from_store(args: argparse.Namespace):
     import torch
     from tqdm import tqdm
 
-    from ..confidence import ErrorHead, LastLayerCapture, error_model_of, prediction_confidence
+    from ..confidence import (ErrorHead, LastLayerCapture, RerunErrorModel, error_model_of, prediction_confidence,
+                              rerun_features)
     from ..data.batching import pack_batches
     from ..data.store import PairStore, source_name
     from ..model.checkpoint import load_model
     from ..model.pretrained import resolve_model_path
 
     model, metadata = load_model(resolve_model_path(args.model))  # a checkpoint or a shipped model's name
-    error_model = error_model_of(metadata)
+    error_model = error_model_of(metadata, confidence=args.confidence)
     store = PairStore(args.store)
     store.graph.require_model(model.config, args.store)
     indices = store.indices(args.split)
@@ -124,6 +129,8 @@ def _items_from_store(args: argparse.Namespace):
             pos_layers, cell_layers = model(batch.pos.float(), batch.z, batch.cell.float(), batch.pbc, batch.ptr,
                                             batch.edge_index, batch.shifts)
         summaries = last_layer.summaries(batch.ptr)
+        reruns = (rerun_features(model, pos_layers, cell_layers, batch.z, batch.pbc, batch.ptr, batch.pos.float(),
+                                 batch.cell.float()) if isinstance(error_model, RerunErrorModel) else None)
         pos, cell = pos_layers[-1].double().numpy(), cell_layers[-1].double().numpy()
         # references and inputs come from the collated batch: the store is read once per pair
         z_all, pbc_all = batch.z.numpy(), batch.pbc.numpy()
@@ -137,7 +144,7 @@ def _items_from_store(args: argparse.Namespace):
             yield (store.ids[index], source_name(store.sources[index], store.kinds[index]), predicted,
                    (target_pos[a0:a1], z, target_cell[k], pbc), given,
                    prediction_confidence(pos_layers, cell_layers, batch.ptr, k, batch.pos, batch.cell, error_model,
-                                         summaries))
+                                         summaries, reruns and reruns[k]))
         bar.update(len(batch_indices))
     bar.close()
 

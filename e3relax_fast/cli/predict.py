@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Iterator
 
+from ..confidence import CONFIDENCE_MODES
 from ..relax import MAX_VOLUME_FACTOR, BatchBudget, Refinement
 from ..symmetry import DEFAULT_SYMPREC, parse_symprec
 
@@ -81,6 +82,10 @@ def _model_arguments(parser: argparse._ArgumentGroup) -> None:
                         help="bfloat16: channel-mixing products in bfloat16 (float32 accumulation; geometry stays "
                              "float32): several times faster on CPUs with AMX or AVX512-BF16, predictions move "
                              "slightly (see the README)")
+    parser.add_argument("--confidence", default="single-pass", choices=CONFIDENCE_MODES,
+                        help="how the report's expected_error_A is found: from the predicting run (default), or "
+                             "'rerun': the model run twice more on its own prediction, which ranks the error "
+                             "much better at three times the cost (the model card gives both)")
     parser.add_argument("--no-tune-allocator", action="store_true",
                         help="leave glibc's allocator as it is (by default freed CPU memory is kept for reuse: "
                              "e3relax_fast.tune_cpu_allocator)")
@@ -185,7 +190,7 @@ def _build_relaxer(args: argparse.Namespace):
     _check_device(device)
     options = dict(matmul_precision=args.matmul_precision, on_overlap=args.on_overlap,
                    overlap_ratio=args.overlap_ratio, max_volume_factor=args.max_volume_factor,
-                   symprec=args.symprec)
+                   symprec=args.symprec, confidence=args.confidence)
     if args.untrained:
         print(UNTRAINED_BANNER.format(preset=args.preset, seed=args.seed), file=sys.stderr)
         return E3Relaxer(untrained_model(args.preset, args.seed).choose_ops(args.backend, device), device=device, **options)

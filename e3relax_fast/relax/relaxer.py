@@ -15,7 +15,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
-from ..confidence import ErrorHead, LastLayerCapture, error_model_of, prediction_confidence
+from ..confidence import (ErrorHead, LastLayerCapture, RerunErrorModel, error_model_of, prediction_confidence,
+                          rerun_features)
 from ..data import batch_from_arrays, flat_graph, reduce_basis, structure_arrays, with_geometry
 from ..model import E3Relax
 from ..ops import neighbors
@@ -56,12 +57,18 @@ class E3Relaxer:
             prediction's positions and cell, so a symmetric input gives a prediction of the same group
             (``e3relax_fast/symmetry.py``; default 0.01, pymatgen's); ``None`` turns it off.
             ``result.symmetry`` names the group kept; the per-layer ``trajectory`` stays as predicted.
+        confidence: how ``result.confidence["expected_error"]`` is found (``confidence.py``):
+            ``"single-pass"`` (default) from the one run that predicts; ``"rerun"`` also runs the model
+            twice more on its own prediction, which ranks the error much better (the model card gives
+            the figures) at three times the model's cost. ``"rerun"`` needs a checkpoint whose metadata
+            holds a rerun error model (the shipped model has one); the prediction is the same.
     """
 
     def __init__(self, model: E3Relax, metadata: dict | None = None, device: str | torch.device | None = None,
                  dtype: torch.dtype = torch.float32, on_unknown_element: str = "error",
                  matmul_precision: str = "float32", on_overlap: str = "input", overlap_ratio: float = 0.6,
-                 max_volume_factor: float = MAX_VOLUME_FACTOR, symprec: float | None = DEFAULT_SYMPREC):
+                 max_volume_factor: float = MAX_VOLUME_FACTOR, symprec: float | None = DEFAULT_SYMPREC,
+                 confidence: str = "single-pass"):
         if on_unknown_element not in ("error", "warn"):
             raise ValueError(f"on_unknown_element must be 'error' or 'warn', got {on_unknown_element!r}")
         self.guards = PredictionGuards(float(max_volume_factor), float(overlap_ratio), on_overlap)
@@ -84,7 +91,8 @@ class E3Relaxer:
         self.model = model
         self.metadata = metadata or {}
         self.elements = set(self.metadata.get("elements") or [])
-        self.error_model = error_model_of(self.metadata, isinstance(model, E3Relax))  # None: no expected_error
+        # None: no expected_error; "rerun" without a rerun model in the metadata is refused here
+        self.error_model = error_model_of(self.metadata, isinstance(model, E3Relax), confidence)
         self.on_unknown_element = on_unknown_element
 
     @classmethod
@@ -141,13 +149,18 @@ class E3Relaxer:
         # each structure was validated alone in prepare
         batch = batch_from_arrays([p.arrays for _, p in items], [r.id for r, _ in items], dtype=torch.float64,
                                   num_elements=self.model.num_elements, validate=False)
+        if self._builds_graphs():  # prepare built every structure's graph
+            batch.edge_index, batch.shifts = flat_graph([p.graph[0] for _, p in items],
+                                                        [p.graph[1] for _, p in items], batch.ptr.tolist())
+        on_device = batch.to(self.device, self.dtype)
         with LastLayerCapture(self.model, wanted=isinstance(self.error_model, ErrorHead)) as last_layer:
-            if self._builds_graphs():  # prepare built every structure's graph
-                batch.edge_index, batch.shifts = flat_graph([p.graph[0] for _, p in items],
-                                                            [p.graph[1] for _, p in items], batch.ptr.tolist())
-                pos_layers, cell_layers = self.model(*batch.to(self.device, self.dtype).model_inputs())
-            else:  # deployed artifacts take (pos, z, cell, pbc, ptr) and build their graphs inside
-                pos_layers, cell_layers = self.model(*batch.to(self.device, self.dtype).tensors())
+            # deployed artifacts take (pos, z, cell, pbc, ptr) and build their graphs inside
+            pos_layers, cell_layers = self.model(*(on_device.model_inputs() if self._builds_graphs()
+                                                   else on_device.tensors()))
+        reruns = None
+        if isinstance(self.error_model, RerunErrorModel):  # the model run twice more on its prediction
+            pos, z, cell, pbc, ptr = on_device.tensors()
+            reruns = rerun_features(self.model, pos_layers, cell_layers, z, pbc, ptr, pos, cell)
         pos_layers, cell_layers = pos_layers.double().cpu(), cell_layers.double().cpu()
         summaries = last_layer.summaries(batch.ptr)  # what the learned error head reads (None: no head)
         seconds = (time.perf_counter() - started) / len(items)
@@ -159,7 +172,7 @@ class E3Relaxer:
                                  for k in range(pos_layers.shape[0])]
             result.final_structure = result.trajectory[-1]
             result.confidence = prediction_confidence(pos_layers, cell_layers, ptr, b, batch.pos, batch.cell,
-                                                      self.error_model, summaries)
+                                                      self.error_model, summaries, reruns and reruns[b])
             result.seconds = seconds
             pos, cell = pos_layers[-1, a0:a1].numpy(), cell_layers[-1, b].numpy()
             if prepared.symmetry is not None and np.isfinite(pos).all() and np.isfinite(cell).all():
