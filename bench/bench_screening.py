@@ -5,6 +5,7 @@
         [--chgnet-python runs/genvenv/bin/python --chgnet-count 30]
     python bench/bench_screening.py --compare runs/release2.ckpt e3relax_fast/pretrained/e3relax-small.ckpt
     python bench/bench_screening.py --compare e3relax-small --symprec 0.01 none
+    python bench/bench_screening.py --compare CKPT --confidence single-pass rerun
 
 Workload: ``count`` real crystals of 4-64 atoms, deterministic: the unrelaxed sides of the shared
 CHGNet prototype pairs (``../shared/data/chgnet_pairs``), each repeated along its first axis to a
@@ -29,7 +30,8 @@ The ``small`` preset runs the shipped weights; ``paper`` runs random weights (sp
 ``--compare A B ...`` instead times ``relax_many`` (float32) with each checkpoint on the same crystals,
 in turn and then again in reverse order (the mean of the two), as ratios to the first; with
 ``--symprec S1 S2 ...`` each checkpoint once per symmetry tolerance (``none``: no symmetry imposed),
-which is the cost of keeping the input's space group.
+which is the cost of keeping the input's space group; with ``--confidence single-pass rerun`` once per
+way of finding ``expected_error`` (``rerun`` runs the model twice more on its prediction).
 """
 
 from __future__ import annotations
@@ -165,22 +167,26 @@ def chgnet(python: str, crystals: list, threads: int) -> dict:
             return json.load(handle)
 
 
-def compare(paths: list[str], symprecs: list[str], crystals: list) -> list[dict]:
-    """``relax_many`` structures/s of each (checkpoint, symprec), measured in order and in reverse, averaged."""
-    setups = [(path, symprec) for path in paths for symprec in symprecs]
+def compare(paths: list[str], symprecs: list[str], confidences: list[str], crystals: list) -> list[dict]:
+    """``relax_many`` structures/s of each (checkpoint, symprec, confidence), measured in order and in
+    reverse, averaged."""
+    setups = [(path, symprec, confidence) for path in paths for symprec in symprecs for confidence in confidences]
     rates: dict[tuple, list[float]] = {setup: [] for setup in setups}
     for order in (setups, setups[::-1]):
-        for path, symprec in order:
+        for path, symprec, confidence in order:
             tolerance = None if symprec.lower() == "none" else float(symprec)
-            relaxer = E3Relaxer.from_pretrained(path, device="cpu", on_unknown_element="warn", symprec=tolerance)
-            rates[(path, symprec)].append(ours(relaxer, crystals)[0])
+            relaxer = E3Relaxer.from_pretrained(path, device="cpu", on_unknown_element="warn", symprec=tolerance,
+                                                confidence=confidence)
+            rates[(path, symprec, confidence)].append(ours(relaxer, crystals)[0])
     first = float(np.mean(rates[setups[0]]))
     rows = []
-    for path, symprec in setups:
-        rate = float(np.mean(rates[(path, symprec)]))
-        rows.append({"bench": "screening_compare", "checkpoint": path, "symprec": symprec, "e3relax_per_s": rate,
-                     "ratio_vs_first": rate / first, "crystals": len(crystals), **environment()})
-        print(f"{path} (symprec {symprec}): {rate:.1f} structures/s ({rate / first:.3f} of the first)", flush=True)
+    for path, symprec, confidence in setups:
+        rate = float(np.mean(rates[(path, symprec, confidence)]))
+        rows.append({"bench": "screening_compare", "checkpoint": path, "symprec": symprec, "confidence": confidence,
+                     "e3relax_per_s": rate, "ratio_vs_first": rate / first, "crystals": len(crystals),
+                     **environment()})
+        print(f"{path} (symprec {symprec}, confidence {confidence}): {rate:.1f} structures/s "
+              f"({rate / first:.3f} of the first)", flush=True)
     return rows
 
 
@@ -193,12 +199,14 @@ def main(argv=None) -> int:
     parser.add_argument("--compare", nargs="+", metavar="CKPT", help="time these checkpoints against each other")
     parser.add_argument("--symprec", nargs="+", default=["0.01"], metavar="A|none",
                         help="with --compare: each checkpoint once per symmetry tolerance")
+    parser.add_argument("--confidence", nargs="+", default=["single-pass"], choices=["single-pass", "rerun"],
+                        help="with --compare: each checkpoint once per way of finding expected_error")
     args = parser.parse_args(argv)
     count = 4 if args.smoke else args.count
     tune_cpu_allocator()  # as e3relax predict does; the research way runs in this process too
     crystals = workload(count, args.smoke)
     if args.compare:
-        write_json_lines(args.json, compare(args.compare, args.symprec, crystals))
+        write_json_lines(args.json, compare(args.compare, args.symprec, args.confidence, crystals))
         return 0
     atoms_total = sum(len(a) for a in crystals)
     threads = torch.get_num_threads()
