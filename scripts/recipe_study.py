@@ -30,6 +30,11 @@ RELEASE4_DRAWS = "configs/train/release4.yaml"
 STUDY_DRAWS = ["data.source_weights.perov5=0.5", "data.source_weights.mp_pairs3=0",
                "data.source_weights.mp_pairs3:path=0", "data.score_sources=[]"]
 
+#: The faster step of release 4: 64 structures a step (rate x sqrt 2) on a 24-neighbour graph.
+FAST = ["data.max_structures_per_batch=64", "optim.lr=2.8e-4", "model.max_neighbors=24", "data.store=runs/store_r4_n24"]
+#: Random initial weights (seed run.seed) instead of release 3's.
+SCRATCH = ["run.init_from=''"]
+
 #: name -> (config file, overrides). All on the release-4 store (its sources and validation split).
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     # release 3 as trained: constant rate 3e-4 (the plateau never fired), every pair once per pass
@@ -39,11 +44,19 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # + warm-up and cosine decay over the budget (the release-4 recipe as first started)
     "budget": (RELEASE4_DRAWS, STUDY_DRAWS),
     # + the faster step: 64 structures a step (rate x sqrt 2) on a 24-neighbour graph
-    "fast": (RELEASE4_DRAWS, STUDY_DRAWS + ["data.max_structures_per_batch=64", "optim.lr=2.8e-4", "model.max_neighbors=24",
-                              "data.store=runs/store_r4_n24"]),
+    "fast": (RELEASE4_DRAWS, STUDY_DRAWS + FAST),
+    # from random weights (session 12): the architecture variants cannot start from release 3's
+    # weights, so they are compared with the same recipe from the same (random) start
+    "fast-scratch": (RELEASE4_DRAWS, STUDY_DRAWS + FAST + SCRATCH),
+    # one lattice-node block and embedding shared by the three lattice vectors (model.lattice_nodes)
+    "lattice-shared-scratch": (RELEASE4_DRAWS, STUDY_DRAWS + FAST + SCRATCH + ["model.lattice_nodes=shared"]),
+    # a wider model, F = 192 instead of 128
+    "wide-scratch": (RELEASE4_DRAWS, STUDY_DRAWS + FAST + SCRATCH + ["model.hidden_channels=192"]),
 }
 
-COMMON = ["run.init_from=runs/release3.ckpt", "run.progress=false", "run.steps_per_epoch=1000000",
+# eager steps: a compiled child would spend minutes of its budget compiling (release4.yaml compiles since
+# session 10; the study of session 9 ran eager)
+COMMON = ["run.init_from=runs/release3.ckpt", "run.compile=false", "run.progress=false", "run.steps_per_epoch=1000000",
           "run.max_epochs=1000000", "run.early_stopping_patience=1000000", "run.checkpoint_every=1000000",
           "run.log_every=50", "data.num_workers=0"]
 

@@ -14,13 +14,13 @@ def rng():
 
 
 def tiny_model(coupling: str = "invariant", channels: int = 16, layers: int = 3, seed: int = 0,
-               position_update: str = "affine", strain_head: bool = True) -> E3Relax:
+               position_update: str = "affine", strain_head: bool = True, lattice_nodes: str = "separate") -> E3Relax:
     """A float64 E3Relax small enough for exact invariance tests; its weights are scaled up so that it
     moves atoms and cell by a visible amount (an untrained default model moves them by ~1e-3 Å)."""
     torch.manual_seed(seed)
     config = E3RelaxConfig(hidden_channels=channels, num_layers=layers, num_rbf=16,
                            lattice_coupling=coupling, position_update=position_update,
-                           strain_head=strain_head and position_update == "affine")
+                           strain_head=strain_head and position_update == "affine", lattice_nodes=lattice_nodes)
     model = E3Relax(config).double().eval()
     with torch.no_grad():
         for layer in model.layers:

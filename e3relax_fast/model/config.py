@@ -19,6 +19,7 @@ T = TypeVar("T")
 
 LATTICE_COUPLINGS = ("invariant", "paper")
 POSITION_UPDATES = ("affine", "cartesian")
+LATTICE_NODES = ("separate", "shared")
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -152,6 +153,11 @@ class E3RelaxConfig(YamlConfig):
         strain_head: each layer also strains its cell by a symmetric strain read from the bonds
             (``nn.StrainBlock``); the atoms follow it with ``position_update="affine"``. Our addition;
             checkpoints without this key have none.
+        lattice_nodes: "separate" (each of the three lattice nodes has its own embedding and weights,
+            and messages the atoms in turn, as the paper) or "shared" (one embedding and one set of
+            weights for all three, their messages to the atoms summed from the same atom state: a
+            permutation of the lattice vectors permutes the predicted cell rows and leaves the
+            positions as they are). Our addition; checkpoints without this key are "separate".
     """
 
     hidden_channels: int = 512
@@ -166,6 +172,7 @@ class E3RelaxConfig(YamlConfig):
     lattice_coupling: str = "invariant"
     position_update: str = "cartesian"
     strain_head: bool = False
+    lattice_nodes: str = "separate"
 
     def __post_init__(self) -> None:
         for name, most in CONFIG_UPPER_BOUNDS.items():
@@ -192,6 +199,8 @@ class E3RelaxConfig(YamlConfig):
             raise ValueError("strain_head needs position_update='affine' (the atoms must follow the strained cell)")
         if self.position_update not in POSITION_UPDATES:
             raise ValueError(f"position_update must be one of {POSITION_UPDATES}, got {self.position_update!r}")
+        if self.lattice_nodes not in LATTICE_NODES:
+            raise ValueError(f"lattice_nodes must be one of {LATTICE_NODES}, got {self.lattice_nodes!r}")
 
     @classmethod
     def paper(cls, **changes: Any) -> "E3RelaxConfig":

@@ -74,7 +74,10 @@ class E3RelaxLayer(nn.Module):
         self.paper_coupling = config.lattice_coupling == "paper"
         self.affine_positions = config.position_update == "affine"
         self.rbf = GaussianRBF(config.num_rbf, config.rbf_cutoff, config.envelope_exponent)  # no weights
-        self.lattice_nodes = nn.ModuleList([LatticeNodeBlock(f, config.num_rbf) for _ in range(3)])
+        # "shared": one block for all three nodes, run on the three at once (E3RelaxConfig.lattice_nodes)
+        self.shared_lattice = config.lattice_nodes == "shared"
+        self.lattice_nodes = nn.ModuleList([LatticeNodeBlock(f, config.num_rbf)
+                                            for _ in range(1 if self.shared_lattice else 3)])
         self.message = AtomMessageBlock(f, config.num_rbf, config.rbf_cutoff, config.envelope_exponent, backend,
                                         device)
         self.update = AtomUpdateBlock(f)
@@ -126,6 +129,9 @@ class E3RelaxLayer(nn.Module):
             lattice_rbf = self.rbf(lengths)  # [B, 3, R]
         g_atoms = g.index_select(0, structure)  # [N, 3, F]
         lattice_vec_atoms = lattice_vec.index_select(0, structure)  # [N, 3, 3, F]
+        if self.shared_lattice:
+            return self._shared_lattice_to_atoms(h, vec, lattice_dir, lattice_rbf, g_atoms, lattice_vec_atoms,
+                                                 structure)
         for k, node in enumerate(self.lattice_nodes):
             weights = node.lattice_weights(lattice_rbf[:, k])
             if not self.paper_coupling:
@@ -133,12 +139,38 @@ class E3RelaxLayer(nn.Module):
             h, vec = node.to_atoms(h, vec, lattice_dir[:, k], weights, g_atoms[:, k], lattice_vec_atoms[:, k])
         return h, vec
 
+    def _shared_lattice_to_atoms(self, h: Tensor, vec: Tensor, lattice_dir: Tensor, lattice_rbf: Tensor,
+                                 g_atoms: Tensor, lattice_vec_atoms: Tensor, structure: Tensor) -> Tuple[Tensor, Tensor]:
+        """Step 1 with one block for the three nodes: each node's update is computed from the same h
+        [N, F], vec [N, 3, F] (rows of 3N: atom i, node k), and the three changes are added, so the
+        order of the nodes does not matter. lattice_dir [N, 3, 3], lattice_rbf [B or N, 3, R], g_atoms
+        [N, 3, F], lattice_vec_atoms [N, 3, 3, F]."""
+        node = self.lattice_nodes[0]
+        n, f = h.shape
+        weights = node.lattice_weights(lattice_rbf)  # [B or N, 3, 3F]
+        if not self.paper_coupling:
+            weights = weights.index_select(0, structure)
+        h3 = h.unsqueeze(1).expand(n, 3, f)
+        vec3 = vec.unsqueeze(1).expand(n, 3, 3, f)
+        new_h, new_vec = node.to_atoms(h3.reshape(3 * n, f), vec3.reshape(3 * n, 3, f), lattice_dir.reshape(3 * n, 3),
+                                       weights.reshape(3 * n, 3 * f), g_atoms.reshape(3 * n, f),
+                                       lattice_vec_atoms.reshape(3 * n, 3, f))
+        return (h + (new_h.view(n, 3, f) - h3).sum(1), vec + (new_vec.view(n, 3, 3, f) - vec3).sum(1))
+
     def _atoms_to_lattice(self, cell: Tensor, h: Tensor, vec: Tensor, g: Tensor, lattice_vec: Tensor,
                           topology: Topology) -> Tuple[Tensor, Tensor, Tensor]:
         """Steps 5-6: the lattice nodes read the atom means and move the cell; returns the new g,
         lattice_vec and cell (before the strain head)."""
         mean_h = _structure_mean(h, topology.structure, topology.inv_sizes)
         mean_vec = _structure_mean(vec, topology.structure, topology.inv_sizes)
+        if self.shared_lattice:  # the three nodes as rows of 3B: structure b, node k
+            b, f = mean_h.shape
+            new_g, new_lattice_vec, increment = self.lattice_nodes[0].from_atoms(
+                mean_h.unsqueeze(1).expand(b, 3, f).reshape(3 * b, f),
+                mean_vec.unsqueeze(1).expand(b, 3, 3, f).reshape(3 * b, 3, f), g.reshape(3 * b, f),
+                lattice_vec.reshape(3 * b, 3, f))
+            return (new_g.view(b, 3, f), new_lattice_vec.view(b, 3, 3, f),
+                    cell + increment.view(b, 3, 3))
         new_g: List[Tensor] = []
         new_lattice_vec: List[Tensor] = []
         increments: List[Tensor] = []
@@ -180,7 +212,8 @@ class E3Relax(nn.Module):
         f = config.hidden_channels
         self.element_embedding = nn.Embedding(config.num_elements, f)
         nn.init.uniform_(self.element_embedding.weight, -math.sqrt(3.0), math.sqrt(3.0))
-        self.lattice_embedding = nn.Parameter(torch.randn(3, f))  # g_k at the input, one per lattice node
+        # g_k at the input: one per lattice node, or one for all three when they share their weights
+        self.lattice_embedding = nn.Parameter(torch.randn(1 if config.lattice_nodes == "shared" else 3, f))
         self.layers = nn.ModuleList([E3RelaxLayer(config, backend, device) for _ in range(config.num_layers)])
         self.choose_ops(backend, device)
 
@@ -302,7 +335,7 @@ class E3Relax(nn.Module):
         h = self.element_embedding(z - 1)
         num_structures, channels = cell.shape[0], h.shape[1]
         vec = torch.zeros((pos.shape[0], 3, channels), dtype=pos.dtype, device=pos.device)
-        g = self.lattice_embedding.to(pos.dtype).unsqueeze(0).expand(num_structures, 3, channels)
+        g = self.lattice_embedding.to(pos.dtype).unsqueeze(0).expand(num_structures, 3, channels)  # [1 or 3, F]
         lattice_vec = torch.zeros((num_structures, 3, 3, channels), dtype=pos.dtype, device=pos.device)
         return LayerState(pos, cell, h, vec, g, lattice_vec)
 

@@ -42,6 +42,19 @@ def test_unknown_keys_and_wrong_types_are_errors(tmp_path):
         E3RelaxConfig.from_dict({"num_layers": "four"})
     with pytest.raises(ValueError, match="lattice_coupling must be one of"):
         E3RelaxConfig(lattice_coupling="columns")
+    with pytest.raises(ValueError, match="lattice_nodes must be one of"):
+        E3RelaxConfig(lattice_nodes="tied")
+
+
+def test_shared_lattice_nodes_hold_a_third_of_the_lattice_weights():
+    """One lattice-node block per layer and one embedding instead of three; older checkpoints (no key)
+    load as "separate"."""
+    with torch.device("meta"):
+        separate, shared = E3Relax(E3RelaxConfig.small()), E3Relax(E3RelaxConfig.small(lattice_nodes="shared"))
+    per_block = sum(p.numel() for p in separate.layers[0].lattice_nodes[0].parameters())
+    saved = 2 * per_block * len(separate.layers) + 2 * separate.config.hidden_channels
+    assert separate.num_parameters() - shared.num_parameters() == saved
+    assert E3RelaxConfig.from_dict({}).lattice_nodes == "separate"
 
 
 def test_shipped_config_files_are_the_presets():

@@ -180,3 +180,39 @@ def test_the_equivariance_checks_catch_a_model_that_breaks_them(make_model, rng)
     assert translation_error(broken, batch, np.array([0.7, -1.3, 2.1])) > 1e-3
     assert permutation_error(broken, crystal, np.roll(np.arange(6), 1)) > 1e-3
     assert batching_error(broken, crystals(rng)) > 1e-3
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared lattice nodes (E3RelaxConfig.lattice_nodes = "shared")
+
+@pytest.mark.parametrize("order", [(0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)])
+def test_shared_lattice_nodes_do_not_depend_on_the_order_of_the_lattice_vectors(make_model, rng, order):
+    """Listing the same lattice vectors in another order permutes the rows of every predicted cell and
+    leaves every layer's positions as they were; with a block per node it changes the prediction."""
+    pos, z, cell, pbc, ptr = flat_batch(crystals(rng))
+    order = list(order)
+    shared = make_model(lattice_nodes="shared")
+    pos_layers, cell_layers = run(shared, pos, z, cell, pbc, ptr)
+    pos_other, cell_other = run(shared, pos, z, cell[:, order], pbc, ptr)
+    assert_close(pos_other, pos_layers)
+    assert_close(cell_other, cell_layers[:, :, order])
+    separate_pos, _ = run(make_model(), pos, z, cell, pbc, ptr)
+    separate_other, _ = run(make_model(), pos, z, cell[:, order], pbc, ptr)
+    assert float((separate_other - separate_pos).abs().max()) > 1e-3
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_shared_lattice_nodes_keep_the_other_symmetries_and_script(make_model, rng):
+    batch = flat_batch(crystals(rng))
+    model = make_model(lattice_nodes="shared")
+    assert len(model.layers[0].lattice_nodes) == 1 and model.lattice_embedding.shape[0] == 1
+    assert rotation_error(model, batch, random_rotation(rng)) < TOL
+    assert translation_error(model, batch, np.array([0.7, -1.3, 2.1]), affine=True) < TOL
+    (crystal,) = crystals(rng, sizes=(7,))
+    assert permutation_error(model, crystal, rng.permutation(7)) < TOL
+    assert batching_error(model, crystals(rng)) < TOL
+    for a, b in zip(run(torch.jit.script(model), *batch), run(model, *batch)):
+        assert_close(a, b, 1e-12)
+    pos_layers, cell_layers = model(*batch)
+    (pos_layers.square().sum() + cell_layers.square().sum()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
