@@ -20,9 +20,11 @@ artifacts return no features and keep the hand-made model.
 The **rerun model** (:class:`RerunErrorModel`, metadata ``confidence_rerun``, chosen with
 ``confidence="rerun"``) runs the model twice more, on its own prediction and on that rerun's
 (:func:`rerun_features`): a model trained on relaxation-path frames moves a geometry about as far as
-it lies from the relaxed structure, so how far the reruns move the prediction joins the one-pass
-signals in the same kind of ridge regression (``scripts/calibrate_confidence.py --rerun``). It ranks
-the error best, at three model runs per prediction; the prediction itself is the first run's.
+it lies from the relaxed structure, so how far the reruns move the prediction, with the prediction's
+own moves, enters the same kind of ridge regression (``scripts/calibrate_confidence.py --rerun``). Its
+moves are measured against the lattice and its cell changes as strains, so its expected error does not
+grow with the size of the cell as the Cartesian signals above do. It ranks the error best, at three
+model runs per prediction; the prediction itself is the first run's.
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ def prediction_confidence(pos_layers: torch.Tensor, cell_layers: torch.Tensor, p
     features = structure_features(pos_layers, cell_layers, ptr, b, input_pos, input_cell)
     out = {"last_layer_max_move": features["last_move_max"], "last_layer_cell_change": features["last_cell_change"]}
     if isinstance(error_model, RerunErrorModel) and rerun is not None:
-        out["expected_error"] = float(error_model.expected_errors([features], [rerun])[0])
+        out["expected_error"] = float(error_model.expected_errors([rerun])[0])
     elif isinstance(error_model, ErrorHead) and summaries is not None:
         out["expected_error"] = float(error_model.expected_errors([features], summaries[b:b + 1])[0])
     elif isinstance(error_model, ErrorModel):
@@ -272,13 +274,18 @@ def _ridge(x: np.ndarray, errors: np.ndarray, alpha: float) -> tuple[tuple[float
 # --------------------------------------------------------------------------------------------------
 # The rerun model: the network run again on its own prediction
 
-#: Per-structure signals of two reruns (:func:`rerun_features`), in Å except ``rerun_volume_change``
-#: (relative): how far the first rerun moves the prediction's atoms (mean of the coordinates, largest
-#: atom) and cell entries (largest, mean), the volume it still changes, how far its first layer moves
-#: the atoms, how far the second rerun moves the first's atoms, and how far both move the prediction's.
-RERUN_FEATURES = ("rerun_move_mean", "rerun_move_max", "rerun_cell_change_max", "rerun_cell_change_mean",
-                  "rerun_volume_change", "rerun_first_layer_move_mean", "second_rerun_move_mean",
-                  "reruns_move_mean")
+#: Per-structure signals of the prediction and of two reruns (:func:`rerun_features`). Atom moves are
+#: measured against the lattice (:func:`_lattice_frame_moves`, Å) and cell changes as strains
+#: (:func:`_strains`, dimensionless), so that neither grows with the size of the cell: in Cartesian
+#: terms a strain of 1e-3 moves the atoms of a 40 Å supercell by 0.04 Å without any error in their
+#: places. In order: the prediction against the input (atom moves mean and largest, strain largest),
+#: its last layer against the one before (the same three), the first rerun against the prediction
+#: (atom moves mean and largest, strain largest and mean, volume change), the first rerun's first layer,
+#: the second rerun against the first, and both reruns against the prediction.
+RERUN_FEATURES = ("move_mean", "move_max", "strain_max", "last_layer_move_mean", "last_layer_move_max",
+                  "last_layer_strain_max", "rerun_move_mean", "rerun_move_max", "rerun_strain_max",
+                  "rerun_strain_mean", "rerun_volume_change", "rerun_first_layer_move_mean",
+                  "second_rerun_move_mean", "reruns_move_mean")
 #: A prediction whose volume is off the input's by more than this factor (or not finite) is rerun from
 #: the input: such predictions are refused anyway (relax/guards.py), and a collapsed cell has no bounded graph.
 RERUN_VOLUME_FACTOR = 2.0
@@ -299,6 +306,22 @@ def _usable(pos: torch.Tensor, cell: torch.Tensor, fallback_pos: torch.Tensor, f
             torch.where(ok.view(-1, 1, 1), cell, fallback_cell))
 
 
+def _lattice_frame_moves(pos_a: torch.Tensor, cell_a: torch.Tensor, pos_b: torch.Tensor, cell_b: torch.Tensor,
+                        structure: torch.Tensor) -> torch.Tensor:
+    """``[N, 3]`` Å: how far each atom moved from ``(pos_a, cell_a)`` to ``(pos_b, cell_b)`` relative to
+    its lattice, ``(x_b L_b^-1 - x_a L_a^-1) L_b``: zero when the atoms only follow a change of the cell."""
+    # inv_ex: a singular cell (a rerun gone astray) gives non-finite moves, which rerun_features caps
+    fractional_a = torch.bmm(pos_a.unsqueeze(1), torch.linalg.inv_ex(cell_a)[0].index_select(0, structure)).squeeze(1)
+    fractional_b = torch.bmm(pos_b.unsqueeze(1), torch.linalg.inv_ex(cell_b)[0].index_select(0, structure)).squeeze(1)
+    return torch.bmm((fractional_b - fractional_a).unsqueeze(1), cell_b.index_select(0, structure)).squeeze(1)
+
+
+def _strains(cell_a: torch.Tensor, cell_b: torch.Tensor) -> torch.Tensor:
+    """``[B, 9]``: ``|L_a^-1 L_b - I|``, the entries of the deformation taking cell a to cell b."""
+    deformation = torch.linalg.solve_ex(cell_a, cell_b)[0] - torch.eye(3, dtype=cell_a.dtype)
+    return deformation.abs().flatten(1)
+
+
 @torch.no_grad()
 def rerun_features(model: torch.nn.Module, pos_layers: torch.Tensor, cell_layers: torch.Tensor, z: torch.Tensor,
                    pbc: torch.Tensor, ptr: torch.Tensor, input_pos: torch.Tensor,
@@ -315,36 +338,53 @@ def rerun_features(model: torch.nn.Module, pos_layers: torch.Tensor, cell_layers
     pos2_layers, cell2_layers = model(pos1, z, cell1, pbc, ptr)
     # a first rerun gone astray is measured as it is; only the second run needs a usable start
     start2, cell_start2 = _usable(pos2_layers[-1], cell2_layers[-1], pos1, cell1, structure)
-    pos3 = model(start2, z, cell_start2, pbc, ptr)[0][-1]
-    pos1, pos2, start2, pos3, first_layer = (t.detach().double().cpu() for t in
-                                             (pos1, pos2_layers[-1], start2, pos3, pos2_layers[0]))
-    cell1, cell2 = cell1.detach().double().cpu(), cell2_layers[-1].detach().double().cpu()
+    pos3_layers, cell3_layers = model(start2, z, cell_start2, pbc, ptr)
+    double = [t.detach().double().cpu() for t in (input_pos, input_cell, pos_layers[-1], cell_layers[-1], pos1, cell1,
+                                                  pos2_layers[-1], cell2_layers[-1], pos2_layers[0], cell2_layers[0],
+                                                  start2, cell_start2, pos3_layers[-1], cell3_layers[-1])]
+    (pos0, cell0, predicted_pos, predicted_cell, pos1, cell1, pos2, cell2, first_pos, first_cell, start2, cell_start2,
+     pos3, cell3) = double
+    before = len(pos_layers) - 2  # the layer before the last (-1: the input)
+    pos_before = pos0 if before < 0 else pos_layers[before].detach().double().cpu()
+    cell_before = cell0 if before < 0 else cell_layers[before].detach().double().cpu()
     structure, counts = structure.cpu(), torch.diff(ptr.cpu()).clamp(min=1).double()
 
-    def mean(per_atom: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(len(counts), dtype=torch.float64).index_add_(0, structure, per_atom) / counts
+    def mean(moves: torch.Tensor) -> torch.Tensor:  # [N, 3] -> [B]: mean |coordinate|
+        return torch.zeros(len(counts), dtype=torch.float64).index_add_(0, structure, moves.abs().mean(1)) / counts
 
-    largest = torch.zeros(len(counts), dtype=torch.float64).scatter_reduce_(
-        0, structure, (pos2 - pos1).norm(dim=1), "amax", include_self=True)
-    cell_change = (cell2 - cell1).abs().flatten(1)
+    def largest(moves: torch.Tensor) -> torch.Tensor:  # [N, 3] -> [B]: largest atom move
+        return torch.zeros(len(counts), dtype=torch.float64).scatter_reduce_(
+            0, structure, moves.norm(dim=1), "amax", include_self=True)
+
+    # the prediction's own signals from the prediction as it is (a broken one is capped below, so it
+    # never looks settled); the reruns from the usable start
+    move = _lattice_frame_moves(pos0, cell0, predicted_pos, predicted_cell, structure)
+    last = _lattice_frame_moves(pos_before, cell_before, predicted_pos, predicted_cell, structure)
+    rerun = _lattice_frame_moves(pos1, cell1, pos2, cell2, structure)
+    rerun_strain = _strains(cell1, cell2)
     columns = torch.stack([
-        mean((pos2 - pos1).abs().mean(1)), largest, cell_change.max(1).values, cell_change.mean(1),
-        (torch.linalg.det(cell2) / torch.linalg.det(cell1) - 1).abs(), mean((first_layer - pos1).abs().mean(1)),
-        mean((pos3 - start2).abs().mean(1)), mean((pos3 - pos1).abs().mean(1))], dim=1)
+        mean(move), largest(move), _strains(cell0, predicted_cell).max(1).values,
+        mean(last), largest(last), _strains(cell_before, predicted_cell).max(1).values,
+        mean(rerun), largest(rerun), rerun_strain.max(1).values, rerun_strain.mean(1),
+        (torch.linalg.det(cell2) / torch.linalg.det(cell1) - 1).abs(),
+        mean(_lattice_frame_moves(pos1, cell1, first_pos, first_cell, structure)),
+        mean(_lattice_frame_moves(start2, cell_start2, pos3, cell3, structure)),
+        mean(_lattice_frame_moves(pos1, cell1, pos3, cell3, structure))], dim=1)
     # a rerun that is not finite moved "very far": a large finite value keeps expected_error finite
     columns = torch.nan_to_num(columns, nan=RERUN_CAP, posinf=RERUN_CAP).clamp(max=RERUN_CAP)
     return [dict(zip(RERUN_FEATURES, row)) for row in columns.tolist()]
 
 
-def _rerun_design(rows: list[dict[str, float]], reruns: list[dict[str, float]]) -> np.ndarray:
-    logs = np.log(np.array([[row[name] for name in RERUN_FEATURES] for row in reruns], dtype=np.float64) + FLOOR)
-    return np.hstack([_design(rows)[:, :-1], logs.reshape(len(rows), len(RERUN_FEATURES))])
+def _rerun_design(reruns: list[dict[str, float]]) -> np.ndarray:
+    return np.log(np.array([[row[name] for name in RERUN_FEATURES] for row in reruns], dtype=np.float64)
+                  .reshape(len(reruns), len(RERUN_FEATURES)) + FLOOR)
 
 
 @dataclass(frozen=True)
 class RerunErrorModel:
-    """``log(coord MAE) ~ weights . (x - center) / scale + bias`` with ``x`` the log :data:`FEATURES`
-    followed by the log :data:`RERUN_FEATURES`; residual variance ``variance``."""
+    """``log(coord MAE) ~ weights . (x - center) / scale + bias`` with ``x`` the log
+    :data:`RERUN_FEATURES` (the prediction's own signals among them, measured against the lattice);
+    residual variance ``variance``."""
 
     center: tuple[float, ...]
     scale: tuple[float, ...]
@@ -353,13 +393,13 @@ class RerunErrorModel:
     variance: float
     fitted_on: str = ""
 
-    def expected_errors(self, rows: list[dict[str, float]], reruns: list[dict[str, float]]) -> np.ndarray:
-        """Expected coordinate MAE (Å) of predictions with these signals and rerun signals."""
-        z = (_rerun_design(rows, reruns) - np.asarray(self.center)) / np.asarray(self.scale)
+    def expected_errors(self, reruns: list[dict[str, float]]) -> np.ndarray:
+        """Expected coordinate MAE (Å) of predictions with these :data:`RERUN_FEATURES`."""
+        z = (_rerun_design(reruns) - np.asarray(self.center)) / np.asarray(self.scale)
         return np.exp(z @ np.asarray(self.weights) + self.bias + 0.5 * self.variance)
 
     def to_dict(self) -> dict:
-        return {"features": list(FEATURES), "rerun_features": list(RERUN_FEATURES), "floor": FLOOR,
+        return {"rerun_features": list(RERUN_FEATURES), "floor": FLOOR,
                 "center": list(self.center), "scale": list(self.scale), "weights": list(self.weights),
                 "bias": self.bias, "variance": self.variance, "fitted_on": self.fitted_on}
 
@@ -368,16 +408,14 @@ class RerunErrorModel:
         """The model stored in a checkpoint's metadata (``confidence_rerun``), or None when there is
         none or it reads other features than this version computes."""
         entry = metadata.get("confidence_rerun")
-        if (not entry or list(entry.get("features", [])) != list(FEATURES) or entry.get("floor") != FLOOR
-                or list(entry.get("rerun_features", [])) != list(RERUN_FEATURES)):
+        if not entry or entry.get("floor") != FLOOR or list(entry.get("rerun_features", [])) != list(RERUN_FEATURES):
             return None
         return cls(tuple(entry["center"]), tuple(entry["scale"]), tuple(entry["weights"]), float(entry["bias"]),
                    float(entry["variance"]), str(entry.get("fitted_on", "")))
 
 
-def fit_rerun_model(rows: list[dict[str, float]], reruns: list[dict[str, float]], errors: np.ndarray,
-                    alpha: float = 0.01, fitted_on: str = "") -> RerunErrorModel:
-    """Ridge fit (as :func:`fit_error_head`) of log coordinate MAE (``errors`` [n], Å) on the log signals
-    ``rows`` and the log rerun signals ``reruns`` (n dicts each)."""
-    return RerunErrorModel(*_ridge(_rerun_design(rows, reruns), errors, alpha), fitted_on)
-
+def fit_rerun_model(reruns: list[dict[str, float]], errors: np.ndarray, alpha: float = 0.01,
+                    fitted_on: str = "") -> RerunErrorModel:
+    """Ridge fit (as :func:`fit_error_head`) of log coordinate MAE (``errors`` [n], Å) on the log
+    :data:`RERUN_FEATURES` ``reruns`` (n dicts)."""
+    return RerunErrorModel(*_ridge(_rerun_design(reruns), errors, alpha), fitted_on)

@@ -100,8 +100,8 @@ def fit_on_half(rows, metadata: dict, alpha: float, fitted_on: str, rerun: bool)
     fitted_on = f"{len(fit)} pairs of {fitted_on} (half 0 of its groups)"
     errors, signals = np.array([r[4] for r in fit]), [r[2] for r in fit]
     if rerun:
-        fitted = fit_rerun_model(signals, [r[5] for r in fit], errors, alpha, fitted_on)
-        expected = {"rerun": fitted.expected_errors([r[2] for r in judge], [r[5] for r in judge])}
+        fitted = fit_rerun_model([r[5] for r in fit], errors, alpha, fitted_on)
+        expected = {"rerun": fitted.expected_errors([r[5] for r in judge])}
     else:
         fitted = fit_error_head(signals, np.array([r[3] for r in fit]), errors, alpha, fitted_on)
         expected = {"head": fitted.expected_errors([r[2] for r in judge], np.array([r[3] for r in judge]))}

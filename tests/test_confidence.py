@@ -10,9 +10,9 @@ from ase.io import read
 from scipy.stats import spearmanr
 
 from e3relax_fast import E3Relaxer
-from e3relax_fast.confidence import (FEATURES, RERUN_FEATURES, ErrorHead, ErrorModel, LastLayerCapture, RerunErrorModel,
-                                     fit_error_head, fit_error_model, fit_rerun_model, last_layer_summary,
-                                     rerun_features, structure_features)
+from e3relax_fast.confidence import (FEATURES, RERUN_CAP, RERUN_FEATURES, ErrorHead, ErrorModel, LastLayerCapture,
+                                     RerunErrorModel, fit_error_head, fit_error_model, fit_rerun_model,
+                                     last_layer_summary, rerun_features, structure_features)
 from e3relax_fast.model.checkpoint import save_checkpoint
 
 from .conftest import DATA
@@ -194,21 +194,38 @@ def _structures_batch(count=3):
     return batch_from_structures(read(DATA / "examples_relaxed.extxyz", index=f":{count}"), dtype=torch.float64)
 
 
+def _moves(pos_a, cell_a, pos_b, cell_b):
+    """Each atom's move against its lattice, written out: (x_b L_b^-1 - x_a L_a^-1) L_b."""
+    return (pos_b @ torch.inverse(cell_b) - pos_a @ torch.inverse(cell_a)) @ cell_b
+
+
+def _strain(cell_a, cell_b):
+    return (torch.inverse(cell_a) @ cell_b - torch.eye(3, dtype=cell_a.dtype)).abs()
+
+
 def _rerun_oracle(model, pos, z, cell, pbc):
     """The rerun signals of one structure alone, each model run on it alone, written out plainly."""
     ptr = torch.tensor([0, len(z)])
-    pos1, cell1 = (t[-1] for t in model(pos, z, cell, pbc, ptr))
-    pos2_layers, cell2_layers = model(pos1, z, cell1, pbc, ptr)
-    pos2, cell2 = pos2_layers[-1], cell2_layers[-1]
-    pos3 = model(pos2, z, cell2, pbc, ptr)[0][-1]
-    return {"rerun_move_mean": float((pos2 - pos1).abs().mean()),
-            "rerun_move_max": float((pos2 - pos1).norm(dim=1).max()),
-            "rerun_cell_change_max": float((cell2 - cell1).abs().max()),
-            "rerun_cell_change_mean": float((cell2 - cell1).abs().mean()),
-            "rerun_volume_change": float(abs(torch.det(cell2[0]) / torch.det(cell1[0]) - 1)),
-            "rerun_first_layer_move_mean": float((pos2_layers[0] - pos1).abs().mean()),
-            "second_rerun_move_mean": float((pos3 - pos2).abs().mean()),
-            "reruns_move_mean": float((pos3 - pos1).abs().mean())}
+    pos_layers, cell_layers = model(pos, z, cell, pbc, ptr)
+    pos1, cell1 = pos_layers[-1], cell_layers[-1][0]
+    pos2_layers, cell2_layers = model(pos1, z, cell1[None], pbc, ptr)
+    pos2, cell2 = pos2_layers[-1], cell2_layers[-1][0]
+    pos3_layers, cell3_layers = model(pos2, z, cell2[None], pbc, ptr)
+    pos3, cell3 = pos3_layers[-1], cell3_layers[-1][0]
+    before_pos, before_cell = pos_layers[-2], cell_layers[-2][0]
+    move, last = _moves(pos, cell[0], pos1, cell1), _moves(before_pos, before_cell, pos1, cell1)
+    rerun = _moves(pos1, cell1, pos2, cell2)
+    return {"move_mean": float(move.abs().mean()), "move_max": float(move.norm(dim=1).max()),
+            "strain_max": float(_strain(cell[0], cell1).max()),
+            "last_layer_move_mean": float(last.abs().mean()), "last_layer_move_max": float(last.norm(dim=1).max()),
+            "last_layer_strain_max": float(_strain(before_cell, cell1).max()),
+            "rerun_move_mean": float(rerun.abs().mean()), "rerun_move_max": float(rerun.norm(dim=1).max()),
+            "rerun_strain_max": float(_strain(cell1, cell2).max()),
+            "rerun_strain_mean": float(_strain(cell1, cell2).mean()),
+            "rerun_volume_change": float(abs(torch.det(cell2) / torch.det(cell1) - 1)),
+            "rerun_first_layer_move_mean": float(_moves(pos1, cell1, pos2_layers[0], cell2_layers[0][0]).abs().mean()),
+            "second_rerun_move_mean": float(_moves(pos2, cell2, pos3, cell3).abs().mean()),
+            "reruns_move_mean": float(_moves(pos1, cell1, pos3, cell3).abs().mean())}
 
 
 @pytest.fixture(scope="module")
@@ -252,15 +269,16 @@ def test_a_broken_prediction_is_rerun_from_the_input_and_its_batch_mates_are_unt
         rows = rerun_features(model, pos, cell, *args)
         assert all(math.isfinite(v) for v in rows[1].values())
         assert rows[0] == pytest.approx(clean[0], rel=1e-12) and rows[2] == pytest.approx(clean[2], rel=1e-12)
-    from_input = rerun_features(model, pos_layers.clone().index_fill_(1, torch.arange(a0, a1), float("nan")),
-                                cell_layers, *args)
-    stacked = torch.stack([pos_layers[-1], batch.pos])  # the input as the "prediction" of structure 1
-    pos_from_input = pos_layers.clone()
-    pos_from_input[-1, a0:a1] = stacked[1, a0:a1]
-    cell_from_input = cell_layers.clone()
-    cell_from_input[-1, 1] = batch.cell[1]
-    expected = rerun_features(model, pos_from_input, cell_from_input, *args)
-    assert from_input[1] == pytest.approx(expected[1], rel=1e-9)
+    not_finite = pos_layers.clone()
+    not_finite[-1, a0:a1] = float("nan")
+    from_input = rerun_features(model, not_finite, cell_layers, *args)[1]
+    pos_from_input, cell_from_input = pos_layers.clone(), cell_layers.clone()
+    pos_from_input[-1, a0:a1], cell_from_input[-1, 1] = batch.pos[a0:a1], batch.cell[1]  # the input as prediction
+    expected = rerun_features(model, pos_from_input, cell_from_input, *args)[1]
+    reruns = [name for name in RERUN_FEATURES if "rerun" in name]
+    assert {n: from_input[n] for n in reruns} == pytest.approx({n: expected[n] for n in reruns}, rel=1e-9)
+    # its own signals are capped, so a broken prediction never looks settled
+    assert from_input["move_mean"] == from_input["last_layer_move_max"] == RERUN_CAP
 
 
 def _rerun_rows(rng, n):
@@ -268,21 +286,41 @@ def _rerun_rows(rng, n):
             for _ in range(n)]
 
 
-def test_the_rerun_model_learns_an_error_only_the_reruns_reveal(rng):
+def test_the_rerun_model_learns_an_error_from_the_rerun_signals(rng):
     n = 600
-    rows, reruns = _signal_rows(rng, n), _rerun_rows(rng, n)
+    reruns = _rerun_rows(rng, n)
     errors = np.array([2.0 * r["rerun_move_mean"] for r in reruns]) * np.exp(rng.normal(0, 0.1, n))
-    fitted = fit_rerun_model(rows[:400], reruns[:400], errors[:400], alpha=1e-3)
-    expected = fitted.expected_errors(rows[400:], reruns[400:])
+    fitted = fit_rerun_model(reruns[:400], errors[:400], alpha=1e-3)
+    expected = fitted.expected_errors(reruns[400:])
     assert spearmanr(expected, errors[400:]).statistic > 0.9
     assert 0.9 < expected.mean() / errors[400:].mean() < 1.1
-    hand_made = fit_error_model(rows[:400], errors[:400])
-    assert abs(spearmanr([hand_made.expected_error(r) for r in rows[400:]], errors[400:]).statistic) < 0.3
     assert RerunErrorModel.from_metadata({"confidence_rerun": fitted.to_dict()}) == fitted
     stale = {**fitted.to_dict(), "rerun_features": ["rerun_move_mean"]}
     assert RerunErrorModel.from_metadata({"confidence_rerun": stale}) is None
     with pytest.raises(ValueError, match="at least 10"):
-        fit_rerun_model(rows[:5], reruns[:5], errors[:5])
+        fit_rerun_model(reruns[:5], errors[:5])
+
+
+@torch.no_grad()
+def test_the_rerun_signals_do_not_grow_with_the_size_of_the_cell(shipped_model):
+    """The same crystal as a 1x1x1 and a 3x3x3 cell, its atoms rattled alike: the moves measured in
+    Cartesian terms would grow with the cell (a strain moves far atoms far), the rerun signals do not."""
+    from e3relax_fast.data import batch_from_structures
+
+    atoms = read(DATA / "examples_relaxed.extxyz", index=0)
+    rows = []
+    for repeat in (1, 3):
+        big = atoms.repeat(repeat)
+        big.positions += 0.03 * np.sin(np.arange(3 * len(big)).reshape(-1, 3))  # deterministic, not periodic
+        batch = batch_from_structures([big], dtype=torch.float64)
+        pos_layers, cell_layers = shipped_model(*batch.tensors())
+        rows.append(rerun_features(shipped_model, pos_layers, cell_layers, batch.z, batch.pbc, batch.ptr, batch.pos,
+                                   batch.cell)[0])
+        if repeat == 3:
+            cartesian = float((pos_layers[-1] - batch.pos).abs().mean())
+    for name in ("move_mean", "rerun_move_mean", "rerun_strain_max", "second_rerun_move_mean"):
+        assert rows[1][name] < 3 * rows[0][name] + 1e-3, name
+    assert cartesian > 2 * rows[1]["move_mean"]  # the Cartesian moves did grow
 
 
 @pytest.fixture(scope="module")
@@ -294,9 +332,9 @@ def checkpoint_with_a_rerun_model(tmp_path_factory):
 
     payload, metadata = read_checkpoint(resolve_model_path(None))
     metadata.pop("format_version", None)
-    width = len(FEATURES) + len(RERUN_FEATURES)
+    width = len(RERUN_FEATURES)
     weights = [0.0] * width
-    weights[len(FEATURES) + RERUN_FEATURES.index("rerun_move_mean")] = 1.0
+    weights[RERUN_FEATURES.index("rerun_move_mean")] = 1.0
     rerun = RerunErrorModel((0.0,) * width, (1.0,) * width, tuple(weights), 0.0, 0.0, "test")
     path = tmp_path_factory.mktemp("rerun") / "rerun.ckpt"
     save_checkpoint(path, payload["model"], {**metadata, "confidence_rerun": rerun.to_dict()})
