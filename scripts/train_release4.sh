@@ -20,7 +20,9 @@ if [ -f runs/release4/run.lock ] && ! flock -n runs/release4/run.lock true; then
   exit 1
 fi
 GENERATED=(mp_pairs3)  # the folders of runs/pairs_gen the recipe draws from
-lines() { cat runs/pairs_gen/$1/seed*.jsonl 2>/dev/null | wc -l; }
+# no generated file yet (a fresh machine): 0, and a success, since under pipefail a failed cat would
+# end the script at the first assignment that uses it
+lines() { { cat runs/pairs_gen/$1/seed*.jsonl 2>/dev/null || true; } | wc -l; }
 # the store's generated.txt: "<name> <lines>" per generated source, as counted when it was built
 built() { awk -v name="$1" '$1 == name {print $2}' $STORE/generated.txt 2>/dev/null || true; }
 rebuild=
@@ -35,7 +37,9 @@ if [ -n "$rebuild" ]; then
   pairs=() stamp=""
   for name in "${GENERATED[@]}"; do
     stamp+="$name $(lines $name)"$'\n'
-    for file in runs/pairs_gen/$name/seed*.jsonl; do [ -s "$file" ] && pairs+=(--pairs "$file"); done
+    # `if`, not `[ ] && ...`: with no generated file (a fresh machine) the glob stays literal, and a
+    # loop ending on a failed `&&` list fails the script under `set -e`, silently, before any training
+    for file in runs/pairs_gen/$name/seed*.jsonl; do if [ -s "$file" ]; then pairs+=(--pairs "$file"); fi; done
   done
   # the shared sources first, in release 4's order, so their pairs keep their validation inputs
   e3relax preprocess --no-progress --workers 2 -o $STORE.new --max-neighbors 24 \
