@@ -6,7 +6,10 @@
 # (scripts/make_pairs.sh). At a start it is rebuilt once MIN_NEW (400) more pairs of a source are there
 # than it holds, and the run goes on on it with --new-data (docs/training.md, "Continuing on more
 # data"). A source the store holds no pairs of is drawn with weight 0. BUILD_ONLY=1: build, do not train.
-# On a fresh machine (no runs/), it builds the store and starts again from release 3's weights.
+# On a fresh machine (no runs/), it builds the store and continues the run from the snapshot committed
+# at snapshots/release4.ckpt (SNAPSHOT= names another), or, where there is none, starts from release 3.
+# Before a session ends, snapshot the run so that the next machine can go on from it:
+#   python scripts/snapshot_run.py runs/release4 -o snapshots/release4.ckpt && git add snapshots/release4.ckpt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
@@ -67,9 +70,16 @@ done
 # a fresh run starts from release 3 as shipped by commit b2ece14 (run.init_from; --set it to start
 # from other weights, e.g. a run of the same recipe on another machine)
 [ -f runs/release3.ckpt ] || git show b2ece14:e3relax_fast/pretrained/e3relax-small.ckpt > runs/release3.ckpt
+SNAPSHOT="${SNAPSHOT:-snapshots/release4.ckpt}"
 resume=()
-# --new-data: the store or the draws may have changed since the checkpoint (an exact resume if not)
-[ -f runs/release4/last.ckpt ] && resume=(--resume --new-data)
+if [ -f runs/release4/last.ckpt ]; then
+  # --new-data: the store or the draws may have changed since the checkpoint (an exact resume if not)
+  resume=(--resume --new-data)
+elif [ -f "$SNAPSHOT" ]; then
+  # a fresh machine: the run goes on from the snapshot the last session committed
+  # (scripts/snapshot_run.py), not from release 3 again
+  resume=(--continue-from "$SNAPSHOT")
+fi
 # two processes, one core each (DDP over gloo): NPROC=1 for one core
 exec torchrun --standalone --nproc_per_node "${NPROC:-2}" -m e3relax_fast.cli train \
   --config configs/train/release4.yaml "${resume[@]}" "${overrides[@]}" "$@"

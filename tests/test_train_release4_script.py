@@ -1,6 +1,7 @@
 """scripts/train_release4.sh on a copy of the tree with stand-ins for `e3relax` and `torchrun`: on a
 fresh machine (no runs/, no generated pairs) it builds the store and starts training (it used to end
-silently under `set -e` before either), and resumes a run folder that holds a run."""
+silently under `set -e` before either), from the committed snapshot where there is one, and resumes
+a run folder that holds a run."""
 
 import os
 import shutil
@@ -55,7 +56,17 @@ def test_a_fresh_machine_builds_the_store_and_starts_from_release_3(tree):
     assert "data.source_weights.mp_pairs3=0" in torchrun  # a source the store lacks is not drawn
 
 
+def test_a_fresh_machine_goes_on_from_the_committed_snapshot(tree):
+    (tree / "snapshots").mkdir()
+    (tree / "snapshots" / "release4.ckpt").write_bytes(b"snapshot")
+    torchrun = _run(tree)[-1]
+    assert torchrun[torchrun.index("--continue-from") + 1] == "snapshots/release4.ckpt"
+    assert "--resume" not in torchrun
+
+
 def test_a_run_folder_with_a_run_is_resumed_on_the_store_as_built(tree):
+    (tree / "snapshots").mkdir()
+    (tree / "snapshots" / "release4.ckpt").write_bytes(b"snapshot")
     _run(tree)
     (tree / "runs" / "release4").mkdir()
     (tree / "runs" / "release4" / "last.ckpt").write_bytes(b"run")
@@ -63,3 +74,4 @@ def test_a_run_folder_with_a_run_is_resumed_on_the_store_as_built(tree):
     calls = _run(tree)
     assert len(calls) == 1  # the store stands: not rebuilt
     assert calls[0][0] == "torchrun" and "--resume" in calls[0] and "--new-data" in calls[0]
+    assert "--continue-from" not in calls[0]

@@ -21,13 +21,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--new-data", action="store_true",
                         help="with --resume: the data.* settings may have changed (a store with more pairs, other "
                              "draws); the weights, optimiser and schedule go on, changed data from a fresh pass")
+    parser.add_argument("--continue-from", metavar="SNAPSHOT", default=None,
+                        help="start an empty run.dir from a run snapshot (scripts/snapshot_run.py): its weights, "
+                             "step, schedule, hours and curve go on, with a fresh optimiser re-warmed over "
+                             "optim.warmup_steps")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..train import TrainConfig, train
 
     config = TrainConfig.from_yaml(args.config, args.overrides)
-    summary = train(config, resume=args.resume, new_data=args.new_data)
+    summary = train(config, resume=args.resume, new_data=args.new_data, continue_from=args.continue_from)
     if summary is not None:
         print(json.dumps(summary), file=sys.stdout)
     return 0

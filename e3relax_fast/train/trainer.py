@@ -35,6 +35,7 @@ from ..ops import atom_structure_index
 from .config import DataConfig, TrainConfig
 from .data import TrainingData, scored_val_fingerprint
 from .schedule import BudgetSchedule, next_cycle
+from .snapshot import read_run_snapshot, rewarm_factor
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -119,10 +120,13 @@ def _store_contents(store_meta: dict) -> dict:
 
 class Trainer:
     """Train E3Relax as ``config`` says; ``resume=True`` continues from ``<run.dir>/last.ckpt``, and with
-    ``new_data=True`` on data settings (``data.*``) that differ from the run's (:meth:`_continue_on_new_data`)."""
+    ``new_data=True`` on data settings (``data.*``) that differ from the run's (:meth:`_continue_on_new_data`);
+    ``continue_from`` starts an empty run folder from a run snapshot (train/snapshot.py)."""
 
-    def __init__(self, config: TrainConfig, resume: bool = False, new_data: bool = False):
+    def __init__(self, config: TrainConfig, resume: bool = False, new_data: bool = False,
+                 continue_from: str | Path | None = None):
         self.config = config
+        self.continue_from = continue_from
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.distributed = self.world_size > 1
@@ -164,9 +168,13 @@ class Trainer:
             (self.run_dir / "versions.json").write_text(json.dumps(_versions(), indent=1))
 
     def _start_or_resume(self, resume: bool, new_data: bool) -> None:
-        """Take the run folder (rank 0: :meth:`_lock_run_dir`), then resume it or check it holds no run."""
+        """Take the run folder (rank 0: :meth:`_lock_run_dir`), then resume it or check it holds no run
+        (and, with ``continue_from``, start it from that snapshot)."""
         if new_data and not resume:
             raise ValueError("--new-data continues a run on changed data settings: it needs --resume")
+        if resume and self.continue_from:
+            raise ValueError("--continue-from starts an empty run folder from a snapshot and --resume continues "
+                             "the run in it: pass one of them")
         self._run_lock = self._lock_run_dir() if self.is_main else None
         try:
             if resume:
@@ -174,6 +182,8 @@ class Trainer:
             elif self.is_main and (self.run_dir / "last.ckpt").exists():
                 raise ValueError(f"run folder {str(self.run_dir)!r} holds a run already: pass --resume to continue "
                                  "it or choose another run.dir")
+            if self.continue_from:
+                self._continue_from_snapshot(Path(self.continue_from))
         except BaseException:
             self.close()
             raise
@@ -212,25 +222,29 @@ class Trainer:
     def _set_learning_rate(self, schedule: BudgetSchedule | None) -> None:
         """Budgeted schedules: the rate of the coming step, from the step alone (train/schedule.py);
         None (plateau): the scheduler sets it at each validation."""
-        if schedule is not None:
+        if schedule is not None:  # re-warmed after a continuation from a snapshot (train/snapshot.py)
+            step = self.state["step"]
             for group in self.optimizer.param_groups:
-                group["lr"] = schedule.lr_at(self.state["step"])
+                group["lr"] = schedule.lr_at(step) * rewarm_factor(self.state.get("rewarm"), step)
 
     def _build_model(self) -> E3Relax:
         """The configured model on the run's device, from ``run.init_from``'s weights where set."""
         config = self.config
         model = E3Relax(config.model, config.run.backend, self.device).to(device=self.device, dtype=self.dtype)
         self.init_metadata: dict = {}
-        if config.run.init_from:
+        if config.run.init_from and not self.continue_from:  # a snapshot brings weights of its own
             payload, self.init_metadata = read_checkpoint(config.run.init_from)
-            init_config = model_config_of(self.init_metadata).to_dict()  # older checkpoints: their defaults
-            # the graph's neighbour cap shapes no weight: a model may be fine-tuned on a sparser graph
-            wanted = config.model.to_dict()
-            if {key for key in init_config if init_config[key] != wanted[key]} - {"max_neighbors"}:
-                raise ValueError(f"run.init_from {config.run.init_from!r} holds a model with config "
-                                 f"{init_config}, not the configured {wanted}")
+            self._check_model_config(self.init_metadata, f"run.init_from {config.run.init_from!r}")
             model.load_state_dict(payload["model"])
         return model
+
+    def _check_model_config(self, metadata: dict, what: str) -> None:
+        """Refuse weights of another model than the configured one; the graph's neighbour cap shapes no
+        weight, so a model may go on on a sparser graph."""
+        found = model_config_of(metadata).to_dict()  # older checkpoints: their defaults
+        wanted = self.config.model.to_dict()
+        if {key for key in found if found[key] != wanted[key]} - {"max_neighbors"}:
+            raise ValueError(f"{what} holds a model with config {found}, not the configured {wanted}")
 
     # ----------------------------------------------------------------------------------------------
     def metadata(self, metrics: dict | None = None) -> dict:
@@ -299,6 +313,36 @@ class Trainer:
                 log.write_text("".join(line + "\n" for line in kept))
         if new_data and data_changes:  # unchanged data: an exact resume, as without the flag
             self._continue_on_new_data(metadata["train_config"]["data"], data_changes)
+
+    def _continue_from_snapshot(self, path: Path) -> None:
+        """Start this empty run folder from the run snapshot at ``path`` (train/snapshot.py): its EMA
+        weights as weights and EMA, its counters, hours and curve; the data from a fresh pass; a fresh
+        optimiser, its rate re-warmed over ``optim.warmup_steps``. A config that differs from the
+        snapshot's run in anything but ``data.*`` (and what a resume may change) is refused."""
+        weights, metadata = read_run_snapshot(path)
+        self._check_model_config(metadata, f"snapshot {str(path)!r}")
+        differences = [d for d in _config_differences(metadata.get("train_config", {}), self.config.to_dict())
+                       if not d.startswith("data.")]
+        if differences:
+            raise ValueError(f"cannot continue the run of snapshot {str(path)!r} with a different config: "
+                             f"{'; '.join(differences)}")
+        self.model.load_state_dict(weights)
+        self.ema.module.load_state_dict(weights)
+        snapshot = metadata["run_snapshot"]
+        self.ema.updates, self._wall_before = int(snapshot["ema_updates"]), float(snapshot["wall_s"])
+        counters, step = snapshot["state"], int(snapshot["state"]["step"])
+        self.state.update(step=step, epoch=int(counters.get("epoch", 0)), batch_in_pass=0,
+                          rewarm=[step, self.config.optim.warmup_steps])
+        self.state["pass"] = int(counters.get("pass", -1)) + 1
+        if self.config.optim.schedule != "plateau":
+            saved = tuple(counters.get("cycle", (0, metadata["train_config"]["run"]["max_steps"])))
+            self.state["cycle"] = list(next_cycle(saved, step, self.config.run.max_steps,
+                                                  self.config.optim.warmup_steps))
+        if self.is_main:  # the curve goes on in this folder's log
+            lines = [json.dumps(record) for record in snapshot.get("curve", [])]
+            (self.run_dir / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+        self._log({"step": step, "event": "continued from snapshot", "snapshot": str(path),
+                   "from": snapshot.get("from"), "hours": self._wall_before / 3600.0})
 
     def _store_changes(self, metadata: dict) -> list[str]:
         """What differs between the store the checkpoint trained on and ``data.store`` as it is now
@@ -501,10 +545,11 @@ class Trainer:
             dist.destroy_process_group()
 
 
-def train(config: TrainConfig, resume: bool = False, new_data: bool = False) -> dict:
-    """Train as ``config`` says (``resume``: continue ``run.dir``, ``new_data``: on changed ``data.*``);
-    returns the final counters."""
-    trainer = Trainer(config, resume=resume, new_data=new_data)
+def train(config: TrainConfig, resume: bool = False, new_data: bool = False,
+          continue_from: str | Path | None = None) -> dict:
+    """Train as ``config`` says (``resume``: continue ``run.dir``, ``new_data``: on changed ``data.*``,
+    ``continue_from``: start an empty ``run.dir`` from a run snapshot); returns the final counters."""
+    trainer = Trainer(config, resume=resume, new_data=new_data, continue_from=continue_from)
     try:
         return trainer.train()
     finally:
