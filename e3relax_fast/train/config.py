@@ -129,6 +129,9 @@ class RunConfig:
             structures/s of the eager step on the release-4 recipe (one core, side by side), for about
             seven minutes of compiling per process at the start of every session; the EMA model and
             validation stay eager. Off by default: short runs never earn the compile time back.
+        tune_allocator: on the CPU, keep freed memory for reuse instead of handing it back to the OS
+            (``e3relax_fast.allocator.tune_cpu_allocator``, process-wide): otherwise every large
+            per-edge tensor of every step is page-faulted in afresh (docs/performance.md, "Training").
         progress: show progress bars.
     """
 
@@ -147,6 +150,7 @@ class RunConfig:
     matmul_dtype: str = "float32"
     backend: str = "auto"
     compile: bool = False
+    tune_allocator: bool = True
     progress: bool = True
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..allocator import tune_cpu_allocator
 from ..data.batching import CrystalBatch
 from ..model import E3Relax
 from ..model.checkpoint import model_config_of, read_checkpoint, save_checkpoint
@@ -43,7 +44,8 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _RESUMABLE_CHANGES = {("run", "max_steps"), ("run", "max_cpu_minutes"), ("run", "max_epochs"), ("run", "progress"), ("run", "checkpoint_every"),
                       ("run", "log_every"), ("run", "dir"), ("data", "num_workers"), ("run", "device"),
                       ("run", "backend"), ("run", "early_stopping_patience"),
-                      ("run", "init_from"), ("run", "matmul_dtype"), ("run", "compile")}  # init_from starts a run; a resumed one takes its weights from last.ckpt
+                      ("run", "init_from"), ("run", "matmul_dtype"), ("run", "compile"),
+                      ("run", "tune_allocator")}  # init_from starts a run; a resumed one takes its weights from last.ckpt
 
 
 def layerwise_loss(pos_layers: Tensor, cell_layers: Tensor, target_pos: Tensor, target_cell: Tensor,
@@ -132,6 +134,8 @@ class Trainer:
         self.distributed = self.world_size > 1
         self.device = torch.device(config.run.device)
         self.dtype = _DTYPES[config.run.dtype]
+        if config.run.tune_allocator and self.device.type == "cpu":
+            tune_cpu_allocator()  # before the first batch: its per-edge tensors are reused, not faulted in
         if self.distributed and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
             if self.device.type == "cpu":  # share the cores instead of oversubscribing them

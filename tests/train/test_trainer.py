@@ -251,3 +251,17 @@ def test_run_compile_wraps_the_training_model_and_may_be_switched_on_when_resumi
     resumed = Trainer(tiny_config(pair_store, tmp_path / "run", run={"max_steps": 4, "compile": True}), resume=True)
     assert calls == [(resumed.model, True)] and resumed.state["step"] == 2
     assert resumed.train()["step"] == 4
+
+
+def test_training_on_the_cpu_keeps_freed_memory_for_reuse_unless_told_not_to(pair_store, tmp_path, monkeypatch):
+    import e3relax_fast.train.trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "tune_cpu_allocator", lambda: calls.append(1) or True)
+    Trainer(tiny_config(pair_store, tmp_path / "tuned", run={"max_steps": 2})).close()
+    assert calls == [1]
+    train(tiny_config(pair_store, tmp_path / "plain", run={"max_steps": 2, "tune_allocator": False}))
+    assert calls == [1]
+    # it changes no number: a run may be resumed with it switched
+    assert train(tiny_config(pair_store, tmp_path / "plain", run={"max_steps": 4}), resume=True)["step"] == 4
+    assert calls == [1, 1]
