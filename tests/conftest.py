@@ -59,6 +59,21 @@ def pair_store(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def shipped_pair_store(tmp_path_factory):
+    """The fixture pairs as :func:`pair_store`, on the shipped model's own graph (its neighbour cap), so
+    that ``evaluate -m e3relax-small`` accepts the store whatever graph the shipped release reads."""
+    from e3relax_fast.data.store import GraphSettings, write_store
+    from e3relax_fast.model.checkpoint import read_checkpoint
+    from e3relax_fast.model.pretrained import resolve_model_path
+
+    graph = read_checkpoint(resolve_model_path(None))[1]["graph"]
+    path = tmp_path_factory.mktemp("shipped_store") / "pairs"
+    write_store(fixture_pair_records(), path, GraphSettings(**graph), split_fractions={"val": 0.25}, seed=10,
+                progress=False, sources=["fixture"])
+    return path
+
+
 @pytest.fixture
 def pair_records():
     """A callable giving a fresh stream of the fixture pairs."""

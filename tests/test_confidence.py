@@ -364,7 +364,8 @@ def test_the_relaxer_reruns_only_when_asked_and_keeps_its_prediction(checkpoint_
         E3Relaxer.from_pretrained(checkpoint_with_a_head, confidence="twice", **options)
 
 
-def test_predict_and_evaluate_take_the_rerun_model_when_asked(checkpoint_with_a_rerun_model, pair_store, tmp_path):
+def test_predict_and_evaluate_take_the_rerun_model_when_asked(checkpoint_with_a_rerun_model, shipped_pair_store,
+                                                             tmp_path):
     import pandas as pd
 
     from e3relax_fast.cli import main
@@ -382,7 +383,7 @@ def test_predict_and_evaluate_take_the_rerun_model_when_asked(checkpoint_with_a_
     np.testing.assert_allclose(np.vstack([a.positions for a in read(tmp_path / "single-pass.extxyz", ":")]),
                                np.vstack([a.positions for a in read(tmp_path / "rerun.extxyz", ":")]), atol=1e-5)
     scores = tmp_path / "scores.csv"
-    assert main(["evaluate", "-m", str(checkpoint_with_a_rerun_model), "--store", str(pair_store), "--no-symmetry",
+    assert main(["evaluate", "-m", str(checkpoint_with_a_rerun_model), "--store", str(shipped_pair_store), "--no-symmetry",
                  "--no-progress", "--confidence", "rerun", "-o", str(scores)]) == 0
     model_rows = pd.read_csv(scores).query("method == 'model'")
     assert len(model_rows) > 0 and (model_rows["expected_error"] > 1e-4).all()

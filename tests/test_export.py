@@ -121,7 +121,11 @@ def test_metadata_round_trips_and_the_relaxer_runs_the_artifact(tmp_path):
     _, metadata = load_scripted(artifact)
     assert metadata == json.loads(json.dumps(written))
     assert metadata["format_version"] == 1 and metadata["e3relax_fast_version"] == e3relax_fast.__version__
-    assert metadata["graph"] == {"cutoff": 6.0, "max_neighbors": 50, "self_images": "paper"}
+    from e3relax_fast.model.checkpoint import read_checkpoint
+    from e3relax_fast.model.pretrained import resolve_model_path
+
+    shipped_graph = read_checkpoint(resolve_model_path(None))[1]["graph"]
+    assert metadata["graph"] == shipped_graph and shipped_graph["cutoff"] == 6.0  # the graph the weights read
     assert len(metadata["elements"]) >= 60 and metadata["checkpoint"]["release"]["name"] == "e3relax-small"
     deployed = E3Relaxer.from_pretrained(str(artifact))
     eager = E3Relaxer.from_pretrained()

@@ -140,8 +140,8 @@ def test_evaluate_refuses_duplicate_ids_and_names_mismatched_atoms(tmp_path, cap
     assert repr(str(relaxed[0].info["id"])) in row["error"] and "'numbers'" in row["error"]
 
 
-def test_evaluate_takes_a_shipped_models_name_like_predict(pair_store, tmp_path):
-    assert main(["evaluate", "-m", "e3relax-small", "--store", str(pair_store), "--split", "val", "--per-source", "2",
+def test_evaluate_takes_a_shipped_models_name_like_predict(shipped_pair_store, tmp_path):
+    assert main(["evaluate", "-m", "e3relax-small", "--store", str(shipped_pair_store), "--split", "val", "--per-source", "2",
                  "--no-symmetry", "-o", str(tmp_path / "m.csv"), "--no-progress"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "m.csv")))
     assert len(rows) == 4 and all(r["coord_mae"] for r in rows)
