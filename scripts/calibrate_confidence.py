@@ -1,8 +1,8 @@
 """Fit a checkpoint's expected-error model and store it in the checkpoint (e3relax_fast/confidence.py).
 
     python scripts/calibrate_confidence.py CKPT --store runs/store_r3                 # hand-made model
-    python scripts/calibrate_confidence.py CKPT --store runs/store_r4_n24 --head       # learned head
-    python scripts/calibrate_confidence.py CKPT --store runs/store_r4_n24 --rerun      # rerun model
+    python scripts/calibrate_confidence.py CKPT --store runs/store_r4b_n24 --head       # learned head
+    python scripts/calibrate_confidence.py CKPT --store runs/store_r4b_n24 --rerun      # rerun model
 
 Without ``--head``: runs the model over up to --per-source pairs of each source of --split (default
 train), fits log error on the log signals by least squares and stores it under metadata["confidence"].
