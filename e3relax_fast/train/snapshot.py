@@ -2,7 +2,7 @@
 starts it there.
 
 A run folder under ``runs/`` lives only as long as its machine; a machine that is replaced takes the
-run's hours with it (the release-4 run lost 9.7 hours that way). A *snapshot* keeps what is worth
+run's hours with it (the first release-4 run lost about 9.7 hours that way). A *snapshot* keeps what is worth
 keeping of ``<run.dir>/last.ckpt`` in a file small enough to commit: the EMA weights (float16, as a
 release stores them: 10.8 MB for the ``small`` model, against ~110 MB for the whole training state
 with its three optimiser moments), the run's counters (step, pass, the schedule's cycle, EMA updates,
