@@ -305,10 +305,7 @@ class Trainer:
         self.scheduler.load_state_dict(training["scheduler"])
         self.state.update(training["state"])
         self.state["stopped"] = ""
-        if self.config.optim.schedule != "plateau":  # older runs: one cycle over their saved budget
-            saved = tuple(training["state"].get("cycle", (0, metadata["train_config"]["run"]["max_steps"])))
-            self.state["cycle"] = list(next_cycle(saved, self.state["step"], self.config.run.max_steps,
-                                                  self.config.optim.warmup_steps))
+        self._go_on_with_cycle(training["state"], metadata)
         if self.is_main:  # lines logged after the checkpoint will be written again
             log = self.run_dir / "metrics.jsonl"
             if log.exists():
@@ -317,6 +314,15 @@ class Trainer:
                 log.write_text("".join(line + "\n" for line in kept))
         if new_data and data_changes:  # unchanged data: an exact resume, as without the flag
             self._continue_on_new_data(metadata["train_config"]["data"], data_changes)
+
+    def _go_on_with_cycle(self, saved_state: dict, metadata: dict) -> None:
+        """The schedule's cycle from the current step, after a resume or a continuation: the saved cycle
+        (older runs: one over their saved budget), kept, extended or re-planned for ``run.max_steps``."""
+        if self.config.optim.schedule == "plateau":
+            return
+        saved = tuple(saved_state.get("cycle", (0, metadata["train_config"]["run"]["max_steps"])))
+        self.state["cycle"] = list(next_cycle(saved, self.state["step"], self.config.run.max_steps,
+                                              self.config.optim.warmup_steps))
 
     def _continue_from_snapshot(self, path: Path) -> None:
         """Start this empty run folder from the run snapshot at ``path`` (train/snapshot.py): its EMA
@@ -338,10 +344,7 @@ class Trainer:
         self.state.update(step=step, epoch=int(counters.get("epoch", 0)), batch_in_pass=0,
                           rewarm=[step, self.config.optim.warmup_steps])
         self.state["pass"] = int(counters.get("pass", -1)) + 1
-        if self.config.optim.schedule != "plateau":
-            saved = tuple(counters.get("cycle", (0, metadata["train_config"]["run"]["max_steps"])))
-            self.state["cycle"] = list(next_cycle(saved, step, self.config.run.max_steps,
-                                                  self.config.optim.warmup_steps))
+        self._go_on_with_cycle(counters, metadata)
         if self.is_main:  # the curve goes on in this folder's log
             lines = [json.dumps(record) for record in snapshot.get("curve", [])]
             (self.run_dir / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
