@@ -12,8 +12,8 @@ error on each validation source is in the model card; it ranks, it does not boun
 The **learned head** (:class:`ErrorHead`, metadata ``confidence_head``) reads more: the same signals and
 a summary of the last layer's invariant features per structure (:func:`last_layer_summary`: the atoms'
 mean scalar channels, the atoms' mean vector-channel norms, the lattice nodes' mean scalar channels),
-in a ridge regression of the log error, fitted on one half of the validation groups so that the other
-half judges it (``scripts/calibrate_confidence.py --head``). Eager models use it when the checkpoint has
+in a ridge regression of the log error, fitted on the validation split and judged out of fold
+(``scripts/calibrate_confidence.py --head``). Eager models use it when the checkpoint has
 one (the features are read by a forward hook on the last layer, :class:`LastLayerCapture`); exported
 artifacts return no features and keep the hand-made model.
 

@@ -418,3 +418,31 @@ def test_the_calibration_script_fits_and_stores_a_rerun_model(tmp_path):
     assert RerunErrorModel.from_metadata(metadata) is not None
     assert metadata["confidence_head"] == original["confidence_head"]
     assert all(torch.equal(payload["model"][k], before["model"][k]) for k in before["model"])
+
+
+def _calibration_script():
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(DATA.parent.parent / "scripts"))
+    spec = importlib.util.spec_from_file_location("calibrate_confidence",
+                                                  DATA.parent.parent / "scripts" / "calibrate_confidence.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_out_of_fold_expected_errors_never_see_their_own_pair(rng):
+    """scripts/calibrate_confidence.py judges each fold of the groups by a head fitted on the others:
+    changing one fold's errors leaves that fold's expected errors exactly as they were and moves the rest."""
+    script = _calibration_script()
+    n, channels, folds = 120, 2, 4
+    rows = [("src", f"group-{k // 2}", signals, summary, float(error), None) for k, (signals, summary, error) in
+            enumerate(zip(_signal_rows(rng, n), rng.normal(size=(n, 3 * channels)), rng.uniform(0.01, 0.5, n)))]
+    fold = np.array([script.group_fold(r[1], folds) for r in rows])
+    assert set(fold) == set(range(folds)) and all(len(set(fold[k:k + 2])) == 1 for k in range(0, n, 2))
+    before = script.out_of_fold_expected(rows, 0.1, False, folds)
+    changed = [r[:4] + (r[4] * 50 if fold[k] == 0 else r[4],) + r[5:] for k, r in enumerate(rows)]
+    after = script.out_of_fold_expected(changed, 0.1, False, folds)
+    assert np.array_equal(before[fold == 0], after[fold == 0])
+    assert (after[fold != 0] > 2 * before[fold != 0]).all()  # the other folds were fitted on fold 0
