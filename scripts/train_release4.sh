@@ -5,7 +5,8 @@
 # The store holds ../shared/data's sources and the pairs generated so far under runs/pairs_gen
 # (scripts/make_pairs.sh). At a start it is rebuilt once MIN_NEW (400) more pairs of a source are there
 # than it holds, and the run goes on on it with --new-data (docs/training.md, "Continuing on more
-# data"). A source the store holds no pairs of is drawn with weight 0. BUILD_ONLY=1: build, do not train.
+# data"). A source the store holds no pairs of is drawn with weight 0. BUILD_ONLY=1: build, do not train;
+# while a run trains, BUILD_ONLY=1 builds beside it and the next start swaps the new store in.
 # On a fresh machine (no runs/), it builds the store and continues the run from the snapshot committed
 # at snapshots/release4.ckpt (SNAPSHOT= names another), or, where there is none, starts from release 3.
 # Before a session ends, snapshot the run so that the next machine can go on from it:
@@ -17,10 +18,21 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS=1
 D=../shared/data
 STORE=runs/store_r4b_n24
 # a run already training holds runs/release4/run.lock (the trainer's flock): rebuilding the store it
-# reads would pull it from under that run, so refuse before touching anything
-if [ -f runs/release4/run.lock ] && ! flock -n runs/release4/run.lock true; then
+# reads would pull it from under that run, so refuse before touching anything; BUILD_ONLY=1 then builds
+# the new store beside it, as $STORE.new, and the next start swaps it in (no build while no one trains)
+training=
+if [ -f runs/release4/run.lock ] && ! flock -n runs/release4/run.lock true; then training=1; fi
+if [ -n "$training" ] && [ -z "${BUILD_ONLY:-}" ]; then
   echo "runs/release4 is being trained ($(cat runs/release4/run.lock)): not starting a second run" >&2
   exit 1
+fi
+if [ -z "$training" ] && [ -f $STORE.new/generated.txt ]; then
+  # a store built beside the last run (generated.txt is written once its build is complete)
+  rm -rf $STORE.old
+  if [ -d $STORE ]; then mv $STORE $STORE.old; fi
+  mv $STORE.new $STORE
+  rm -rf $STORE.old
+  echo "swapped in the store built beside the last run: $(tr '\n' ' ' < $STORE/generated.txt)"
 fi
 GENERATED=(mp_pairs3)  # the folders of runs/pairs_gen the recipe draws from
 # no generated file yet (a fresh machine): 0, and a success, since under pipefail a failed cat would
@@ -56,11 +68,16 @@ if [ -n "$rebuild" ]; then
     --pairs $D/chgnet_pairs2/path/unrelaxed.extxyz $D/chgnet_pairs2/path/relaxed.extxyz \
     "${pairs[@]}"
   printf "%s" "$stamp" > $STORE.new/generated.txt
+  if [ -n "$training" ]; then
+    echo "built $STORE.new beside the run that trains on $STORE: the next start swaps it in"
+    exit 0
+  fi
   rm -rf $STORE.old
-  [ -d $STORE ] && mv $STORE $STORE.old
+  if [ -d $STORE ]; then mv $STORE $STORE.old; fi
   mv $STORE.new $STORE
   rm -rf $STORE.old
 fi
+[ -z "$training" ] || { echo "no new store to build beside the run (fewer than ${MIN_NEW:-400} new pairs)"; exit 0; }
 overrides=()
 for name in "${GENERATED[@]}"; do
   [ "$(built $name)" -gt 0 ] 2>/dev/null \

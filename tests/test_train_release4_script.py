@@ -3,6 +3,7 @@ fresh machine (no runs/, no generated pairs) it builds the store and starts trai
 silently under `set -e` before either), from the committed snapshot where there is one, and resumes
 a run folder that holds a run."""
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -38,12 +39,12 @@ def tree(tmp_path):
     return root
 
 
-def _run(tree):
+def _run(tree, returncode=0, **env):
     calls = tree / "calls.txt"
     result = subprocess.run(["bash", str(tree / "scripts" / "train_release4.sh")], cwd=tree, timeout=60,
-                            env={**os.environ, "CALLS": str(calls)}, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return [line.split() for line in calls.read_text().splitlines()]
+                            env={**os.environ, "CALLS": str(calls), **env}, capture_output=True, text=True)
+    assert result.returncode == returncode, result.stderr
+    return [line.split() for line in calls.read_text().splitlines()] if calls.exists() else []
 
 
 def test_a_fresh_machine_builds_the_store_and_starts_from_release_3(tree):
@@ -75,3 +76,43 @@ def test_a_run_folder_with_a_run_is_resumed_on_the_store_as_built(tree):
     assert len(calls) == 1  # the store stands: not rebuilt
     assert calls[0][0] == "torchrun" and "--resume" in calls[0] and "--new-data" in calls[0]
     assert "--continue-from" not in calls[0]
+
+
+@pytest.fixture
+def training(tree):
+    """A built store, a run folder with a run, and that run's lock held as the trainer holds it."""
+    (tree / "snapshots").mkdir()
+    (tree / "snapshots" / "release4.ckpt").write_bytes(b"snapshot")
+    _run(tree)
+    (tree / "calls.txt").unlink()
+    run = tree / "runs" / "release4"
+    run.mkdir()
+    (run / "last.ckpt").write_bytes(b"run")
+    (run / "run.lock").write_text("pid 1 on test")
+    handle = open(run / "run.lock")
+    fcntl.flock(handle, fcntl.LOCK_EX)  # the trainer's lock (an flock on the file), held here
+    yield handle
+    handle.close()
+
+
+def test_a_second_start_beside_a_training_run_is_refused(tree, training):
+    assert _run(tree, returncode=1) == []
+
+
+def test_a_store_built_beside_a_training_run_is_swapped_in_at_the_next_start(tree, training):
+    generated = tree / "runs" / "pairs_gen" / "mp_pairs3"
+    generated.mkdir(parents=True)
+    (generated / "seed504.jsonl").write_text("{}\n" * 3)
+    store = tree / "runs" / "store_r4b_n24"
+    calls = _run(tree, BUILD_ONLY="1", MIN_NEW="2")
+    assert [call[:2] for call in calls] == [["e3relax", "preprocess"]]  # built, nothing trained
+    assert any("pairs_gen/mp_pairs3/seed504.jsonl" in word for word in calls[0])
+    assert (store / "generated.txt").read_text().split() == ["mp_pairs3", "0"]  # the run's store untouched
+    assert (tree / "runs" / "store_r4b_n24.new" / "generated.txt").read_text().split() == ["mp_pairs3", "3"]
+    training.close()  # the run has stopped
+    (tree / "calls.txt").unlink()
+    calls = _run(tree, MIN_NEW="2")
+    assert len(calls) == 1 and calls[0][0] == "torchrun" and "--resume" in calls[0]  # swapped, not rebuilt
+    assert (store / "generated.txt").read_text().split() == ["mp_pairs3", "3"]
+    assert not (tree / "runs" / "store_r4b_n24.new").exists()
+    assert "data.source_weights.mp_pairs3=0" not in calls[0]  # the new store holds the generated pairs
