@@ -130,7 +130,7 @@ def fit_out_of_fold(rows, metadata: dict, alpha: float, fitted_on: str, rerun: b
     expected = {"rerun" if rerun else "head": out_of_fold}
     stored_head = ErrorHead.from_metadata(metadata)
     if stored_head is not None:  # fitted elsewhere, possibly on some of these pairs
-        expected["stored head"] = stored_head.expected_errors([r[2] for r in rows], np.array([r[3] for r in rows]))
+        expected["stored head"] = expected_of(stored_head, rows, rerun=False)
     hand_made = ErrorModel.from_metadata(metadata)
     if hand_made is not None:
         expected["hand-made"] = np.array([hand_made.expected_error(r[2]) for r in rows])
@@ -151,13 +151,13 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, help="ridge penalty per structure (--head: 0.1, --rerun: 0.01)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    halves = args.head or args.rerun
+    on_validation = args.head or args.rerun
     if args.head and args.rerun:
         parser.error("--head and --rerun fit different models: give one")
     if args.folds < 2:
         parser.error("--folds must be at least 2: each fold is judged by a model fitted on the others")
-    split = args.split or ("val" if halves else "train")
-    per_source = args.per_source if args.per_source is not None else (0 if halves else 1000)
+    split = args.split or ("val" if on_validation else "train")
+    per_source = args.per_source if args.per_source is not None else (0 if on_validation else 1000)
     torch.set_num_threads(1)
     model, _ = load_model(args.checkpoint)
     store = PairStore(args.store)
@@ -165,7 +165,7 @@ def main() -> None:
     payload, metadata = read_checkpoint(args.checkpoint)
     metadata.pop("format_version", None)
     where = f"split {split!r} of {args.store}"
-    if halves:
+    if on_validation:
         alpha = args.alpha if args.alpha is not None else (0.01 if args.rerun else 0.1)
         key = "confidence_rerun" if args.rerun else "confidence_head"
         fitted = fit_out_of_fold(rows, metadata, alpha, where, args.rerun, args.folds)

@@ -26,12 +26,16 @@ if [ -n "$training" ] && [ -z "${BUILD_ONLY:-}" ]; then
   echo "runs/release4 is being trained ($(cat runs/release4/run.lock)): not starting a second run" >&2
   exit 1
 fi
-if [ -z "$training" ] && [ -f $STORE.new/generated.txt ]; then
-  # a store built beside the last run (generated.txt is written once its build is complete)
+# the built store $STORE.new takes the place of $STORE
+swap_in_new_store() {
   rm -rf $STORE.old
   if [ -d $STORE ]; then mv $STORE $STORE.old; fi
   mv $STORE.new $STORE
   rm -rf $STORE.old
+}
+if [ -z "$training" ] && [ -f $STORE.new/generated.txt ]; then
+  # a store built beside the last run (generated.txt is written once its build is complete)
+  swap_in_new_store
   echo "swapped in the store built beside the last run: $(tr '\n' ' ' < $STORE/generated.txt)"
 fi
 GENERATED=(mp_pairs3)  # the folders of runs/pairs_gen the recipe draws from
@@ -72,10 +76,7 @@ if [ -n "$rebuild" ]; then
     echo "built $STORE.new beside the run that trains on $STORE: the next start swaps it in"
     exit 0
   fi
-  rm -rf $STORE.old
-  if [ -d $STORE ]; then mv $STORE $STORE.old; fi
-  mv $STORE.new $STORE
-  rm -rf $STORE.old
+  swap_in_new_store
 fi
 [ -z "$training" ] || { echo "no new store to build beside the run (fewer than ${MIN_NEW:-400} new pairs)"; exit 0; }
 overrides=()

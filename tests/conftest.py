@@ -59,6 +59,16 @@ def pair_store(tmp_path_factory):
     return path
 
 
+def load_script(name: str):
+    """The module of ``scripts/<name>.py`` (scripts are files, not a package), for tests of their functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, DATA.parent.parent / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def shipped_pair_store(tmp_path_factory):
     """The fixture pairs as :func:`pair_store`, on the shipped model's own graph (its neighbour cap), so

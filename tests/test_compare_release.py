@@ -1,16 +1,12 @@
 """scripts/compare_release.py: the release rule (better than the shipped model on every source, from
 `e3relax evaluate` summaries) says yes only when every named source is strictly better."""
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).parent.parent / "scripts" / "compare_release.py"
-spec = importlib.util.spec_from_file_location("compare_release", SCRIPT)
-compare_release = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(compare_release)
+from .conftest import load_script
+
+compare_release = load_script("compare_release")
 
 
 def summary(path, model_means: dict[str, float], dummy_means: dict[str, float]):

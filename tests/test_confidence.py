@@ -15,7 +15,7 @@ from e3relax_fast.confidence import (FEATURES, RERUN_CAP, RERUN_FEATURES, ErrorH
                                      last_layer_summary, rerun_features, structure_features)
 from e3relax_fast.model.checkpoint import save_checkpoint
 
-from .conftest import DATA
+from .conftest import DATA, load_script
 
 
 def test_features_measure_the_moves_of_the_layers():
@@ -420,22 +420,10 @@ def test_the_calibration_script_fits_and_stores_a_rerun_model(tmp_path):
     assert all(torch.equal(payload["model"][k], before["model"][k]) for k in before["model"])
 
 
-def _calibration_script():
-    import importlib.util
-    import sys
-
-    sys.path.insert(0, str(DATA.parent.parent / "scripts"))
-    spec = importlib.util.spec_from_file_location("calibrate_confidence",
-                                                  DATA.parent.parent / "scripts" / "calibrate_confidence.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_out_of_fold_expected_errors_never_see_their_own_pair(rng):
     """scripts/calibrate_confidence.py judges each fold of the groups by a head fitted on the others:
     changing one fold's errors leaves that fold's expected errors exactly as they were and moves the rest."""
-    script = _calibration_script()
+    script = load_script("calibrate_confidence")
     n, channels, folds = 120, 2, 4
     rows = [("src", f"group-{k // 2}", signals, summary, float(error), None) for k, (signals, summary, error) in
             enumerate(zip(_signal_rows(rng, n), rng.normal(size=(n, 3 * channels)), rng.uniform(0.01, 0.5, n)))]
