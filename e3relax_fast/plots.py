@@ -1,4 +1,5 @@
-"""Figures of an evaluation (``e3relax evaluate --plot DIR``): one PNG per source group.
+"""Figures of an evaluation (``e3relax evaluate --plot DIR``), one PNG per source group, and of a
+training run's learning curve (``e3relax curve``, :func:`plot_learning_curve`).
 
 Each figure has four panels, drawn from the per-structure table of :func:`e3relax_fast.metrics.rows_frame`:
 
@@ -8,7 +9,7 @@ Each figure has four panels, drawn from the per-structure table of :func:`e3rela
 4. the model's coordinate error against its confidence (``last_layer_max_move`` unless the table
    holds ``expected_error``), with Spearman's rank correlation; empty with a note when unknown.
 
-Drawn on matplotlib's ``Figure`` directly (no pyplot, so no display backend is ever needed).
+An evaluation figure's panels are drawn on matplotlib's ``Figure`` directly (no pyplot, so no display backend is ever needed).
 """
 
 from __future__ import annotations
@@ -122,3 +123,37 @@ def plot_evaluation(frame: pd.DataFrame, out_dir: str | Path, set_name: str) -> 
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", group).strip("._") or "group"
         paths.append(plot_group(rows, out / f"{name}.png", set_name, group))
     return paths
+
+
+def plot_learning_curve(frame: pd.DataFrame, events: list[tuple[int, str]], path: str | Path,
+                        x: str = "hours", title: str = "") -> Path:
+    """A run's learning curve (a table of :func:`e3relax_fast.train.curve.curve_frame`) as a PNG: each
+    source's validation ratio (coordinate MAE over Dummy's; below 1 beats doing nothing) and
+    ``val_score`` in black against ``x`` (``hours`` of training or ``step``), events as dotted lines
+    (placed by step, at their validation's hours). Returns ``path``."""
+    from matplotlib.figure import Figure
+
+    if x not in ("hours", "step"):
+        raise ValueError(f"x must be 'hours' or 'step', got {x!r}")
+    if x == "hours" and frame["hours"].isna().any():
+        raise ValueError("some validations have no hours (a run from before the trainer logged them): use x='step'")
+    sources = [c for c in frame.columns if c not in ("step", "hours", "val_score")]
+    figure = Figure(figsize=(9, 5.5), layout="constrained")
+    ax = figure.subplots()
+    for source in sources:
+        ax.plot(frame[x], frame[source], marker="o", markersize=3, linewidth=1.2, label=source)
+    ax.plot(frame[x], frame["val_score"], color="black", linewidth=2.4, label="val_score (mean)")
+    for step, event in events:
+        where = float(np.interp(step, frame["step"], frame[x])) if x == "hours" else step
+        ax.axvline(where, color="gray", linestyle=":", linewidth=1)
+        ax.annotate(event, (where, 1.0), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
+                    fontsize=7, color="gray")
+    ax.set_xlabel("hours of training (wall clock)" if x == "hours" else "optimiser step")
+    ax.set_ylabel("validation coordinate MAE / Dummy's")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    last = frame.iloc[-1]
+    figure.suptitle(title or f"learning curve to step {int(last['step']):,}: val_score {last['val_score']:.3f}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return Path(path)

@@ -1,4 +1,4 @@
-"""The ``e3relax`` command: ``info``, ``predict``, ``merge``, ``preprocess``, ``train``, ``evaluate``, ``export``. ``main(argv)`` runs in-process, which is how the tests call it."""
+"""The ``e3relax`` command: ``info``, ``predict``, ``merge``, ``preprocess``, ``train``, ``curve``, ``evaluate``, ``export``. ``main(argv)`` runs in-process, which is how the tests call it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import sys
 import traceback
 from typing import Sequence
 
-from . import evaluate, export, info, merge, predict, preprocess, train
+from . import curve, evaluate, export, info, merge, predict, preprocess, train
 
 _COMMANDS = {"info": info, "predict": predict, "merge": merge, "preprocess": preprocess, "train": train,
-             "evaluate": evaluate, "export": export}
+             "curve": curve, "evaluate": evaluate, "export": export}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -19,12 +19,12 @@ schedule, which goes on where it was. docs/training.md, "Carrying a run to anoth
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from ..model.checkpoint import read_checkpoint, save_checkpoint
+from .curve import run_log_curve
 
 #: what of the trainer's counters a snapshot carries: the position within a pass is not (a fresh pass
 #: follows), nor the best score (a new machine's run folder holds no best.ckpt to beat)
@@ -41,16 +41,6 @@ def rewarm_factor(rewarm: list | tuple | None, step: int) -> float:
     return min(1.0, (max(0, step - start) + 1) / steps)
 
 
-def _curve(run_dir: Path) -> list[dict]:
-    """The validation lines and events of ``run_dir/metrics.jsonl`` (the per-step loss lines are left
-    out: they are most of the log and no learning curve needs them)."""
-    log = run_dir / "metrics.jsonl"
-    if not log.exists():
-        return []
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return [record for record in records if "val_score" in record or "event" in record]
-
-
 def write_run_snapshot(run_dir: str | Path, out: str | Path) -> dict:
     """Write the snapshot of ``run_dir``'s ``last.ckpt`` to ``out`` (atomically: a kill mid-write leaves
     any earlier snapshot there intact). Returns the snapshot's ``run_snapshot`` metadata."""
@@ -62,7 +52,7 @@ def write_run_snapshot(run_dir: str | Path, out: str | Path) -> dict:
     state = training["state"]
     snapshot = {"from": str(run_dir), "state": {key: state[key] for key in SNAPSHOT_COUNTERS if key in state},
                 "ema_updates": int(training["ema_updates"]), "wall_s": float(training.get("wall_s", 0.0)),
-                "best_val": float(state.get("best_val", float("inf"))), "curve": _curve(run_dir)}
+                "best_val": float(state.get("best_val", float("inf"))), "curve": run_log_curve(run_dir)}
     weights = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in payload["model"].items()}
     metadata = {**metadata, "run_snapshot": snapshot, "weights_storage_dtype": "float16"}
     metadata.pop("format_version", None)

@@ -123,3 +123,21 @@ def test_a_killed_snapshot_write_leaves_the_earlier_snapshot_intact(snapshot, tm
     with pytest.raises(KeyboardInterrupt):
         write_run_snapshot(tmp_path / "old", snapshot)
     assert snapshot.read_bytes() == before
+
+
+def test_e3relax_curve_reads_a_snapshot_and_never_writes_over_it(snapshot, tmp_path, capsys):
+    from e3relax_fast.cli import main
+
+    assert main(["curve", str(snapshot), "--markdown", "-o", str(tmp_path / "curve.png"), "--x", "step"]) == 0
+    out = capsys.readouterr().out
+    assert "| 4 |" in out and (tmp_path / "curve.png").stat().st_size > 0  # the run's one validation
+    assert main(["curve", str(tmp_path / "old"), "--markdown"]) == 0  # the run folder gives the same table
+    assert capsys.readouterr().out.splitlines()[:3] == out.splitlines()[:3]
+    before = snapshot.read_bytes()
+    assert main(["curve", str(snapshot), "-o", str(snapshot.with_suffix(".png"))]) == 0
+    renamed = snapshot.with_name("run.png")
+    snapshot.rename(renamed)  # a snapshot named like a figure is still refused as an output
+    assert main(["curve", str(renamed), "-o", str(renamed)]) == 2
+    assert "refusing to write over it" in capsys.readouterr().err and renamed.read_bytes() == before
+    assert main(["curve", str(tmp_path / "old" / "best.ckpt"), "--markdown"]) == 2
+    assert "'run_snapshot'" in capsys.readouterr().err
