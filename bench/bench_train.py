@@ -3,6 +3,7 @@
     python bench/bench_train.py [--smoke] [--preset small paper] [--backend torch cpp] [--steps 5] [--json FILE]
     python bench/bench_train.py --recipes configs/train/release3.yaml configs/train/release4.yaml \
         --workload mp [--steps 60] [--rounds 2] [--json FILE]
+    python bench/bench_train.py --optimizer [--preset small] [--steps 30] [--json FILE]
 
 Presets and backends: real pairs (tests/data: CHGNet-labelled prototypes and Perov-5, 2-24 atoms) in a
 temporary store, batches of 32 structures as the paper trains, through the same ``Trainer.train_step``
@@ -17,6 +18,10 @@ speeds up during the run favours neither. ``--workload mp``: the Materials Proje
 ``../shared/data/mp`` (at most 40 atoms, the first 2,000) as perturbation pairs, as release 3 and 4
 train on them, in a store per graph setting the recipes ask for. Reports structures/s of each recipe and
 its ratio to the first.
+
+Optimizer: the AdamW update alone (amsgrad, as the trainer runs it) of a preset's weights, as
+PyTorch's per-tensor loop and fused (``run.fused_optimizer``), in turn, three times, one thread: CPU
+milliseconds per update and the ratio.
 """
 
 from __future__ import annotations
@@ -164,6 +169,36 @@ def compare_recipes(args) -> list[dict]:
     return rows
 
 
+def compare_optimizers(args) -> list[dict]:
+    """CPU-ms per AdamW update of each preset's weights, per-tensor loop against fused, in turn."""
+    from e3relax_fast.model import E3Relax, E3RelaxConfig
+
+    torch.set_num_threads(1)
+    presets, steps = (["small"], 2) if args.smoke else (args.preset, args.steps)
+    rows = []
+    for preset in presets:
+        torch.manual_seed(0)
+        weights = list(E3Relax(getattr(E3RelaxConfig, preset)()).parameters())
+        for weight in weights:
+            weight.grad = torch.randn_like(weight)
+        optimizers = {"loop": torch.optim.AdamW(weights, lr=1e-9, amsgrad=True, foreach=False),
+                      "fused": torch.optim.AdamW(weights, lr=1e-9, amsgrad=True, fused=True)}
+        cpu_ms = {name: [] for name in optimizers}
+        for _ in range(1 if args.smoke else 3):
+            for name, optimizer in optimizers.items():
+                optimizer.step()  # the moments exist before the clock starts
+                start = time.process_time()
+                for _ in range(steps):
+                    optimizer.step()
+                cpu_ms[name].append((time.process_time() - start) / steps * 1000)
+        loop, fused = (float(np.median(cpu_ms[name])) for name in ("loop", "fused"))
+        print(f"{preset} ({sum(w.numel() for w in weights):,} weights in {len(weights)} tensors): AdamW loop "
+              f"{loop:.1f} CPU-ms, fused {fused:.1f} CPU-ms an update: {loop / fused:.2f}x")
+        rows.append({"bench": "train_optimizer", "preset": preset, "loop_cpu_ms": loop, "fused_cpu_ms": fused,
+                     "runs": cpu_ms, "ratio": loop / fused, "smoke": args.smoke, **environment()})
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true")
@@ -175,9 +210,13 @@ def main(argv=None) -> int:
     parser.add_argument("--recipes", nargs="+", help="training configs to compare (instead of presets)")
     parser.add_argument("--workload", default="mp", choices=["mp"], help="--recipes: the pairs to train on")
     parser.add_argument("--rounds", type=int, default=2, help="--recipes: passes over the recipes, alternating order")
+    parser.add_argument("--optimizer", action="store_true", help="time the AdamW update alone: loop against fused")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--recipe-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.optimizer:
+        write_json_lines(args.json, compare_optimizers(args))
+        return 0
     if args.child:
         print(json.dumps(measure(**json.loads(args.child))))
         return 0

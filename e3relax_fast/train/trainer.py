@@ -40,12 +40,13 @@ from .snapshot import read_run_snapshot, rewarm_factor
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
-#: Config fields that may change between a run and its resumption (they do not change the numbers).
+#: Config fields that may change between a run and its resumption (they change what is learnt by rounding at most).
 _RESUMABLE_CHANGES = {("run", "max_steps"), ("run", "max_cpu_minutes"), ("run", "max_epochs"), ("run", "progress"), ("run", "checkpoint_every"),
                       ("run", "log_every"), ("run", "dir"), ("data", "num_workers"), ("run", "device"),
                       ("run", "backend"), ("run", "early_stopping_patience"),
                       ("run", "init_from"), ("run", "matmul_dtype"), ("run", "compile"),
-                      ("run", "tune_allocator")}  # init_from starts a run; a resumed one takes its weights from last.ckpt
+                      ("run", "tune_allocator"),
+                      ("run", "fused_optimizer")}  # init_from starts a run; a resumed one takes its weights from last.ckpt
 
 
 def layerwise_loss(pos_layers: Tensor, cell_layers: Tensor, target_pos: Tensor, target_cell: Tensor,
@@ -104,6 +105,23 @@ def _versions() -> dict:
     return versions
 
 
+def _optimizer_implementation(fused: bool) -> dict:
+    """AdamW's options for ``run.fused_optimizer``: one fused kernel, or the plain per-tensor loop."""
+    return {"fused": True, "foreach": False} if fused else {"fused": None, "foreach": False}
+
+
+def _use_optimizer_implementation(optimizer: torch.optim.Optimizer, fused: bool) -> None:
+    """After ``load_state_dict``: the run's implementation, not the checkpoint's (a loaded state dict
+    brings its groups' options, ``fused`` among them), with each step count where a fused update
+    reads it (a float32 tensor on the parameter's device)."""
+    for group in optimizer.param_groups:
+        group.update(_optimizer_implementation(fused))
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter, {})
+            if fused and torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(dtype=torch.float32, device=parameter.device)
+
+
 def _config_differences(old: dict, new: dict) -> list[str]:
     out = []
     for section in sorted(set(old) | set(new)):
@@ -154,7 +172,8 @@ class Trainer:
         if config.run.compile:  # the same weights: checkpoints and the EMA read self.model
             self.ddp_model = torch.compile(self.ddp_model, dynamic=True)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.optim.lr,
-                                           weight_decay=config.optim.weight_decay, amsgrad=config.optim.amsgrad)
+                                           weight_decay=config.optim.weight_decay, amsgrad=config.optim.amsgrad,
+                                           **_optimizer_implementation(config.run.fused_optimizer))
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="min", factor=config.optim.plateau_factor,
             patience=config.optim.plateau_patience, min_lr=config.optim.min_lr)
@@ -302,6 +321,7 @@ class Trainer:
         self.ema.updates = int(training["ema_updates"])
         self._wall_before = float(training.get("wall_s", 0.0))  # older runs: counted from this resume
         self.optimizer.load_state_dict(training["optimizer"])
+        _use_optimizer_implementation(self.optimizer, self.config.run.fused_optimizer)
         self.scheduler.load_state_dict(training["scheduler"])
         self.state.update(training["state"])
         self.state["stopped"] = ""
