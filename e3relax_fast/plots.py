@@ -126,8 +126,9 @@ def plot_evaluation(frame: pd.DataFrame, out_dir: str | Path, set_name: str) -> 
 
 
 def plot_learning_curve(frame: pd.DataFrame, events: list[tuple[int, str]], path: str | Path,
-                        x: str = "hours", title: str = "") -> Path:
-    """A run's learning curve (a table of :func:`e3relax_fast.train.curve.curve_frame`) as a PNG: each
+                        x: str = "hours") -> Path:
+    """A run's learning curve (a table of :func:`e3relax_fast.train.curve.curve_frame`) as a figure (PNG,
+    SVG or PDF by ``path``'s suffix): each
     source's validation ratio (coordinate MAE over Dummy's; below 1 beats doing nothing) and
     ``val_score`` in black against ``x`` (``hours`` of training or ``step``), events as dotted lines
     (placed by step, at their validation's hours). Returns ``path``."""
@@ -153,7 +154,7 @@ def plot_learning_curve(frame: pd.DataFrame, events: list[tuple[int, str]], path
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     last = frame.iloc[-1]
-    figure.suptitle(title or f"learning curve to step {int(last['step']):,}: val_score {last['val_score']:.3f}")
+    figure.suptitle(f"learning curve to step {int(last['step']):,}: val_score {last['val_score']:.3f}")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     return Path(path)
